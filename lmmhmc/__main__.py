@@ -1,0 +1,5 @@
+"""``python -m lmmhmc``: the command-line interface."""
+
+from lmmhmc.cli import main
+
+raise SystemExit(main())

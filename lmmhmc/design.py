@@ -1,0 +1,549 @@
+"""The design of a linear mixed model: response, fixed effects and tree-structured random effects.
+
+For the model ``y = X beta + sum_k Z_k u_k + eps``, each random-effect term ``Z_k`` has exactly one
+non-zero block of ``d_k`` entries per row (the observation's level of the grouping factor), so it
+is stored as an integer level ``index`` per observation and an ``N x d_k`` covariate ``block``,
+never as a dense ``N x (L_k d_k)`` matrix.
+
+All checks on the formula and the data happen here, before any JAX code runs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from formulaic import Formula, model_matrix
+from formulaic.errors import DataMismatchWarning, FormulaicError
+from formulaic.parser.types import Factor
+from formulaic.transforms import TRANSFORMS
+from formulaic.utils.variables import Variable, get_required_variables
+
+from lmmhmc.errors import DataError, FormulaError, did_you_mean
+from lmmhmc.formula import BarTerm, parse_formula
+
+__all__ = ["Design", "GroupTerm", "NewData", "build_design"]
+
+# Relative tolerance of the rank check, as in R's lm (column residual norm / column norm).
+_RANK_TOL = 1e-7
+
+
+@dataclass(frozen=True, eq=False)
+class GroupTerm:
+    """One random-effect term ``(expr | g)`` in tree-structured (sparse) form.
+
+    Attributes
+    ----------
+    text : str
+        The term as written after expansion, e.g. ``"1 + Days | Subject"``.
+    factor : str
+        The grouping factor, e.g. ``"Subject"``, or ``"a:b"`` for an interaction factor.
+    levels : numpy.ndarray
+        Level labels (str), length ``n_levels``, in code order.
+    index : numpy.ndarray
+        int32, shape ``(N,)``: the level code of each observation.
+    block : numpy.ndarray
+        float64, shape ``(N, d)``: the term's covariate row for each observation.
+    columns : list of str
+        Bambi-style labels, one per column, e.g. ``["1|Subject", "Days|Subject"]``.
+    correlated : bool
+        False for ``(x || g)`` or when ``d == 1``.
+    spec : formulaic.ModelSpec
+        Specification of the left-hand side, to encode new data identically.
+    """
+
+    text: str
+    factor: str
+    levels: np.ndarray
+    index: np.ndarray
+    block: np.ndarray
+    columns: list[str]
+    correlated: bool
+    spec: object
+
+    @property
+    def n_levels(self) -> int:
+        """Number of levels of the grouping factor."""
+        return len(self.levels)
+
+    @property
+    def d(self) -> int:
+        """Number of columns (random effects per level)."""
+        return self.block.shape[1]
+
+
+@dataclass(frozen=True, eq=False)
+class NewData:
+    """New observations encoded with a training :class:`Design`.
+
+    Attributes
+    ----------
+    X : numpy.ndarray
+        float64, shape ``(M, p)``: fixed-effects matrix.
+    index : list of numpy.ndarray
+        Per term (in ``Design.terms`` order), int32 ``(M,)`` level codes; -1 for a level not seen
+        in training or a missing grouping value.
+    block : list of numpy.ndarray
+        Per term, float64 ``(M, d)`` covariate rows.
+    """
+
+    X: np.ndarray
+    index: list[np.ndarray]
+    block: list[np.ndarray]
+
+    @property
+    def n_obs(self) -> int:
+        """Number of new observations."""
+        return self.X.shape[0]
+
+
+@dataclass(frozen=True, eq=False)
+class Design:
+    """Response, fixed-effects matrix and random-effect terms of a linear mixed model.
+
+    Build it with :func:`build_design`.
+
+    Attributes
+    ----------
+    formula : str
+        The formula as given.
+    response : str
+        Name of the response expression, e.g. ``"Reaction"`` or ``"log(rt)"``.
+    y : numpy.ndarray
+        float64 ``(N,)``.
+    X : numpy.ndarray
+        float64 ``(N, p)``.
+    x_names : list of str
+        formulaic column names: ``"Intercept"``, ``"Days"``, ``"cond[T.b]"``, ...
+    terms : list of GroupTerm
+        The random-effect terms in formula order.
+    weights : numpy.ndarray or None
+        float64 ``(N,)`` positive observation weights (residual variance ``sigma^2 / w``).
+    fixed_spec : formulaic.ModelSpec
+        Specification of the fixed part.
+    n_dropped : int
+        Rows dropped for missing values.
+    """
+
+    formula: str
+    response: str
+    y: np.ndarray
+    X: np.ndarray
+    x_names: list[str]
+    terms: list[GroupTerm]
+    weights: np.ndarray | None
+    fixed_spec: object
+    n_dropped: int
+
+    @property
+    def n_obs(self) -> int:
+        """Number of observations N (after dropping missing values)."""
+        return self.y.shape[0]
+
+    def encode(self, newdata: pd.DataFrame) -> NewData:
+        """Encode new observations exactly like the training data.
+
+        Transforms (``center``, ``scale``, ...) reuse the training state and categorical
+        predictors the training levels.
+
+        Parameters
+        ----------
+        newdata : pandas.DataFrame
+            Must hold every predictor and grouping column (the response is not needed).
+
+        Returns
+        -------
+        NewData
+
+        Raises
+        ------
+        DataError
+            If a column is missing, a categorical predictor has a level not seen in training, or
+            a predictor is missing or not finite.
+        """
+        if not isinstance(newdata, pd.DataFrame):
+            raise TypeError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+        needed = set(self.fixed_spec.required_variables)
+        for term in self.terms:
+            needed |= set(term.spec.required_variables) | set(term.factor.split(":"))
+        _check_columns(sorted(needed), newdata, "new data")
+        X = _encode_matrix(self.fixed_spec, newdata, self.x_names, "fixed-effect column")
+        index = [_encode_levels(t, newdata) for t in self.terms]
+        block = [
+            _encode_matrix(t.spec, newdata, t.columns, "random-effect column") for t in self.terms
+        ]
+        return NewData(X=X, index=index, block=block)
+
+
+def build_design(
+    formula: str,
+    data: pd.DataFrame,
+    *,
+    weights: str | np.ndarray | None = None,
+    na_action: str = "drop",
+) -> Design:
+    """Build and validate the design of an lme4-style formula on a data frame.
+
+    Parameters
+    ----------
+    formula : str
+        lme4 syntax, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
+    data : pandas.DataFrame
+        The observations.
+    weights : str or array-like, optional
+        Name of a column of `data`, or an array of length ``len(data)``, of positive weights.
+    na_action : {"drop", "raise"}
+        Drop rows with missing values in the used columns (with a warning giving the count, as
+        lme4 does) or raise :class:`DataError`.
+
+    Returns
+    -------
+    Design
+
+    Raises
+    ------
+    FormulaError
+        Malformed formula or random-effect term, or duplicate random-effect columns.
+    DataError
+        Unknown column, non-numeric response, grouping factor with one level, empty data,
+        rank-deficient fixed effects, non-finite values, bad weights, or (with
+        ``na_action="raise"``) missing values.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    if na_action not in ("drop", "raise"):
+        raise ValueError(f"na_action must be 'drop' or 'raise', got {na_action!r}")
+    parsed = parse_formula(formula)
+
+    used = _formula_variables(parsed.response, "response")
+    used += _formula_variables(parsed.fixed, "fixed part")
+    for bar in parsed.bars:
+        used += _formula_variables(bar.lhs, f"random-effect term '({bar.text})'")
+        used += bar.factor_names
+    if isinstance(weights, str):
+        used.append(weights)
+    used = list(dict.fromkeys(used))
+    _check_columns(used, data, "data")
+    if len(data) == 0:
+        raise DataError("data has no rows")
+
+    frame = data[used]
+    w = None if weights is None or isinstance(weights, str) else _weights_array(weights, len(data))
+    missing = frame.isna().to_numpy().any(axis=1)
+    if w is not None:
+        missing |= np.isnan(w)
+    n_dropped = int(missing.sum())
+    if n_dropped:
+        where = [c for c in used if frame[c].isna().any()] + ([] if w is None else ["weights"])
+        rows = "1 row has" if n_dropped == 1 else f"{n_dropped} rows have"
+        message = f"{rows} missing values (in {_quoted(where)})"
+        if na_action == "raise":
+            raise DataError(message)
+        warnings.warn(f"{message}; dropped", UserWarning, stacklevel=2)
+        frame = frame.loc[~missing]
+        w = None if w is None else w[~missing]
+        if len(frame) == 0:
+            raise DataError(f"no rows left after dropping {n_dropped} with missing values")
+    frame = _drop_unused_categories(frame.reset_index(drop=True))
+
+    y, response, X, x_names, fixed_spec = _fixed_part(parsed.response, parsed.fixed, frame)
+    terms = [_group_term(bar, frame) for bar in parsed.bars]
+    _check_duplicate_columns(terms)
+    if isinstance(weights, str):
+        w = _weights_array(frame[weights], len(frame), weights)
+    if w is not None and not (np.all(np.isfinite(w)) and np.all(w > 0)):
+        raise DataError("weights must be finite and positive")
+    return Design(
+        formula=formula,
+        response=response,
+        y=y,
+        X=X,
+        x_names=x_names,
+        terms=terms,
+        weights=w,
+        fixed_spec=fixed_spec,
+        n_dropped=n_dropped,
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    """First line of an exception message (formulaic appends a highlighted copy of the formula)."""
+    return str(exc).strip().splitlines()[0]
+
+
+def _quoted(names: Iterable[str]) -> str:
+    """``'a', 'b'``."""
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def _formula_variables(text: str, where: str) -> list[str]:
+    """Data columns that a formulaic formula (one side, without bars) reads, in order.
+
+    formulaic's own ``required_variables`` misses the arguments of stateful transforms such as
+    ``center(x)``, so the variables are collected factor by factor here; names of formulaic's
+    transforms and functions (``np``, ``log``, ``C``, ...) are not columns.
+    """
+    try:
+        formula = Formula(text)
+    except FormulaicError as exc:
+        raise FormulaError(f"cannot parse the {where} '{text}': {_first_line(exc)}") from exc
+    names: list[str] = []
+    for term in formula:
+        for factor in term.factors:
+            if factor.eval_method == Factor.EvalMethod.LOOKUP:
+                names.append(factor.expr)
+            elif factor.eval_method == Factor.EvalMethod.PYTHON:
+                try:
+                    variables = get_required_variables(factor.expr, {})
+                except SyntaxError as exc:
+                    raise FormulaError(f"cannot parse '{factor.expr}' in the {where}") from exc
+                names.extend(
+                    v.root
+                    for v in sorted(variables)
+                    if v.root not in TRANSFORMS
+                    and not (Variable.Role.CALLABLE in v.roles and "." not in v)  # a function
+                )
+    return names
+
+
+def _check_columns(names: Iterable[str], data: pd.DataFrame, what: str) -> None:
+    """Raise DataError naming the first of `names` that is not a column of `data`."""
+    columns = [str(c) for c in data.columns]
+    for name in names:
+        if name not in data.columns:
+            raise DataError(f"column '{name}' not found in {what}{did_you_mean(name, columns)}")
+
+
+def _check_duplicate_columns(terms: list[GroupTerm]) -> None:
+    """Raise FormulaError if two terms give the same ``expr|factor`` column label.
+
+    For example ``(1 | g) + (1 | g)`` or ``(1 | g) + (1 + x | g)``: each random-effect column
+    must belong to one term only, so that its variance has one name.
+    """
+    seen: dict[str, str] = {}
+    for term in terms:
+        for column in term.columns:
+            if column in seen:
+                raise FormulaError(
+                    f"random-effect column '{column}' appears in both '({seen[column]})' and "
+                    f"'({term.text})'; each column may appear in only one term"
+                )
+            seen[column] = term.text
+
+
+def _weights_array(values: object, n: int, name: str = "weights") -> np.ndarray:
+    """Weights as a float64 vector of length `n` (missing values as NaN)."""
+    if isinstance(values, pd.Series) and not pd.api.types.is_numeric_dtype(values.dtype):
+        raise DataError(f"weights column '{name}' is not numeric")
+    try:
+        w = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name} must be numeric") from exc
+    if w.ndim != 1 or w.shape[0] != n:
+        raise DataError(f"{name} must be a vector of length {n} (the rows of data), got {w.shape}")
+    return w
+
+
+def _drop_unused_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """Remove categories without observations (as R's model.frame drops unused levels)."""
+    for name in frame.columns:
+        if isinstance(frame[name].dtype, pd.CategoricalDtype):
+            frame[name] = frame[name].cat.remove_unused_categories()
+    return frame
+
+
+def _materialize(formula: str, frame: pd.DataFrame, where: str):
+    """formulaic model matrices, with formulaic's errors turned into FormulaError."""
+    try:
+        # log(0) and the like give inf/nan, reported by the finiteness checks, not as warnings
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return model_matrix(formula, frame, context={}, na_action="ignore")
+    except FormulaicError as exc:
+        raise FormulaError(f"cannot evaluate the {where} '{formula}': {_first_line(exc)}") from exc
+
+
+def _fixed_part(
+    response: str, fixed: str, frame: pd.DataFrame
+) -> tuple[np.ndarray, str, np.ndarray, list[str], object]:
+    """Evaluate the response and the fixed-effects matrix, and check them."""
+    if response in frame.columns and not _is_numeric(frame[response]):
+        raise DataError(f"response '{response}' is not numeric (dtype {frame[response].dtype})")
+    matrices = _materialize(f"{response} ~ {fixed}", frame, "formula")
+    lhs, rhs = matrices.lhs, matrices.rhs
+    if lhs.shape[1] != 1:
+        raise DataError(
+            f"response '{response}' is not numeric: it evaluates to the columns "
+            f"{_quoted(lhs.columns)}"
+        )
+    name = str(lhs.columns[0])
+    y = lhs.to_numpy(dtype=np.float64)[:, 0]
+    n_bad = int(np.sum(~np.isfinite(y)))
+    if n_bad:
+        raise DataError(
+            f"response '{name}' has non-finite values (inf or nan) in {n_bad} of {len(y)} rows"
+        )
+    X = np.ascontiguousarray(rhs.to_numpy(dtype=np.float64))
+    x_names = [str(c) for c in rhs.columns]
+    _check_finite(X, x_names, "fixed-effect column")
+    _check_rank(X, x_names)
+    return y, name, X, x_names, rhs.model_spec
+
+
+def _is_numeric(values: pd.Series) -> bool:
+    """True for numeric and boolean columns (not strings or categoricals)."""
+    return pd.api.types.is_numeric_dtype(values.dtype) and not isinstance(
+        values.dtype, pd.CategoricalDtype
+    )
+
+
+def _check_finite(matrix: np.ndarray, names: list[str], what: str) -> None:
+    """Raise DataError naming the columns of `matrix` with non-finite values."""
+    bad = ~np.isfinite(matrix).all(axis=0)
+    if bad.any():
+        culprits = [n for n, b in zip(names, bad, strict=True) if b]
+        raise DataError(f"non-finite values (inf or nan) in {what} {_quoted(culprits)}")
+
+
+def _check_rank(X: np.ndarray, names: list[str]) -> None:
+    """Raise DataError if columns of X are linear combinations of earlier columns.
+
+    Columns are taken in order (like R's lm): a column whose residual after projecting on the
+    accepted earlier columns is below ``_RANK_TOL`` times its norm is aliased. The message names
+    the aliased columns and the earlier columns they are combinations of.
+    """
+    n, p = X.shape
+    # Fast path: the diagonal of R (unpivoted QR) is each column's residual norm after the
+    # earlier columns; it can only underestimate it after an aliased column, so a clean pass
+    # proves full rank and anything else is re-checked column by column below.
+    norms = np.linalg.norm(X, axis=0)
+    r_diag = np.abs(np.diag(np.linalg.qr(X, mode="r")))
+    if len(r_diag) == p and np.all(r_diag > _RANK_TOL * norms):
+        return
+    basis = np.empty((n, p))
+    kept: list[int] = []
+    aliased: list[int] = []
+    for j in range(p):
+        v = X[:, j].copy()
+        for _ in range(2):  # Gram-Schmidt, twice for numerical orthogonality
+            q = basis[:, : len(kept)]
+            v -= q @ (q.T @ v)
+        resid = np.linalg.norm(v)
+        if norms[j] == 0 or resid <= _RANK_TOL * norms[j]:
+            aliased.append(j)
+        else:
+            basis[:, len(kept)] = v / resid
+            kept.append(j)
+    if not aliased:
+        return
+    zero = [j for j in aliased if not X[:, j].any()]
+    combos = [j for j in aliased if j not in zero]
+    parts = []
+    if zero:
+        parts.append(f"columns {_quoted(names[j] for j in zero)} are all zero")
+    if combos:
+        coef = np.linalg.lstsq(X[:, kept], X[:, combos], rcond=None)[0]
+        scale = np.linalg.norm(X[:, kept], axis=0)[:, None] * np.abs(coef)
+        used = np.any(scale > 1e-6 * np.linalg.norm(X[:, combos], axis=0), axis=1)
+        parts.append(
+            f"columns {_quoted(names[j] for j in combos)} are linear combinations of "
+            f"{_quoted(names[j] for j, u in zip(kept, used, strict=True) if u)}"
+        )
+    raise DataError("rank-deficient fixed-effects matrix: " + "; ".join(parts))
+
+
+def _group_term(bar: BarTerm, frame: pd.DataFrame) -> GroupTerm:
+    """Evaluate one bar term: level codes of its factor and its covariate block."""
+    matrix = _materialize(bar.lhs, frame, f"random-effect term '({bar.text})'")
+    names = ["1" if c == "Intercept" else str(c) for c in matrix.columns]
+    columns = [f"{name}|{bar.factor}" for name in names]
+    if not columns:
+        raise FormulaError(f"random-effect term '({bar.text})' has no columns")
+    block = np.ascontiguousarray(matrix.to_numpy(dtype=np.float64))
+    _check_finite(block, columns, "random-effect column")
+    index, levels = _factorize(frame, bar.factor_names)
+    if len(levels) < 2:
+        raise DataError(
+            f"grouping factor '{bar.factor}' has a single level ('{levels[0]}'); "
+            "a random effect needs at least two levels"
+        )
+    return GroupTerm(
+        text=bar.text,
+        factor=bar.factor,
+        levels=levels,
+        index=index,
+        block=block,
+        columns=columns,
+        correlated=bar.correlated and len(columns) > 1,
+        spec=matrix.model_spec,
+    )
+
+
+def _label(value: object) -> str:
+    """Level label: ``str(value)``, with integral floats written as integers (1.0 -> "1")."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and sorted level labels of one column (categorical order if categorical)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy(np.int64), [_label(c) for c in values.cat.categories]
+    try:
+        codes, uniques = pd.factorize(values, sort=True)
+    except TypeError:  # values of mixed types cannot be sorted: sort their labels
+        codes, uniques = pd.factorize(values.map(_label), sort=True)
+    return codes.astype(np.int64), [_label(u) for u in uniques]
+
+
+def _factorize(frame: pd.DataFrame, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Level codes (int32) and labels of a factor or of the observed combinations of several.
+
+    Combinations are ordered by the first factor, then the second, ..., like the levels of R's
+    ``interaction(a, b, lex.order = TRUE, drop = TRUE)``; labels are joined with ``:``.
+    """
+    codes, labels = _codes(frame[names[0]])
+    for name in names[1:]:
+        other, other_labels = _codes(frame[name])
+        keys, codes = np.unique(codes * len(other_labels) + other, return_inverse=True)
+        labels = [
+            f"{labels[k // len(other_labels)]}:{other_labels[k % len(other_labels)]}" for k in keys
+        ]
+    return codes.astype(np.int32), np.asarray(labels, dtype=str)
+
+
+def _new_labels(values: pd.Series) -> pd.Series:
+    """Level labels of new values (missing values stay missing)."""
+    codes, uniques = pd.factorize(values)
+    labels = pd.Series([_label(u) for u in uniques] + [None], dtype=object)
+    return pd.Series(labels.to_numpy()[codes], dtype=object)
+
+
+def _encode_levels(term: GroupTerm, newdata: pd.DataFrame) -> np.ndarray:
+    """Training level codes of the new rows; -1 for unseen levels and missing values."""
+    names = term.factor.split(":")
+    labels = _new_labels(newdata[names[0]])
+    if len(names) > 1:
+        labels = labels.str.cat([_new_labels(newdata[n]) for n in names[1:]], sep=":")
+    return pd.Index(term.levels).get_indexer(labels).astype(np.int32)
+
+
+def _encode_matrix(spec, newdata: pd.DataFrame, names: list[str], what: str) -> np.ndarray:
+    """Model matrix of `newdata` from a training spec, checked for unseen levels and NaN.
+
+    `names` are the training column labels, used in the error message.
+    """
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("error", DataMismatchWarning)
+        try:
+            matrix = spec.get_model_matrix(newdata, context={})
+        except DataMismatchWarning as exc:
+            raise DataError(
+                f"new data has a categorical level not seen in training: {exc}"
+            ) from exc
+    X = np.ascontiguousarray(matrix.to_numpy(dtype=np.float64))
+    _check_finite(X, names, f"new data, {what}")
+    return X

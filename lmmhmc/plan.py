@@ -1,0 +1,165 @@
+"""Which grouping terms to integrate out: a cost model over subsets of terms.
+
+For a set ``M`` of marginalized terms whose largest member ``e`` is eliminated first, one
+gradient of the log-density costs about (floating-point operations, gradient ~ 3x the value)::
+
+    3 [N (d_e^2 + sum_{k in M, k != e} d_k) + L_e d_e^3 + npairs d_e + q_2^2 dbar + q_2^3 / 3]
+      + N (p + sum_{k not in M} d_k)
+
+(``npairs``: pairs of other-term columns sharing a level of ``e``; ``q_2``: random effects of
+the other marginalized terms). ``"auto"`` marginalizes every term when that costs at most
+``budget`` operations; otherwise the affordable subset that removes the most sampled
+dimensions (ties: the cheaper one). Terms not marginalized are sampled non-centered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+from .design import Design
+from .errors import LmmhmcError
+from .marginal import pair_count
+
+#: Default budget in floating-point operations per gradient (a few milliseconds on one core).
+BUDGET = 1.0e7
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The chosen marginalization.
+
+    Attributes
+    ----------
+    marginalized : tuple of int
+        Positions (in ``design.terms``) of the integrated-out terms.
+    eliminate : int or None
+        Position of the term eliminated first (block-diagonal part), if any are marginalized.
+    labels : tuple of str
+        Text of every term, for display.
+    flops : float
+        Estimated operations per gradient evaluation.
+    sampled_dims : int
+        Dimension of the space HMC explores.
+    reason : str
+        Why this plan was chosen.
+    """
+
+    marginalized: tuple[int, ...]
+    eliminate: int | None
+    labels: tuple[str, ...]
+    flops: float
+    sampled_dims: int
+    reason: str
+
+    @property
+    def sampled(self) -> tuple[int, ...]:
+        """Positions of the terms sampled non-centered."""
+        return tuple(k for k in range(len(self.labels)) if k not in self.marginalized)
+
+    def __str__(self) -> str:
+        marg = ", ".join(f"({self.labels[k]})" for k in self.marginalized) or "none"
+        samp = ", ".join(f"({self.labels[k]})" for k in self.sampled) or "none"
+        return (
+            f"marginalized: {marg}; sampled: {samp}; "
+            f"{self.sampled_dims} sampled dims, ~{self.flops:.2g} flops/gradient ({self.reason})"
+        )
+
+
+def _cost(design: Design, subset: Sequence[int]) -> tuple[float, int | None]:
+    terms = design.terms
+    n, p = design.X.shape
+    base = n * (p + sum(terms[k].d for k in range(len(terms)) if k not in subset))
+    if not subset:
+        return float(base), None
+    e = max(subset, key=lambda k: (terms[k].n_levels * terms[k].d, -k))
+    te = terms[e]
+    others = [terms[k] for k in subset if k != e]
+    q2 = sum(t.n_levels * t.d for t in others)
+    dbar = np.mean([t.d for t in others]) if others else 0.0
+    npairs = pair_count([terms[k] for k in subset], list(subset).index(e))
+    marg = (
+        n * (te.d**2 + sum(t.d for t in others))
+        + te.n_levels * te.d**3
+        + npairs * te.d
+        + q2**2 * dbar
+        + q2**3 / 3.0
+    )
+    return float(base + 3.0 * marg), e
+
+
+def _sampled_dims(design: Design, subset: Sequence[int]) -> int:
+    n_cov = sum(t.d + (t.d * (t.d - 1)) // 2 * t.correlated for t in design.terms)
+    n_re = sum(t.n_levels * t.d for k, t in enumerate(design.terms) if k not in subset)
+    return design.X.shape[1] + 1 + n_cov + n_re
+
+
+def resolve_term(design: Design, name: str) -> int:
+    """Position of the term a user names by its text (``"1 | subj"``) or unique factor."""
+    key = name.replace(" ", "")
+    by_text = [k for k, t in enumerate(design.terms) if t.text.replace(" ", "") == key]
+    by_factor = [k for k, t in enumerate(design.terms) if t.factor.replace(" ", "") == key]
+    by_column = [
+        k for k, t in enumerate(design.terms) if key in [c.replace(" ", "") for c in t.columns]
+    ]
+    for found in (by_text, by_factor, by_column):
+        if len(found) == 1:
+            return found[0]
+    texts = ", ".join(f"'{t.text}'" for t in design.terms)
+    if len(by_factor) > 1:
+        raise LmmhmcError(f"'{name}' names several terms; use the term text, one of {texts}")
+    raise LmmhmcError(f"no grouping term '{name}' in the model; terms are {texts}")
+
+
+def make_plan(
+    design: Design,
+    marginalize: str | Sequence[str] = "auto",
+    budget: float = BUDGET,
+) -> Plan:
+    """Choose the terms to marginalize.
+
+    Parameters
+    ----------
+    design : Design
+    marginalize : "auto", "all", "none" or list of term names
+        ``"auto"`` uses the cost model; ``"all"``/``"none"`` force either extreme; a list names
+        terms by their text (``"1 + cond | subj"``) or factor (``"subj"``).
+    budget : float
+        Operations per gradient that ``"auto"`` may spend on the joint kernel.
+    """
+    labels = tuple(t.text for t in design.terms)
+    every = tuple(range(len(design.terms)))
+
+    def plan(subset, reason):
+        flops, e = _cost(design, subset)
+        return Plan(tuple(sorted(subset)), e, labels, flops, _sampled_dims(design, subset), reason)
+
+    if isinstance(marginalize, str):
+        if marginalize == "none":
+            return plan((), "user: none")
+        if marginalize == "all":
+            return plan(every, "user: all")
+        if marginalize != "auto":
+            return plan((resolve_term(design, marginalize),), "user")
+    else:
+        chosen = sorted({resolve_term(design, m) for m in marginalize})
+        return plan(tuple(chosen), "user")
+    if _cost(design, every)[0] <= budget:
+        return plan(every, "auto: joint kernel within budget")
+    best = ()
+    for size in range(len(every) - 1, 0, -1):
+        for subset in combinations(every, size):
+            if _cost(design, subset)[0] > budget:
+                continue
+            gain = sum(design.terms[k].n_levels * design.terms[k].d for k in subset)
+            best_gain = sum(design.terms[k].n_levels * design.terms[k].d for k in best)
+            if gain > best_gain or (
+                gain == best_gain and best and _cost(design, subset)[0] < _cost(design, best)[0]
+            ):
+                best = subset
+    if not best:  # even one term is over budget: marginalize the largest one (always linear)
+        best = (max(every, key=lambda k: design.terms[k].n_levels * design.terms[k].d),)
+    return plan(best, "auto: largest affordable subset")

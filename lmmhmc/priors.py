@@ -1,0 +1,151 @@
+"""Default priors scaled by the data (as brms and bambi do), and user overrides by name.
+
+Parameter names (also the names in the posterior):
+
+- fixed effects: the design's column names (``"Intercept"``, ``"Days"``, ``"cond[T.b]"``);
+- ``"sigma"``: residual standard deviation;
+- ``"<column>_sigma"``: standard deviation of each random-effect column (``"1|Subject_sigma"``);
+- ``"<factor>_corr"``: correlation of a correlated term (LKJ prior on its Cholesky factor).
+
+Defaults, with ``s_y = sd(y)`` and ``s_x = sd(x)`` of each non-constant column::
+
+    slope b_x            ~ Normal(0, 2.5 s_y / s_x)
+    Intercept            ~ Normal(mean(y), sqrt((2.5 s_y)^2 + sum_x (2.5 s_y mean(x) / s_x)^2))
+    sigma                ~ Half-Student-t(3, 0, 2.5 s_y)
+    sd of column x       ~ Half-Student-t(3, 0, 2.5 s_y / s_x)   (s_x = 1 for the intercept)
+    correlations         ~ LKJ(eta = 2)
+
+The intercept's scale is the spread of ``mean(y) - sum_x b_x mean(x)`` implied by the slope
+priors, so it stays weakly informative when predictors are not centred.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpyro.distributions as dist
+
+from .design import Design
+from .errors import DataError, LmmhmcError
+
+STUDENT_T_DF = 3.0
+SCALE = 2.5
+LKJ_ETA = 2.0
+
+
+def half_student_t(df: float, scale: float) -> dist.Distribution:
+    """Half-Student-t(df, 0, scale): a Student-t folded at zero."""
+    return dist.FoldedDistribution(dist.StudentT(df, 0.0, scale))
+
+
+def corr_name(design: Design, k: int) -> str:
+    """Name of the correlation parameter of term ``k`` (``"<factor>_corr"``, made unique)."""
+    term = design.terms[k]
+    same = [j for j, t in enumerate(design.terms) if t.factor == term.factor and t.correlated]
+    suffix = "" if len(same) <= 1 else f"_{same.index(k) + 1}"
+    return f"{term.factor}_corr{suffix}"
+
+
+def describe(d: dist.Distribution) -> str:
+    """Short readable form of a distribution, e.g. ``Normal(0, 25.1)``."""
+    if isinstance(d, dist.FoldedDistribution) and isinstance(d.base_dist, dist.StudentT):
+        b = d.base_dist
+        return f"HalfStudentT({_fmt(b.df)}, {_fmt(b.scale)})"
+    params = {
+        dist.Normal: ("loc", "scale"),
+        dist.HalfNormal: ("scale",),
+        dist.HalfCauchy: ("scale",),
+        dist.Exponential: ("rate",),
+        dist.StudentT: ("df", "loc", "scale"),
+        dist.LKJCholesky: ("dimension", "concentration"),
+        dist.Gamma: ("concentration", "rate"),
+        dist.Uniform: ("low", "high"),
+    }.get(type(d))
+    if params is None:
+        return type(d).__name__
+    return f"{type(d).__name__}({', '.join(_fmt(getattr(d, p)) for p in params)})"
+
+
+def _positive(d: dist.Distribution) -> bool:
+    lower = getattr(d.support, "lower_bound", None)
+    return lower is not None and float(np.asarray(lower)) >= 0.0
+
+
+def _fmt(x) -> str:
+    return f"{float(np.asarray(x)):.4g}"
+
+
+class Priors(Mapping):
+    """Ordered mapping from parameter name to NumPyro distribution.
+
+    ``print(priors)`` lists them; ``priors["sigma"]`` gets one.
+    """
+
+    def __init__(self, items: dict[str, dist.Distribution]):
+        self._items = dict(items)
+
+    def __getitem__(self, key: str) -> dist.Distribution:
+        return self._items[key]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        width = max((len(k) for k in self._items), default=0)
+        return "\n".join(f"{k:<{width}} ~ {describe(v)}" for k, v in self._items.items())
+
+
+def default_priors(design: Design) -> Priors:
+    """Data-scaled default priors for every parameter of ``design`` (see module docstring)."""
+    y, x = design.y, design.X
+    s_y = float(np.std(y))
+    if not np.isfinite(s_y) or s_y <= 0:
+        raise DataError(f"response '{design.response}' is constant: there is nothing to model")
+    items: dict[str, dist.Distribution] = {}
+    means, sds = x.mean(axis=0), x.std(axis=0)
+    slopes = sds > 0
+    intercept_var = (SCALE * s_y) ** 2 + float(
+        np.sum((SCALE * s_y * means[slopes] / sds[slopes]) ** 2)
+    )
+    for j, name in enumerate(design.x_names):
+        if slopes[j]:
+            items[name] = dist.Normal(0.0, SCALE * s_y / sds[j])
+        else:  # the intercept (a constant column)
+            items[name] = dist.Normal(float(np.mean(y)), float(np.sqrt(intercept_var)))
+    items["sigma"] = half_student_t(STUDENT_T_DF, SCALE * s_y)
+    for k, term in enumerate(design.terms):
+        s_cols = term.block.std(axis=0)
+        for col, s_x in zip(term.columns, s_cols, strict=True):
+            scale = SCALE * s_y / (s_x if s_x > 0 else 1.0)
+            items[f"{col}_sigma"] = half_student_t(STUDENT_T_DF, scale)
+        if term.correlated:
+            items[corr_name(design, k)] = dist.LKJCholesky(term.d, LKJ_ETA)
+    return Priors(items)
+
+
+def resolve_priors(design: Design, overrides: Mapping[str, dist.Distribution] | None) -> Priors:
+    """Defaults with the user's ``overrides`` applied; unknown names are an error."""
+    priors = dict(default_priors(design))
+    for name, value in (overrides or {}).items():
+        if name not in priors:
+            raise LmmhmcError(
+                f"prior given for unknown parameter '{name}'; parameters are: "
+                + ", ".join(priors)
+            )
+        if not isinstance(value, dist.Distribution):
+            raise LmmhmcError(
+                f"prior for '{name}' must be a numpyro distribution, got {type(value).__name__}"
+            )
+        default = priors[name]
+        if isinstance(default, dist.LKJCholesky) and not isinstance(value, dist.LKJCholesky):
+            raise LmmhmcError(f"prior for '{name}' must be numpyro's LKJCholesky")
+        if isinstance(default, dist.FoldedDistribution) and not _positive(value):
+            raise LmmhmcError(
+                f"prior for '{name}' must have positive support (e.g. HalfNormal, Exponential)"
+            )
+        priors[name] = value
+    return Priors(priors)

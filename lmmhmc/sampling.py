@@ -1,0 +1,256 @@
+"""fit(): NUTS on the marginalized model, exact recovery of the random effects, ArviZ output."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from functools import partial
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from numpyro.infer import MCMC, NUTS, init_to_sample
+from numpyro.infer.util import unconstrain_fn
+
+from . import numpyro_model as nm
+from .design import Design
+from .errors import LmmhmcError
+from .marginal import prepare
+from .ml import MLResult, fit_ml
+from .plan import _cost, make_plan
+from .priors import resolve_priors
+from .results import FitResult
+
+#: Sampled dimension up to which a dense mass matrix is adapted (``dense_mass=None``).
+DENSE_MASS_MAX_DIM = 60
+#: Largest ``draws x observations`` for which the pointwise log-likelihood is stored by default.
+LOG_LIK_MAX_CELLS = 5e7
+#: Flops above which the ML start does not compute the random effects' conditional means.
+INIT_MAX_FLOPS = 1e10
+
+_SAMPLERS: dict = {}  # compiled samplers, keyed by model structure and settings
+_EXTRA_FIELDS = ("diverging", "num_steps", "energy", "potential_energy", "accept_prob",
+                 "adapt_state.step_size")
+
+
+def fit_model(
+    model,
+    *,
+    priors: Mapping[str, dist.Distribution] | None = None,
+    marginalize: str | Sequence[str] = "auto",
+    chains: int = 4,
+    draws: int = 1000,
+    warmup: int = 1000,
+    seed: int = 0,
+    target_accept: float = 0.8,
+    progress: bool = True,
+    init: str = "ml",
+    dense_mass: bool | None = None,
+    max_tree_depth: int = 10,
+    log_likelihood: bool | None = None,
+    posterior_predictive: bool = False,
+) -> FitResult:
+    """Sample the posterior of ``model`` (a :class:`lmmhmc.Model`); see :func:`lmmhmc.fit`."""
+    _check_settings(chains, draws, warmup, target_accept, init)
+    design: Design = model.design
+    prior_set = resolve_priors(design, priors)
+    plan = make_plan(design, marginalize)
+    structure, data = nm.build(design, plan)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    ml = fit_ml(design, starts=1) if init == "ml" else None
+    timings["init"] = time.perf_counter() - t0
+
+    if dense_mass is None:
+        dense_mass = plan.sampled_dims <= DENSE_MASS_MAX_DIM
+    chain_method = "parallel" if jax.local_device_count() >= chains > 1 else "vectorized"
+    mcmc = _sampler(structure, prior_set, chains, draws, warmup, target_accept, dense_mass,
+                    max_tree_depth, chain_method, progress, init)
+    key_mcmc, key_init, key_recover, key_pp = jax.random.split(jax.random.key(seed), 4)
+    priors_tree = dict(prior_set)
+    init_params = None
+    if ml is not None:
+        init_params = _ml_init(structure, design, data, priors_tree, ml, chains, key_init)
+
+    t0 = time.perf_counter()
+    mcmc.run(key_mcmc, data, priors_tree, init_params=init_params, extra_fields=_EXTRA_FIELDS)
+    samples = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
+    timings["sampling"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    n_draws = chains * draws
+    if log_likelihood is None:
+        log_likelihood = n_draws * design.n_obs <= LOG_LIK_MAX_CELLS
+    flat = jax.tree.map(lambda a: a.reshape((n_draws,) + a.shape[2:]), samples)
+    keys = jax.random.split(key_recover, n_draws)
+    effects, loglik = _recover_all(structure, data, flat, keys, bool(log_likelihood))
+    timings["recovery"] = time.perf_counter() - t0
+
+    yrep = None
+    if posterior_predictive:
+        yrep = jax.jit(_posterior_predictive, static_argnums=0)(
+            structure, data, flat, effects, key_pp
+        )
+    idata = _to_inference_data(
+        structure, design, samples, effects, loglik, yrep,
+        mcmc.get_extra_fields(group_by_chain=True), chains, draws,
+    )
+    settings = dict(chains=chains, draws=draws, warmup=warmup, seed=seed,
+                    target_accept=target_accept, init=init, dense_mass=bool(dense_mass),
+                    max_tree_depth=max_tree_depth, chain_method=chain_method)
+    return FitResult(idata=idata, model=model, plan=plan, priors=prior_set, settings=settings,
+                     timings=timings, ml=ml)
+
+
+def _check_settings(chains, draws, warmup, target_accept, init) -> None:
+    for name, value, low in (("chains", chains, 1), ("draws", draws, 1), ("warmup", warmup, 0)):
+        if not isinstance(value, int | np.integer) or value < low:
+            raise LmmhmcError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not 0.0 < target_accept < 1.0:
+        raise LmmhmcError(f"target_accept must be in (0, 1), got {target_accept!r}")
+    if init not in ("ml", "prior"):
+        raise LmmhmcError(f"init must be 'ml' or 'prior', got {init!r}")
+
+
+def _sampler(structure, priors, chains, draws, warmup, target_accept, dense_mass,
+             max_tree_depth, chain_method, progress, init) -> MCMC:
+    """A NumPyro MCMC object, reused across fits of the same structure (compiled once)."""
+    treedef = jax.tree.structure(dict(priors))
+    key = (structure, treedef, chains, draws, warmup, target_accept, dense_mass,
+           max_tree_depth, chain_method, progress, init)
+    if key not in _SAMPLERS:
+        kernel = NUTS(
+            nm.make_model(structure),
+            target_accept_prob=target_accept,
+            dense_mass=dense_mass,
+            max_tree_depth=max_tree_depth,
+            **({"init_strategy": init_to_sample} if init == "prior" else {}),
+        )
+        _SAMPLERS[key] = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
+                              chain_method=chain_method, progress_bar=progress,
+                              jit_model_args=True)
+    return _SAMPLERS[key]
+
+
+def _ml_init(structure, design, data, priors, ml: MLResult, chains, key) -> dict:
+    """Unconstrained starting points near the ML estimate, jittered per chain."""
+    params = {name: jnp.asarray(ml.beta[name]) for name in structure.x_names}
+    params["sigma"] = jnp.asarray(ml.sigma)
+    floor = 0.05 * ml.sigma  # keep sds off the boundary 0 (log scale)
+    lams = []
+    for t, lam in zip(structure.terms, ml.factors, strict=True):
+        g = lam @ lam.T
+        sd = np.maximum(np.sqrt(np.diag(g)), floor)
+        for c, s in zip(t.columns, sd, strict=True):
+            params[f"{c}_sigma"] = jnp.asarray(s)
+        chol = np.eye(t.d)
+        if t.correlated:
+            corr = g / np.outer(np.sqrt(np.diag(g)) + 1e-300, np.sqrt(np.diag(g)) + 1e-300)
+            np.fill_diagonal(corr, 1.0)
+            chol = np.linalg.cholesky(0.8 * np.nan_to_num(corr) + 0.2 * np.eye(t.d))
+            params[t.corr] = jnp.asarray(chol)
+        lams.append(sd[:, None] * chol)
+    sampled = [k for k, t in enumerate(structure.terms) if not t.marginalized]
+    if sampled:
+        modes = _conditional_modes(design, ml)
+        for k in sampled:
+            t = structure.terms[k]
+            z = np.linalg.solve(lams[k], modes[k].T).T if modes else np.zeros((t.n_levels, t.d))
+            params[t.offset] = jnp.asarray(z)
+    unconstrained = unconstrain_fn(nm.make_model(structure), (data, priors), {}, params)
+    scale = {name: float(ml.se[name]) for name in structure.x_names}
+    keys = jax.random.split(key, len(unconstrained))
+    out = {}
+    for kk, (name, value) in zip(keys, sorted(unconstrained.items()), strict=True):
+        noise = jax.random.normal(kk, (chains,) + jnp.shape(value))
+        out[name] = value + scale.get(name, 0.1) * noise
+    return out
+
+
+def _conditional_modes(design: Design, ml: MLResult) -> list[np.ndarray] | None:
+    """Conditional means of all random effects at the ML estimate (None if too costly)."""
+    every = tuple(range(len(design.terms)))
+    if _cost(design, every)[0] > INIT_MAX_FLOPS:
+        return None
+    kernel = prepare(design.terms, design.weights)
+    resid = design.y - design.X @ ml.beta.values
+    zeros = [np.zeros(s) for s in kernel.noise_shapes()]
+    return [np.asarray(u) for u in kernel.draw(resid, ml.sigma, ml.factors, zeros)]
+
+
+@partial(jax.jit, static_argnums=(0, 4))
+def _recover_all(structure, data, flat, keys, with_loglik: bool):
+    """Random effects (and pointwise log-likelihood) for every draw, batched with lax.map."""
+
+    def one(args):
+        params, key = args
+        effects = nm.recover(structure, data, params, key)
+        ll = nm.pointwise_log_likelihood(structure, data, params, effects) if with_loglik else None
+        return [effects[k] for k in range(len(structure.terms))], ll
+
+    return jax.lax.map(one, (flat, keys), batch_size=64)
+
+
+def _to_inference_data(structure, design, samples, effects, loglik, yrep, extra, chains, draws):
+    def grouped(a):
+        a = np.asarray(a)
+        return a.reshape((chains, draws) + a.shape[1:])
+
+    posterior, dims, coords = {}, {}, {}
+    for name in structure.x_names:
+        posterior[name] = np.asarray(samples[name])
+    posterior["sigma"] = np.asarray(samples["sigma"])
+    for k, t in enumerate(structure.terms):
+        for c in t.columns:
+            posterior[f"{c}_sigma"] = np.asarray(samples[f"{c}_sigma"])
+        if t.correlated:
+            chol = np.asarray(samples[t.corr])
+            corr = chol @ np.swapaxes(chol, -1, -2)
+            rows, cols = np.tril_indices(t.d, -1)
+            posterior[t.corr] = corr[..., rows, cols]
+            dims[t.corr] = [f"{t.corr}_dim"]
+            coords[f"{t.corr}_dim"] = [f"{t.columns[j]}, {t.columns[i]}"
+                                       for i, j in zip(rows, cols, strict=True)]
+        level_dim = f"{t.factor}__factor_dim"
+        coords[level_dim] = [str(v) for v in design.terms[k].levels]
+        u = grouped(effects[k])
+        for j, c in enumerate(t.columns):
+            posterior[c] = u[..., j]
+            dims[c] = [level_dim]
+    n_steps = np.asarray(extra["num_steps"])
+    sample_stats = {
+        "diverging": np.asarray(extra["diverging"]),
+        "n_steps": n_steps,
+        "tree_depth": np.floor(np.log2(np.maximum(n_steps, 1))).astype(int) + 1,
+        "step_size": np.asarray(extra["adapt_state.step_size"]),
+        "energy": np.asarray(extra["energy"]),
+        "lp": -np.asarray(extra["potential_energy"]),
+        "acceptance_rate": np.asarray(extra["accept_prob"]),
+    }
+    obs_dim = "__obs__"
+    coords[obs_dim] = np.arange(design.n_obs)
+    response = design.response
+    dims[response] = [obs_dim]
+    groups = {"posterior": posterior, "sample_stats": sample_stats,
+              "observed_data": {response: design.y}}
+    if loglik is not None:
+        groups["log_likelihood"] = {response: grouped(loglik)}
+    if yrep is not None:
+        groups["posterior_predictive"] = {response: grouped(yrep)}
+    return az.from_dict(**groups, coords=coords, dims=dims)
+
+
+def _posterior_predictive(structure, data, flat, effects, key):
+    """Replicated responses ``y_rep ~ N(X beta + Z u, sigma^2 / w)``, one per draw."""
+
+    def one(args):
+        params, eff, kk = args
+        mu = nm.fixed_part(structure, data, params) + nm.random_part(data, dict(enumerate(eff)))
+        scale = params["sigma"] / jnp.sqrt(data["w"])
+        return mu + scale * jax.random.normal(kk, mu.shape)
+
+    keys = jax.random.split(key, jax.tree.leaves(flat)[0].shape[0])
+    return jax.lax.map(one, (flat, list(effects), keys), batch_size=64)

@@ -1,0 +1,103 @@
+"""The command line, run in-process through main(argv)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lmmhmc import datasets
+from lmmhmc.cli import main
+
+
+def test_describe_bundled_dataset(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["describe", "Reaction ~ Days + (Days | Subject)", "--data", "sleepstudy"]) == 0
+    out = capsys.readouterr().out
+    assert "observations: 180" in out
+    assert "fixed effects (2): Intercept, Days" in out
+    assert "factor Subject: 18 levels (308, 309, 310, 330, 331, ...)" in out
+    assert "columns (2, correlated): 1|Subject, Days|Subject" in out
+
+
+def test_describe_csv_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "cake.csv"
+    datasets.load("cake").to_csv(path, index=False)
+    assert main(["describe", "angle ~ recipe + (1 | recipe/replicate)", "--data", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "factor recipe: 3 levels (A, B, C)" in out
+    assert "factor recipe:replicate: 45 levels (A:1, A:2, A:3, A:4, A:5, ...)" in out
+
+
+def test_describe_warns_about_dropped_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("y,x,g\n1,1,a\n2,,a\n3,3,b\n4,4,b\n")
+    assert main(["describe", "y ~ x + (1 | g)", "--data", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "observations: 3" in captured.out
+    assert captured.err == "warning: 1 row has missing values (in 'x'); dropped\n"
+    assert main(["describe", "y ~ x + (1 | g)", "--data", str(path), "--na-action", "raise"]) == 2
+    assert capsys.readouterr().err.startswith("error: 1 row has missing values")
+
+
+def test_describe_with_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("y,w,g\n1,1,a\n2,0.5,a\n3,2,b\n4,1,b\n")
+    assert main(["describe", "y ~ 1 + (1 | g)", "--data", str(path), "--weights", "w"]) == 0
+    assert "weighted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["describe", "Reacton ~ Days + (Days | Subject)", "--data", "sleepstudy"],
+            "error: column 'Reacton' not found in data; did you mean 'Reaction'?\n",
+        ),
+        (
+            ["describe", "Reaction ~ Days + (| Subject)", "--data", "sleepstudy"],
+            "error: random-effect term '(| Subject)' has an empty left-hand side\n",
+        ),
+        (
+            ["describe", "y ~ 1 + (1 | g)", "--data", "sleepstudyy"],
+            "error: unknown data set 'sleepstudyy'; did you mean 'sleepstudy'?",
+        ),
+        (
+            ["describe", "y ~ 1 + (1 | g)", "--data", "missing.csv"],
+            "error: data file 'missing.csv' not found\n",
+        ),
+    ],
+)
+def test_errors_are_one_line_with_status_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(message)
+    assert captured.err.count("\n") == 1
+
+
+def test_datasets_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["datasets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == datasets.list_datasets()
+    assert any(line.startswith("InstEval ") and "lme4" in line for line in lines)
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["describe", "y ~ x"])  # --data is required
+    assert exc.value.code == 2
+    assert "--data" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("lmmhmc 0.1.0")
