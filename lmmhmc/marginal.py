@@ -57,11 +57,120 @@ class _Static:
     n_obs: int
     order: tuple[int, ...]  # position in the caller's term list of term 1, 2, ...
     dims: tuple[tuple[int, int], ...]  # (n_levels, d) of term 1, 2, ... in elimination order
-    weighted: bool
+    n_diag: int  # 1 if term 1 is eliminated block-diagonally, 0 for a dense joint system
+    cross: str  # "pairs" (sparse N_12 and its column pairs) or "dense" (N_12 as L1 x d1 x q2)
+
+    @property
+    def dims_rest(self) -> tuple[tuple[int, int], ...]:
+        return self.dims[self.n_diag :]
 
     @property
     def q2(self) -> int:
-        return sum(n * d for n, d in self.dims[1:])
+        return sum(n * d for n, d in self.dims_rest)
+
+
+#: Block size up to which per-level factorizations are unrolled into elementwise operations.
+SMALL_BLOCK = 4
+
+
+def batched_cholesky(p: jax.Array) -> jax.Array:
+    """Lower Cholesky factors of a batch of small SPD matrices ``p`` (..., d, d).
+
+    For ``d <= SMALL_BLOCK`` the factorization is unrolled into elementwise operations over the
+    batch (Cholesky-Banachiewicz), which XLA fuses and differentiates cheaply; larger blocks
+    use LAPACK.
+    """
+    d = p.shape[-1]
+    if d > SMALL_BLOCK:
+        return jnp.linalg.cholesky(p)
+    rows = [[None] * d for _ in range(d)]
+    for i in range(d):
+        for j in range(i + 1):
+            acc = p[..., i, j] - sum(rows[i][k] * rows[j][k] for k in range(j))
+            rows[i][j] = jnp.sqrt(acc) if i == j else acc / rows[j][j]
+    zero = jnp.zeros_like(p[..., 0, 0])
+    return jnp.stack(
+        [jnp.stack([rows[i][j] if j <= i else zero for j in range(d)], -1) for i in range(d)],
+        -2,
+    )
+
+
+def batched_solve(chol: jax.Array, b: jax.Array, transpose: bool = False) -> jax.Array:
+    """Solve ``L x = b`` (or ``L^T x = b``) for a batch of small lower-triangular ``L``.
+
+    ``chol`` is (..., d, d), ``b`` is (..., d, m); unrolled substitution for small ``d``.
+    """
+    d = chol.shape[-1]
+    if d > SMALL_BLOCK:
+        return solve_triangular(chol, b, lower=True, trans=1 if transpose else 0)
+    x = [None] * d
+    order = range(d - 1, -1, -1) if transpose else range(d)
+    for i in order:
+        if transpose:  # row i of L^T is column i of L
+            known = [(chol[..., k, i], k) for k in range(i + 1, d)]
+        else:
+            known = [(chol[..., i, k], k) for k in range(i)]
+        acc = b[..., i, :] - sum(c[..., None] * x[k] for c, k in known)
+        x[i] = acc / chol[..., i, i][..., None]
+    return jnp.stack(x, axis=-2)
+
+
+@jax.custom_vjp
+def logdet_and_quad(p: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(log|P|, Y^T P^{-1} Y)`` for symmetric positive-definite ``P`` (q x q), ``Y`` (q x m).
+
+    Forward by Cholesky; the reverse mode uses ``P^{-1}`` directly
+    (``d log|P| = P^{-1}``, ``d Y^T P^{-1} Y / dP = -P^{-1} Y (.) Y^T P^{-1}``), which is several
+    times faster on CPU than differentiating through the Cholesky factorization.
+    """
+    return _logdet_and_quad_fwd(p, y)[0]
+
+
+def _logdet_and_quad_fwd(p, y):
+    chol = jnp.linalg.cholesky(p)
+    x = solve_triangular(chol, y, lower=True)
+    z = solve_triangular(chol.T, x, lower=False)  # P^{-1} Y
+    out = (2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))), x.T @ x)
+    return out, (chol, z)
+
+
+def _logdet_and_quad_bwd(res, g):
+    chol, z = res
+    g_logdet, g_quad = g
+    eye = jnp.eye(chol.shape[0])
+    p_inv = jax.scipy.linalg.cho_solve((chol, True), eye)
+    return g_logdet * p_inv - z @ g_quad @ z.T, z @ (g_quad + g_quad.T)
+
+
+logdet_and_quad.defvjp(_logdet_and_quad_fwd, _logdet_and_quad_bwd)
+
+
+@dataclass(frozen=True)
+class Affine:
+    """Residuals given as ``R = F coef`` for the fixed columns ``F`` passed to :func:`prepare`.
+
+    Typical use: ``F = [y, X]`` and ``coef = [1, -beta]``, so ``r = y - X beta`` and every
+    projection ``Z^T W r`` is a precomputed ``(Z^T W F) coef``: the per-evaluation cost no longer
+    depends on the number of observations.
+    """
+
+    coef: jax.Array
+
+
+def _project_columns(a: dict, st: _Static, wr: jax.Array) -> tuple:
+    """Segment sums ``Z_1^T (W R)`` (L1, d1, m) and ``Z_2^T (W R)`` (q2, m)."""
+    b1 = b2 = None
+    if st.n_diag:
+        b1 = jax.ops.segment_sum(
+            a["A1"][:, :, None] * wr[:, None, :], a["idx1"], num_segments=st.dims[0][0]
+        )
+    if st.q2:
+        b2 = jax.ops.segment_sum(
+            (a["rest_val"][:, :, None] * wr[:, None, :]).reshape(-1, wr.shape[1]),
+            a["rest_col"].reshape(-1),
+            num_segments=st.q2,
+        )
+    return b1, b2
 
 
 @register_pytree_node_class
@@ -93,7 +202,7 @@ class MarginalKernel:
     def _rest_apply(self, lams_rest: list[jax.Array], x: jax.Array, transpose: bool) -> jax.Array:
         """Multiply the stacked rest vector(s) ``x`` (q2, ...) by Lambda_2 or Lambda_2^T."""
         out, start = [], 0
-        for (n, d), lam in zip(self.static.dims[1:], lams_rest, strict=True):
+        for (n, d), lam in zip(self.static.dims_rest, lams_rest, strict=True):
             blk = x[start : start + n * d].reshape((n, d) + x.shape[1:])
             mat = lam.T if transpose else lam
             out.append(jnp.einsum("ab,lb...->la...", mat, blk).reshape((n * d,) + x.shape[1:]))
@@ -101,85 +210,135 @@ class MarginalKernel:
         return jnp.concatenate(out, axis=0)
 
     def _factor(self, sigma: jax.Array, lams: list[jax.Array]):
-        """Cholesky factors of P: per-level blocks of term 1 and the Schur complement."""
-        a = self.arrays
-        lam1 = lams[0]
-        d1 = self.static.dims[0][1]
+        """Per-level Cholesky blocks of P_11, the cross terms e, and the rest matrix S."""
+        a, st = self.arrays, self.static
         s2 = sigma**2
-        p11 = jnp.eye(d1) + jnp.einsum("ba,lbc,cd->lad", lam1, a["S1"], lam1) / s2
-        l11 = jnp.linalg.cholesky(p11)
-        if self.static.q2 == 0:
-            return l11, None, None
-        # G_j = L11_j^{-1} Lambda_1^T;  e_{j,c} = G_j N_12[j, c]
-        g = solve_triangular(l11, jnp.broadcast_to(lam1.T, p11.shape), lower=True)
-        e = jnp.einsum("nab,nb->na", g[a["nz_level"]], a["nz_val"])
-        pair_dot = jnp.sum(e[a["pair_a"]] * e[a["pair_b"]], axis=-1) * a["pair_w"]
-        q2 = self.static.q2
-        t = jax.ops.segment_sum(pair_dot, a["pair_cell"], num_segments=q2 * q2).reshape(q2, q2)
-        t = t + t.T
-        inner = a["M22"] / s2 - t / s2**2
-        lams_rest = lams[1:]
-        s = self._rest_apply(lams_rest, self._rest_apply(lams_rest, inner, True).T, True)
-        l22 = jnp.linalg.cholesky(jnp.eye(q2) + s)
-        return l11, e, l22
+        l11 = e = s = None
+        if st.n_diag:
+            lam1 = lams[0]
+            d1 = st.dims[0][1]
+            p11 = jnp.eye(d1) + jnp.einsum("ba,lbc,cd->lad", lam1, a["S1"], lam1) / s2
+            l11 = batched_cholesky(p11)
+        if st.q2 == 0:
+            return l11, e, s
+        inner = a["M22"] / s2
+        if st.n_diag:
+            # G_j = L11_j^{-1} Lambda_1^T;  e_{j,c} = G_j N_12[j, c];  T = sum_j e_j^T e_j
+            g = batched_solve(l11, jnp.broadcast_to(lams[0].T, l11.shape))
+            e = self._cross(g)
+            inner = inner - self._cross_gram(e) / s2**2
+        lams_rest = lams[st.n_diag :]
+        s = jnp.eye(st.q2) + self._rest_apply(
+            lams_rest, self._rest_apply(lams_rest, inner, True).T, True
+        )
+        return l11, e, s
 
-    def _solve_forward(self, r: jax.Array, sigma: jax.Array, lams: list[jax.Array], fac):
-        """x = L^{-1} c with c = Lambda^T Z^T W R, for residual columns R of shape (N, m)."""
+    def _cross(self, g: jax.Array) -> jax.Array:
+        """e = G N_12: (nnz, d1) at the non-zeros of N_12, or dense (L1, d1, q2)."""
         a = self.arrays
-        l11, e, l22 = fac
-        n1 = self.static.dims[0][0]
+        if self.static.cross == "dense":
+            return jnp.einsum("lab,lbc->lac", g, a["N12"])
+        return jnp.einsum("nab,nb->na", g[a["nz_level"]], a["nz_val"])
+
+    def _cross_gram(self, e: jax.Array) -> jax.Array:
+        """T = sum_j e_j^T e_j (q2 x q2)."""
+        a, q2 = self.arrays, self.static.q2
+        if self.static.cross == "dense":
+            return jnp.einsum("lac,lad->cd", e, e)
+        pair_dot = jnp.sum(e[a["pair_a"]] * e[a["pair_b"]], axis=-1) * a["pair_w"]
+        t = jax.ops.segment_sum(pair_dot, a["pair_cell"], num_segments=q2 * q2).reshape(q2, q2)
+        return t + t.T
+
+    def _cross_apply(self, e: jax.Array, x1: jax.Array) -> jax.Array:
+        """sum_j e_j^T x1_j for x1 of shape (L1, d1, m): the (q2, m) update of the rest."""
+        a = self.arrays
+        if self.static.cross == "dense":
+            return jnp.einsum("lac,lam->cm", e, x1)
+        return jax.ops.segment_sum(
+            jnp.einsum("na,nam->nm", e, x1[a["nz_level"]]), a["nz_col"], num_segments=self.static.q2
+        )
+
+    def _cross_apply_t(self, e: jax.Array, u2: jax.Array) -> jax.Array:
+        """e_j u2 for every level j of term 1: (L1, d1)."""
+        a = self.arrays
+        if self.static.cross == "dense":
+            return jnp.einsum("lac,c->la", e, u2)
+        return jax.ops.segment_sum(
+            e * u2[a["nz_col"]][:, None], a["nz_level"], num_segments=self.static.dims[0][0]
+        )
+
+    def _project(self, resid) -> tuple:
+        """``(Z_1^T W R, Z_2^T W R, R^T W R)`` of residual columns R (the N-dependent part).
+
+        ``resid`` is an array (N,) or (N, m), or :class:`Affine` coefficients for the
+        residuals ``R = F coef`` of the fixed columns ``F`` given to :func:`prepare`, whose
+        projections were precomputed (then nothing here depends on N).
+        """
+        a, st = self.arrays, self.static
+        if isinstance(resid, Affine):
+            coef = jnp.asarray(resid.coef).reshape(a["FWF"].shape[0], -1)
+            b1 = jnp.einsum("lbf,fm->lbm", a["B1F"], coef) if st.n_diag else None
+            b2 = a["B2F"] @ coef if st.q2 else None
+            return b1, b2, coef.T @ a["FWF"] @ coef
+        r = jnp.asarray(resid).reshape(st.n_obs, -1)
         wr = r * a["w"][:, None]
-        b1 = jax.ops.segment_sum(a["A1"][:, :, None] * wr[:, None, :], a["idx1"], num_segments=n1)
-        x1 = solve_triangular(l11, jnp.einsum("ba,lbm->lam", lams[0], b1), lower=True)
-        if l22 is None:
-            return wr, x1, None
-        q2 = self.static.q2
-        b2 = jax.ops.segment_sum(
-            (a["rest_val"][:, :, None] * wr[:, None, :]).reshape(-1, r.shape[1]),
-            a["rest_col"].reshape(-1),
-            num_segments=q2,
-        )
-        t = jax.ops.segment_sum(
-            jnp.einsum("na,nam->nm", e, x1[a["nz_level"]]), a["nz_col"], num_segments=q2
-        )
-        y2 = self._rest_apply(lams[1:], b2 - t / sigma**2, True)
-        x2 = solve_triangular(l22, y2, lower=True)
-        return wr, x1, x2
+        return _project_columns(a, st, wr) + (r.T @ wr,)
+
+    def _solve_forward(self, proj, sigma: jax.Array, lams: list[jax.Array], fac):
+        """x1 = L11^{-1} c1 and the rest's right-hand side y2.
+
+        ``c = Lambda^T Z^T W R``; ``y2 = Lambda_2^T (Z_2^T W R - sum_j e_j^T x1_j / sigma^2)``
+        so that ``c^T P^{-1} c = |x1|^2 + y2^T S^{-1} y2``.
+        """
+        st = self.static
+        l11, e, s = fac
+        b1, b2, _ = proj
+        x1 = y2 = None
+        if st.n_diag:
+            x1 = batched_solve(l11, jnp.einsum("ba,lbm->lam", lams[0], b1))
+        if s is not None:
+            if st.n_diag:
+                b2 = b2 - self._cross_apply(e, x1) / sigma**2
+            y2 = self._rest_apply(lams[st.n_diag :], b2, True)
+        return x1, y2
 
     # ------------------------------------------------------------------ public kernels
-    def gram(
-        self, r: jax.Array, sigma: jax.Array, lams: Sequence[jax.Array]
-    ) -> tuple[jax.Array, jax.Array]:
-        """Return ``(log|Sigma|, R^T Sigma^{-1} R)`` for residual columns ``R`` of shape (N, m).
+    def gram(self, resid, sigma: jax.Array, lams: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
+        """Return ``(log|Sigma|, R^T Sigma^{-1} R)`` for residual columns ``R``.
 
         Parameters
         ----------
-        r : array (N,) or (N, m)
-            Residual vector(s).
+        resid : array (N,) or (N, m), or Affine
+            Residual vector(s), or :class:`Affine` coefficients of the fixed columns.
         sigma : scalar
             Residual standard deviation.
         lams : sequence of (d_k, d_k) arrays
             Lower Cholesky factors of each marginalized term's covariance, in the order the
             terms were given to :func:`prepare`.
         """
-        r2 = jnp.asarray(r).reshape(self.static.n_obs, -1)
         lams = self._lams_in_order(lams)
+        proj = self._project(resid)
         fac = self._factor(sigma, lams)
-        l11, _, l22 = fac
-        wr, x1, x2 = self._solve_forward(r2, sigma, lams, fac)
+        l11, _, s = fac
+        x1, y2 = self._solve_forward(proj, sigma, lams, fac)
         s2 = sigma**2
-        cpc = jnp.einsum("lam,lan->mn", x1, x1)
-        logdet_p = 2.0 * jnp.sum(jnp.log(jnp.diagonal(l11, axis1=-2, axis2=-1)))
-        if x2 is not None:
-            cpc = cpc + x2.T @ x2
-            logdet_p = logdet_p + 2.0 * jnp.sum(jnp.log(jnp.diagonal(l22)))
-        quad = (r2.T @ wr - cpc / s2) / s2
+        rwr = proj[2]
+        cpc = jnp.zeros_like(rwr)
+        logdet_p = 0.0
+        if x1 is not None:
+            cpc = cpc + jnp.einsum("lam,lan->mn", x1, x1)
+            logdet_p = logdet_p + 2.0 * jnp.sum(jnp.log(jnp.diagonal(l11, axis1=-2, axis2=-1)))
+        if s is not None:
+            logdet_s, quad_s = logdet_and_quad(s, y2)
+            cpc = cpc + quad_s
+            logdet_p = logdet_p + logdet_s
+        quad = (rwr - cpc / s2) / s2
         logdet = self.static.n_obs * jnp.log(s2) - self.arrays["logw_sum"] + logdet_p
         return logdet, quad
 
-    def log_density(self, r: jax.Array, sigma: jax.Array, lams: Sequence[jax.Array]) -> jax.Array:
-        """Marginal log-density ``log N(r | 0, Sigma)`` of a residual vector ``r`` (N,)."""
-        logdet, quad = self.gram(r, sigma, lams)
+    def log_density(self, resid, sigma: jax.Array, lams: Sequence[jax.Array]) -> jax.Array:
+        """Marginal log-density ``log N(r | 0, Sigma)`` of one residual vector (see :meth:`gram`)."""
+        logdet, quad = self.gram(resid, sigma, lams)
         return -0.5 * (self.static.n_obs * LOG_2PI + logdet + quad[0, 0])
 
     def noise_shapes(self) -> list[tuple[int, int]]:
@@ -191,49 +350,55 @@ class MarginalKernel:
 
     def draw(
         self,
-        r: jax.Array,
+        resid,
         sigma: jax.Array,
         lams: Sequence[jax.Array],
         noise: Sequence[jax.Array],
     ) -> list[jax.Array]:
         """Draw the marginalized random effects from their exact joint conditional ``u | r``.
 
+        ``resid`` is one residual vector (N,) or :class:`Affine` coefficients (see :meth:`gram`).
+
         With ``P = L L^T`` (block Cholesky) and ``u = Lambda v``:
         ``v = L^{-T} (L^{-1} c / sigma^2 + z)``, so ``v ~ N(P^{-1} c / sigma^2, P^{-1})``.
         ``noise`` holds standard-normal arrays of :meth:`noise_shapes`; zeros give the
         conditional mean. Returns one (n_levels, d) array per term, in the caller's order.
         """
-        a = self.arrays
+        a, st = self.arrays, self.static
         lams = self._lams_in_order(lams)
-        noise = [jnp.asarray(noise[k]) for k in self.static.order]
+        noise = [jnp.asarray(noise[k]) for k in st.order]
         fac = self._factor(sigma, lams)
-        l11, e, l22 = fac
-        _, x1, x2 = self._solve_forward(jnp.asarray(r).reshape(-1, 1), sigma, lams, fac)
+        l11, e, s = fac
+        x1, y2 = self._solve_forward(self._project(resid), sigma, lams, fac)
         s2 = sigma**2
-        w1 = x1[..., 0] / s2 + noise[0]
         out = [None] * len(lams)
-        if l22 is not None:
-            w2 = x2[:, 0] / s2 + jnp.concatenate([z.reshape(-1) for z in noise[1:]])
+        corr = 0.0
+        if s is not None:
+            l22 = jnp.linalg.cholesky(s)
+            x2 = solve_triangular(l22, y2[:, 0], lower=True)
+            w2 = x2 / s2 + jnp.concatenate([z.reshape(-1) for z in noise[st.n_diag :]])
             v2 = solve_triangular(l22.T, w2, lower=False)
-            u2 = self._rest_apply(lams[1:], v2, False)
-            # (L_21^T v_2)_j = sum_c e_{j,c} (Lambda_2 v_2)_c / sigma^2
-            corr = jax.ops.segment_sum(
-                e * u2[a["nz_col"]][:, None], a["nz_level"], num_segments=self.static.dims[0][0]
-            )
-            w1 = w1 - corr / s2
+            u2 = self._rest_apply(lams[st.n_diag :], v2, False)
+            if st.n_diag:
+                # (L_21^T v_2)_j = e_j (Lambda_2 v_2) / sigma^2
+                corr = self._cross_apply_t(e, u2) / s2
             start = 0
-            for k, (n, d) in enumerate(self.static.dims[1:], start=1):
-                out[self.static.order[k]] = u2[start : start + n * d].reshape(n, d)
+            for k, (n, d) in enumerate(st.dims_rest, start=st.n_diag):
+                out[st.order[k]] = u2[start : start + n * d].reshape(n, d)
                 start += n * d
-        v1 = solve_triangular(jnp.swapaxes(l11, -1, -2), w1[..., None], lower=False)[..., 0]
-        out[self.static.order[0]] = v1 @ lams[0].T
+        if st.n_diag:
+            w1 = x1[..., 0] / s2 + noise[0] - corr
+            v1 = batched_solve(l11, w1[..., None], transpose=True)[..., 0]
+            out[st.order[0]] = v1 @ lams[0].T
         return out
 
 
 def prepare(
     terms: Sequence[TermData],
     weights: np.ndarray | None = None,
-    eliminate: int | None = None,
+    eliminate: int | str | None = "largest",
+    cross: str | None = None,
+    fixed: np.ndarray | None = None,
 ) -> MarginalKernel:
     """Precompute the data-only quantities for marginalizing ``terms`` jointly.
 
@@ -243,46 +408,57 @@ def prepare(
         The grouping terms to marginalize (each with ``index``, ``block``, ``n_levels``).
     weights : array (N,), optional
         Known positive observation weights ``W`` (``Var(eps_i) = sigma^2 / w_i``).
-    eliminate : int, optional
-        Position in ``terms`` of the term whose block-diagonal part is eliminated first.
-        Defaults to the term with the most random effects ``n_levels * d``.
+    eliminate : "largest", int or None
+        Position in ``terms`` of the term whose block-diagonal part is eliminated first
+        (``"largest"``: the term with the most random effects ``n_levels * d``), or None for
+        one dense joint system of all ``q = sum_k n_levels_k d_k`` effects (cheapest when
+        ``q`` is small).
+    cross : "dense", "pairs" or None
+        Form of the Schur-complement update (see :func:`schur_cost`); None picks the cheaper.
+    fixed : array (N, f), optional
+        Fixed columns ``F`` (e.g. ``[y, X]``) whose projections ``Z^T W F`` and ``F^T W F`` are
+        precomputed, for residuals given as :class:`Affine` coefficients.
 
     Notes
     -----
-    Cost ``O(N sum_k d_k^2 + npairs)``, where ``npairs`` is the number of pairs of other-term
-    columns that share a level of the eliminated term (see :func:`pair_count`).
+    Cost ``O(N sum_k d_k^2 + npairs + q_2^2)`` with ``q_2`` the effects not eliminated and
+    ``npairs`` the pairs of their columns that share a level of the eliminated term
+    (see :func:`pair_count`).
     """
     if not terms:
         raise ValueError("prepare() needs at least one grouping term to marginalize")
-    sizes = [t.n_levels * np.asarray(t.block).shape[1] for t in terms]
-    first = int(np.argmax(sizes)) if eliminate is None else int(eliminate)
-    order = (first,) + tuple(k for k in range(len(terms)) if k != first)
+    if eliminate == "largest":
+        eliminate = int(np.argmax([t.n_levels * np.asarray(t.block).shape[1] for t in terms]))
+    n_diag = 0 if eliminate is None else 1
+    first = () if eliminate is None else (int(eliminate),)
+    order = first + tuple(k for k in range(len(terms)) if k not in first)
     ts = [terms[k] for k in order]
     n_obs = len(ts[0].index)
     w = np.ones(n_obs) if weights is None else np.asarray(weights, dtype=np.float64)
-    idx1 = np.asarray(ts[0].index, dtype=np.int64)
-    a1 = np.asarray(ts[0].block, dtype=np.float64)
-    n1, d1 = ts[0].n_levels, a1.shape[1]
-    s1 = np.zeros((n1, d1, d1))
-    np.add.at(s1, idx1, w[:, None, None] * a1[:, :, None] * a1[:, None, :])
-    arrays = {
-        "w": w,
-        "logw_sum": np.sum(np.log(w)),
-        "idx1": idx1.astype(np.int32),
-        "A1": a1,
-        "S1": s1,
-    }
+    arrays = {"w": w, "logw_sum": np.sum(np.log(w))}
+    cross = cross or schur_cost(terms, eliminate)[0]
+    if n_diag:
+        idx1 = np.asarray(ts[0].index, dtype=np.int64)
+        a1 = np.asarray(ts[0].block, dtype=np.float64)
+        s1 = np.zeros((ts[0].n_levels, a1.shape[1], a1.shape[1]))
+        np.add.at(s1, idx1, w[:, None, None] * a1[:, :, None] * a1[:, None, :])
+        arrays.update({"idx1": idx1.astype(np.int32), "A1": a1, "S1": s1})
+    if len(ts) > n_diag:
+        arrays.update(_prepare_rest(ts, w, n_diag, cross))
     dims = tuple((t.n_levels, np.asarray(t.block).shape[1]) for t in ts)
-    if len(ts) > 1:
-        arrays.update(_prepare_rest(ts, w, idx1, a1))
-    static = _Static(n_obs=n_obs, order=order, dims=dims, weighted=weights is not None)
+    static = _Static(n_obs=n_obs, order=order, dims=dims, n_diag=n_diag, cross=cross)
+    if fixed is not None:
+        wf = np.asarray(fixed, dtype=np.float64).reshape(n_obs, -1) * w[:, None]
+        b1, b2 = _project_columns(arrays, static, wf)
+        arrays.update({"FWF": np.asarray(fixed).reshape(n_obs, -1).T @ wf})
+        arrays.update({k: v for k, v in (("B1F", b1), ("B2F", b2)) if v is not None})
     return MarginalKernel(static, {k: jnp.asarray(v) for k, v in arrays.items()})
 
 
 def _rest_columns(ts: Sequence[TermData]) -> tuple[np.ndarray, np.ndarray]:
     """Column (in the stacked rest vector) and value of each observation's non-zeros of Z_2."""
     cols, vals, start = [], [], 0
-    for t in ts[1:]:
+    for t in ts:
         blk = np.asarray(t.block, dtype=np.float64)
         d = blk.shape[1]
         idx = np.asarray(t.index, dtype=np.int64)
@@ -292,37 +468,37 @@ def _rest_columns(ts: Sequence[TermData]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(cols, axis=1), np.concatenate(vals, axis=1)
 
 
-def _prepare_rest(ts, w, idx1, a1) -> dict[str, np.ndarray]:
-    """Data-only pieces of the Schur complement: M_22, the non-zeros of N_12 and their pairs."""
-    col, val = _rest_columns(ts)
-    q2 = sum(t.n_levels * np.asarray(t.block).shape[1] for t in ts[1:])
-    n_obs, width = col.shape
-    # M_22 = Z_2^T W Z_2 (dense q2 x q2; data only)
-    z2 = sparse.csr_matrix(
-        (val.reshape(-1), (np.repeat(np.arange(n_obs), width), col.reshape(-1))),
-        shape=(n_obs, q2),
-    )
-    m22 = (z2.T @ sparse.diags(w) @ z2).toarray()
-    wv = w[:, None] * val
+def _prepare_rest(ts, w, n_diag, cross) -> dict[str, np.ndarray]:
+    """Data-only pieces of the rest: M_22, and (after an elimination) N_12 in form ``cross``."""
+    col, val = _rest_columns(ts[n_diag:])
+    q2 = sum(t.n_levels * np.asarray(t.block).shape[1] for t in ts[n_diag:])
+    z2 = _sparse_design(col, val, q2)
+    wz2 = sparse.diags(w) @ z2
+    out = {"rest_col": col.astype(np.int32), "rest_val": val, "M22": (z2.T @ wz2).toarray()}
+    if not n_diag:
+        return out
+    idx1 = np.asarray(ts[0].index, dtype=np.int64)
+    a1 = np.asarray(ts[0].block, dtype=np.float64)
+    n1, d1 = ts[0].n_levels, a1.shape[1]
+    if cross == "dense":
+        z1 = _sparse_design(idx1[:, None] * d1 + np.arange(d1), a1, n1 * d1)
+        return out | {"N12": (z1.T @ wz2).toarray().reshape(n1, d1, q2)}
     # N_12 non-zeros: (level j of term 1, rest column c) -> d1-vector sum w a1 z2
     key = (idx1[:, None] * q2 + col).reshape(-1)
     uniq, inv = np.unique(key, return_inverse=True)
-    contrib = (a1[:, None, :] * wv[:, :, None]).reshape(-1, a1.shape[1])
-    nz_val = np.zeros((len(uniq), a1.shape[1]))
+    contrib = (a1[:, None, :] * (w[:, None] * val)[:, :, None]).reshape(-1, d1)
+    nz_val = np.zeros((len(uniq), d1))
     np.add.at(nz_val, inv, contrib)
     nz_level, nz_col = uniq // q2, uniq % q2
     # pairs (a <= b) of non-zeros that share a level of term 1 (uniq is sorted by level, col)
-    starts = np.searchsorted(nz_level, np.arange(ts[0].n_levels))
-    counts = np.bincount(nz_level, minlength=ts[0].n_levels)
+    starts = np.searchsorted(nz_level, np.arange(n1))
+    counts = np.bincount(nz_level, minlength=n1)
     pos = np.arange(len(uniq)) - starts[nz_level]  # rank of each non-zero within its level
     n_after = counts[nz_level] - pos  # partners b >= a in the same level
     pair_a = np.repeat(np.arange(len(uniq)), n_after)
     offs = np.arange(len(pair_a)) - np.repeat(np.cumsum(n_after) - n_after, n_after)
     pair_b = pair_a + offs
-    return {
-        "rest_col": col.astype(np.int32),
-        "rest_val": val,
-        "M22": m22,
+    return out | {
         "nz_level": nz_level.astype(np.int32),
         "nz_col": nz_col.astype(np.int32),
         "nz_val": nz_val,
@@ -331,6 +507,35 @@ def _prepare_rest(ts, w, idx1, a1) -> dict[str, np.ndarray]:
         "pair_w": np.where(pair_a == pair_b, 0.5, 1.0),
         "pair_cell": (nz_col[pair_a] * q2 + nz_col[pair_b]).astype(np.int64),
     }
+
+
+def _sparse_design(col: np.ndarray, val: np.ndarray, width: int) -> sparse.csr_matrix:
+    """Sparse N x width matrix with the non-zeros ``val[i, :]`` at columns ``col[i, :]``."""
+    n_obs, per_row = col.shape
+    rows = np.repeat(np.arange(n_obs), per_row)
+    return sparse.csr_matrix((val.reshape(-1), (rows, col.reshape(-1))), shape=(n_obs, width))
+
+
+def schur_cost(terms: Sequence[TermData], eliminate: int | None) -> tuple[str, float]:
+    """How the Schur complement update is formed, and its operations per evaluation.
+
+    ``"dense"`` keeps ``N_12`` as an ``(L_1 d_1) x q_2`` matrix (``T = E^T E`` costs
+    ``q_1 q_2^2``); ``"pairs"`` accumulates over the column pairs sharing a level of the
+    eliminated term (about ``8 d_1`` operations per pair, gathers and scatters included).
+    With no elimination (``eliminate=None``) or a single term there is no update.
+    """
+    if eliminate is None or len(terms) == 1:
+        return "dense", 0.0
+    t1 = terms[eliminate]
+    d1 = np.asarray(t1.block).shape[1]
+    q1 = t1.n_levels * d1
+    q2 = sum(t.n_levels * np.asarray(t.block).shape[1] for k, t in enumerate(terms)
+             if k != eliminate)
+    dense = float(q1) * q2 * q2
+    pairs = 8.0 * d1 * pair_count(terms, eliminate)
+    if dense <= pairs and q1 * q2 <= 2e7:
+        return "dense", dense
+    return "pairs", pairs
 
 
 def pair_count(terms: Sequence[TermData], eliminate: int) -> int:

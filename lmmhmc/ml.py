@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from .design import Design, GroupTerm
-from .marginal import LOG_2PI, MarginalKernel, prepare
+from .marginal import LOG_2PI, Affine, MarginalKernel, prepare
 
 
 def theta_layout(terms: list[GroupTerm]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -53,10 +53,9 @@ def theta_to_factors(theta: jax.Array, terms: list[GroupTerm]) -> list[jax.Array
     return factors
 
 
-def _profiled(kernel: MarginalKernel, terms, x, y, theta, reml: bool):
-    """Profiled deviance and the GLS pieces at ``theta``."""
-    n, p = x.shape
-    logdet, gram = kernel.gram(jnp.column_stack([x, y]), 1.0, theta_to_factors(theta, terms))
+def _profiled(kernel: MarginalKernel, terms, n: int, p: int, theta, reml: bool):
+    """Profiled deviance and the GLS pieces at ``theta`` (kernel prepared with F = [X, y])."""
+    logdet, gram = kernel.gram(Affine(jnp.eye(p + 1)), 1.0, theta_to_factors(theta, terms))
     xtx, xty, yty = gram[:p, :p], gram[:p, p], gram[p, p]
     chol = jnp.linalg.cholesky(xtx) if p else jnp.zeros((0, 0))
     beta = jax.scipy.linalg.cho_solve((chol, True), xty) if p else jnp.zeros(0)
@@ -127,10 +126,10 @@ def fit_ml(design: Design, reml: bool = False, starts: int = 3) -> MLResult:
     """
     t0 = time.perf_counter()
     terms = list(design.terms)
-    kernel = prepare(terms, design.weights)
-    x, y = jnp.asarray(design.X), jnp.asarray(design.y)
+    kernel = prepare(terms, design.weights, fixed=np.column_stack([design.X, design.y]))
+    n, p = design.X.shape
     value_and_grad = jax.jit(
-        jax.value_and_grad(lambda th, k: _profiled(k, terms, x, y, th, reml)[0])
+        jax.value_and_grad(lambda th, k: _profiled(k, terms, n, p, th, reml)[0])
     )
 
     def fun(th):
@@ -148,7 +147,7 @@ def fit_ml(design: Design, reml: bool = False, starts: int = 3) -> MLResult:
         if best is None or res.fun < best.fun - 1e-9:
             best = res
     theta = best.x
-    dev, (beta, sigma2, xtx) = _profiled(kernel, terms, x, y, jnp.asarray(theta), reml)
+    dev, (beta, sigma2, xtx) = _profiled(kernel, terms, n, p, jnp.asarray(theta), reml)
     sigma = float(np.sqrt(sigma2))
     cov_beta = sigma2 * np.linalg.inv(np.asarray(xtx)) if design.X.shape[1] else np.zeros((0, 0))
     factors = [np.asarray(f) * sigma for f in theta_to_factors(jnp.asarray(theta), terms)]

@@ -24,7 +24,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from .design import Design
-from .marginal import MarginalKernel, prepare
+from .marginal import Affine, MarginalKernel, prepare
 from .plan import Plan
 from .priors import corr_name
 
@@ -82,7 +82,12 @@ def build(design: Design, plan: Plan) -> tuple[Structure, dict]:
     kernel = None
     if plan.marginalized:
         marg = [design.terms[k] for k in plan.marginalized]
-        kernel = prepare(marg, design.weights, eliminate=plan.marginalized.index(plan.eliminate))
+        kernel = prepare(
+            marg,
+            design.weights,
+            eliminate=None if plan.eliminate is None else plan.marginalized.index(plan.eliminate),
+            fixed=np.column_stack([design.y, design.X]),
+        )
     w = np.ones(design.n_obs) if design.weights is None else design.weights
     data = {
         "y": jnp.asarray(design.y),
@@ -130,6 +135,20 @@ def sampled_effects(structure: Structure, params: dict, lams: list[jax.Array]) -
     }
 
 
+def residual(structure: Structure, data: dict, params: dict, effects: dict):
+    """``r = y - X beta - sum_k Z_k u_k`` over the sampled terms' ``effects``.
+
+    With no sampled terms the residual is returned as :class:`Affine` coefficients
+    ``[1, -beta]`` of the kernel's precomputed columns ``[y, X]``, so that the marginal
+    likelihood costs nothing per observation.
+    """
+    if not effects and data["kernel"] is not None:
+        beta = jnp.stack([params[n] for n in structure.x_names]) if structure.x_names else None
+        coef = jnp.ones(1) if beta is None else jnp.concatenate([jnp.ones(1), -beta])
+        return Affine(coef)
+    return data["y"] - fixed_part(structure, data, params) - random_part(data, effects)
+
+
 def make_model(structure: Structure):
     """The NumPyro model function ``model(data, priors)`` for ``structure``."""
 
@@ -146,16 +165,14 @@ def make_model(structure: Structure):
                     t.offset, dist.Normal(0.0, 1.0).expand((t.n_levels, t.d)).to_event(2)
                 )
         lams = factors(structure, params)
-        mu = fixed_part(structure, data, params) + random_part(
-            data, sampled_effects(structure, params, lams)
-        )
-        if data["kernel"] is None:
+        resid = residual(structure, data, params, sampled_effects(structure, params, lams))
+        kernel: MarginalKernel | None = data["kernel"]
+        if kernel is None:
             scale = params["sigma"] / jnp.sqrt(data["w"])
-            numpyro.sample("y", dist.Normal(mu, scale).to_event(1), obs=data["y"])
+            numpyro.sample("resid", dist.Normal(0.0, scale).to_event(1), obs=resid)
         else:
             marg = [lams[k] for k in structure.marginalized]
-            kernel: MarginalKernel = data["kernel"]
-            numpyro.factor("marginal", kernel.log_density(data["y"] - mu, params["sigma"], marg))
+            numpyro.factor("marginal", kernel.log_density(resid, params["sigma"], marg))
 
     return model
 
@@ -170,7 +187,7 @@ def recover(structure: Structure, data: dict, params: dict, key: jax.Array) -> d
     effects = sampled_effects(structure, params, lams)
     kernel: MarginalKernel | None = data["kernel"]
     if kernel is not None:
-        r = data["y"] - fixed_part(structure, data, params) - random_part(data, effects)
+        r = residual(structure, data, params, effects)
         keys = jax.random.split(key, len(structure.marginalized))
         noise = [jax.random.normal(kk, s) for kk, s in zip(keys, kernel.noise_shapes())]
         marg = [lams[k] for k in structure.marginalized]

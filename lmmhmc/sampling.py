@@ -49,6 +49,7 @@ def fit_model(
     init: str = "ml",
     dense_mass: bool | None = None,
     max_tree_depth: int = 10,
+    chain_method: str = "auto",
     log_likelihood: bool | None = None,
     posterior_predictive: bool = False,
 ) -> FitResult:
@@ -66,7 +67,8 @@ def fit_model(
 
     if dense_mass is None:
         dense_mass = plan.sampled_dims <= DENSE_MASS_MAX_DIM
-    chain_method = "parallel" if jax.local_device_count() >= chains > 1 else "vectorized"
+    if chain_method == "auto":
+        chain_method = "parallel" if jax.local_device_count() >= chains > 1 else "sequential"
     mcmc = _sampler(structure, prior_set, chains, draws, warmup, target_accept, dense_mass,
                     max_tree_depth, chain_method, progress, init)
     key_mcmc, key_init, key_recover, key_pp = jax.random.split(jax.random.key(seed), 4)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import multivariate_normal
 
-from lmmhmc.marginal import pair_count, prepare
+from lmmhmc.marginal import Affine, pair_count, prepare
 
 jax.config.update("jax_enable_x64", True)
 
@@ -78,6 +78,7 @@ problem_strategy = st.fixed_dictionaries(
         "nested": st.booleans(),
         "scale": st.sampled_from([1e-3, 0.3, 1.0, 5.0]),
         "sigma": st.sampled_from([0.2, 1.0, 3.0]),
+        "form": st.sampled_from([("largest", "dense"), ("largest", "pairs"), (None, None)]),
     }
 )
 
@@ -91,26 +92,35 @@ def test_log_density_and_gram_match_dense(p):
     r = rng.normal(size=p["n_obs"]) * 2.0
     cov = dense_cov(terms, lams, p["sigma"], w)
     ref = multivariate_normal.logpdf(r, np.zeros(len(r)), cov)
-    kernel = prepare(terms, w)
+    rr = rng.normal(size=(p["n_obs"], 3))
+    kernel = prepare(terms, w, *p["form"], fixed=rr)
     got = float(kernel.log_density(r, p["sigma"], lams))
     assert got == pytest.approx(ref, rel=1e-10, abs=1e-10)
     # the Gram form on several columns: log|Sigma| and R^T Sigma^-1 R
-    rr = rng.normal(size=(p["n_obs"], 3))
     logdet, quad = kernel.gram(rr, p["sigma"], lams)
     sign, ref_logdet = np.linalg.slogdet(cov)
     assert sign > 0
     np.testing.assert_allclose(float(logdet), ref_logdet, rtol=1e-10, atol=1e-9)
-    np.testing.assert_allclose(np.asarray(quad), rr.T @ np.linalg.solve(cov, rr), rtol=1e-9)
+    ref_quad = rr.T @ np.linalg.solve(cov, rr)
+    np.testing.assert_allclose(np.asarray(quad), ref_quad, rtol=1e-9)
+    # residuals as Affine coefficients of the precomputed fixed columns: R = rr @ coef
+    coef = rng.normal(size=(3, 2))
+    logdet_a, quad_a = kernel.gram(Affine(coef), p["sigma"], lams)
+    np.testing.assert_allclose(float(logdet_a), ref_logdet, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(quad_a), coef.T @ ref_quad @ coef, rtol=1e-8,
+                               atol=1e-10 * np.abs(ref_quad).max())
 
 
-@pytest.mark.parametrize("eliminate", [0, 1, 2])
-def test_every_elimination_order_agrees(eliminate):
+@pytest.mark.parametrize("cross", ["dense", "pairs"])
+@pytest.mark.parametrize("eliminate", [0, 1, 2, None])
+def test_every_elimination_order_agrees(eliminate, cross):
+    """Eliminating any term first, or none (one dense joint system), gives the same density."""
     rng = np.random.default_rng(4)
     terms, w = random_problem(rng, 80, [(6, 2), (9, 1), (4, 3)], weighted=True)
     lams = [random_lambda(rng, t.block.shape[1], 1.0) for t in terms]
     r = rng.normal(size=80)
     ref = multivariate_normal.logpdf(r, np.zeros(80), dense_cov(terms, lams, 0.7, w))
-    got = float(prepare(terms, w, eliminate=eliminate).log_density(r, 0.7, lams))
+    got = float(prepare(terms, w, eliminate, cross).log_density(r, 0.7, lams))
     assert got == pytest.approx(ref, rel=1e-10)
 
 
@@ -135,7 +145,7 @@ def test_pair_count_matches_prepared_pairs():
     rng = np.random.default_rng(8)
     terms, _ = random_problem(rng, 70, [(8, 2), (5, 1), (6, 2)], weighted=False)
     for k in range(3):
-        kernel = prepare(terms, eliminate=k)
+        kernel = prepare(terms, eliminate=k, cross="pairs")
         assert pair_count(terms, k) == kernel.arrays["pair_a"].shape[0]
 
 
@@ -145,8 +155,11 @@ def test_recovery_mean_and_covariance_match_dense(p):
     rng = np.random.default_rng(p["seed"])
     terms, w = random_problem(rng, p["n_obs"], p["specs"], p["weighted"], p["nested"])
     lams = [random_lambda(rng, t.block.shape[1], p["scale"]) for t in terms]
-    r = rng.normal(size=p["n_obs"])
-    kernel = prepare(terms, w)
+    fixed = rng.normal(size=(p["n_obs"], 2))
+    coef = np.array([1.0, -0.5])
+    r = fixed @ coef
+    kernel = prepare(terms, w, *p["form"], fixed=fixed)
+    resid = Affine(coef) if p["seed"] % 2 else r
     shapes = kernel.noise_shapes()
     sizes = [n * d for n, d in shapes]
     q = sum(sizes)
@@ -154,7 +167,8 @@ def test_recovery_mean_and_covariance_match_dense(p):
     def flat_draw(z_flat):
         parts = jnp.split(z_flat, np.cumsum(sizes)[:-1])
         noise = [z.reshape(s) for z, s in zip(parts, shapes, strict=True)]
-        return jnp.concatenate([u.reshape(-1) for u in kernel.draw(r, p["sigma"], lams, noise)])
+        draws = kernel.draw(resid, p["sigma"], lams, noise)
+        return jnp.concatenate([u.reshape(-1) for u in draws])
 
     mean = np.asarray(flat_draw(jnp.zeros(q)))
     # the draw is affine in the noise: columns of draw(e_i) - mean are L^{-T} e_i (scaled by Lambda)
@@ -166,22 +180,26 @@ def test_recovery_mean_and_covariance_match_dense(p):
     np.testing.assert_allclose(cov, ref_cov, rtol=1e-8, atol=1e-8 * max(1.0, np.abs(ref_cov).max()))
 
 
-def test_recovery_monte_carlo():
+@pytest.mark.parametrize(("eliminate", "cross"), [("largest", "pairs"), (None, None)])
+def test_recovery_monte_carlo(eliminate, cross):
     """Draws with random noise have the dense conditional mean and covariance (MC check)."""
     rng = np.random.default_rng(11)
     terms, w = random_problem(rng, 40, [(5, 2), (4, 1)], weighted=False)
     lams = [random_lambda(rng, t.block.shape[1], 1.0) for t in terms]
     r = rng.normal(size=40)
-    kernel = prepare(terms, w)
     n_draws = 20000
     keys = jax.random.split(jax.random.key(0), n_draws)
 
+    kernel = prepare(terms, w, eliminate, cross)
+
     def one(key):
         k1, k2 = jax.random.split(key)
-        noise = [jax.random.normal(k, s) for k, s in zip((k1, k2), kernel.noise_shapes())]
+        shapes = kernel.noise_shapes()
+        noise = [jax.random.normal(k, s) for k, s in zip((k1, k2), shapes, strict=True)]
         return jnp.concatenate([u.reshape(-1) for u in kernel.draw(r, 0.8, lams, noise)])
 
     draws = np.asarray(jax.jit(jax.vmap(one))(keys))
+
     ref_mean, ref_cov = conditional_reference(terms, lams, 0.8, w, r)
     sd = np.sqrt(np.diag(ref_cov))
     # standard error of a mean of 20000 draws is sd/141; 5 standard errors
@@ -208,7 +226,9 @@ def test_gradients_finite_and_match_finite_differences(sds, rho):
     rng = np.random.default_rng(3)
     terms, _ = random_problem(rng, 50, [(7, 2), (5, 1)], weighted=False)
     r = rng.normal(size=50)
-    for kernel in (prepare(terms[:1]), prepare(terms)):
+    kernels = [prepare(terms[:1]), prepare(terms, cross="pairs"), prepare(terms, cross="dense"),
+               prepare(terms, eliminate=None)]
+    for kernel in kernels:
         n_terms = len(kernel.static.order)
 
         def f(theta):

@@ -65,8 +65,8 @@ def test_profiled_criterion_matches_dense(reml):
     des = model.design
     terms = list(des.terms)
     theta = np.array([0.8, 0.1, 0.3])
-    dev, _ = _profiled(prepare(terms), terms, jnp.asarray(des.X), jnp.asarray(des.y),
-                       jnp.asarray(theta), reml)
+    kernel = prepare(terms, fixed=np.column_stack([des.X, des.y]))
+    dev, _ = _profiled(kernel, terms, *des.X.shape, jnp.asarray(theta), reml)
     t = np.asarray(theta_to_factors(jnp.asarray(theta), terms)[0])
     term = terms[0]
     n, p = des.X.shape
