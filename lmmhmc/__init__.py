@@ -9,7 +9,9 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from lmmhmc import datasets  # noqa: E402  (after enabling float64)
+from lmmhmc.io import load  # noqa: E402
 from lmmhmc.model import Model  # noqa: E402
+from lmmhmc.results import compare  # noqa: E402
 
 
 def fit(formula: str, data, *, weights=None, na_action: str = "drop", **kwargs):
@@ -38,4 +40,4 @@ def fit(formula: str, data, *, weights=None, na_action: str = "drop", **kwargs):
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "__version__", "datasets", "fit"]
+__all__ = ["Model", "__version__", "compare", "datasets", "fit", "load"]

@@ -4,6 +4,12 @@ Commands
 --------
 describe
     Parse a formula on a data set and print the design.
+fit
+    Fit a model by NUTS and print the sampler header and the posterior summary; optionally
+    save the fit (``--out result.nc``) and write trace, forest and random-effect plots
+    (``--plot DIR``).
+summary
+    Print the header and summary of a saved fit.
 datasets
     List the bundled data sets.
 
@@ -19,11 +25,14 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from lmmhmc import __version__, datasets
 from lmmhmc.errors import DataError, LmmhmcError
+from lmmhmc.io import load
 from lmmhmc.model import Model
+from lmmhmc.results import HDI_PROB, FitResult
 
 __all__ = ["main", "read_data"]
 
@@ -41,12 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0 on success, 2 on an error in the formula, the data or the arguments.
+        Exit status: 0 on success, 2 on an error in the formula, the data, the arguments or
+        a missing file.
     """
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except LmmhmcError as exc:
+    except (LmmhmcError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -99,6 +109,44 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_arguments(describe)
     describe.set_defaults(run=_describe)
 
+    fit = commands.add_parser(
+        "fit",
+        help="fit a model and print the posterior summary",
+        description=(
+            "Fit an lme4-style model by NUTS with the random effects marginalized, and print "
+            "the formula, the marginalization plan, the sampler settings, the divergences and "
+            "the posterior summary."
+        ),
+    )
+    _add_model_arguments(fit)
+    fit.add_argument("--chains", type=int, default=4, help="Markov chains (default 4)")
+    fit.add_argument("--draws", type=int, default=1000, help="draws per chain (default 1000)")
+    fit.add_argument("--warmup", type=int, default=1000, help="warm-up iterations (default 1000)")
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fit.add_argument("--target-accept", type=float, default=0.8,
+                     help="NUTS target acceptance probability (default 0.8)")
+    fit.add_argument(
+        "--marginalize", default="auto",
+        help="terms to integrate out: auto (default), all, none, or comma-separated terms "
+             "given by text or factor, e.g. 'Subject' or '1 | item,Days | Subject'",
+    )
+    fit.add_argument("--out", metavar="FILE", help="save the fit to this netCDF file")
+    fit.add_argument("--plot", metavar="DIR",
+                     help="write trace.png, forest.png and ranef.png into this directory")
+    fit.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="show a progress bar (default: when stderr is a terminal)")
+    _add_summary_arguments(fit)
+    fit.set_defaults(run=_fit)
+
+    summary = commands.add_parser(
+        "summary",
+        help="print the summary of a saved fit",
+        description="Print the header and posterior summary of a fit saved with `fit --out`.",
+    )
+    summary.add_argument("file", help="netCDF file written by `lmmhmc fit --out`")
+    _add_summary_arguments(summary)
+    summary.set_defaults(run=_summary)
+
     listing = commands.add_parser("datasets", help="list the bundled data sets")
     listing.set_defaults(run=_datasets)
     return parser
@@ -119,6 +167,25 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_summary_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the printed summary."""
+    parser.add_argument("--random-effects", action="store_true",
+                        help="also summarise every random effect (one row per level)")
+    parser.add_argument("--hdi-prob", type=_probability, default=HDI_PROB,
+                        help=f"probability mass of the HDIs (default {HDI_PROB})")
+
+
+def _probability(text: str) -> float:
+    """argparse type: a number in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}")
+    return value
+
+
 def _model(args: argparse.Namespace) -> Model:
     """Build the Model of the parsed arguments; warnings are printed as ``warning: ...``."""
     data = read_data(args.data)
@@ -132,6 +199,49 @@ def _model(args: argparse.Namespace) -> Model:
 
 def _describe(args: argparse.Namespace) -> int:
     print(_model(args))
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    model = _model(args)
+    if args.marginalize in ("auto", "all", "none"):
+        marginalize = args.marginalize
+    else:
+        marginalize = [m.strip() for m in args.marginalize.split(",") if m.strip()]
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    result = model.fit(chains=args.chains, draws=args.draws, warmup=args.warmup,
+                       seed=args.seed, target_accept=args.target_accept,
+                       marginalize=marginalize, progress=progress)
+    result.print_summary(random_effects=args.random_effects, hdi_prob=args.hdi_prob)
+    if args.out:
+        result.save(args.out)
+        print(f"\nSaved the fit to {args.out}")
+    if args.plot:
+        written = _write_plots(result, Path(args.plot), args.hdi_prob)
+        print("Plots: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _write_plots(result: FitResult, folder: Path, hdi_prob: float) -> list[Path]:
+    """Write the trace, forest and caterpillar plots as PNG files into `folder`."""
+    plt.switch_backend("Agg")  # files only: no window, works without a display
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "trace": result.plot_trace(),
+        "forest": result.plot_forest(hdi_prob=hdi_prob),
+        "ranef": result.plot_ranef(hdi_prob=hdi_prob),
+    }
+    written = []
+    for name, fig in figures.items():
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _summary(args: argparse.Namespace) -> int:
+    load(args.file).print_summary(random_effects=args.random_effects, hdi_prob=args.hdi_prob)
     return 0
 
 

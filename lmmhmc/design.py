@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
 from formulaic.errors import DataMismatchWarning, FormulaicError
+from formulaic.formula import SimpleFormula
 from formulaic.parser.types import Factor
 from formulaic.transforms import TRANSFORMS
 from formulaic.utils.variables import Variable, get_required_variables
@@ -142,6 +143,14 @@ class Design:
     def n_obs(self) -> int:
         """Number of observations N (after dropping missing values)."""
         return self.y.shape[0]
+
+    def require_terms(self) -> None:
+        """Raise unless the formula has at least one random-effect term (as lme4 does)."""
+        if not self.terms:
+            raise FormulaError(
+                f"formula '{self.formula}' has no random-effect terms such as (1 | group); "
+                "add one, or use ordinary least squares for a model without random effects"
+            )
 
     def encode(self, newdata: pd.DataFrame) -> NewData:
         """Encode new observations exactly like the training data.
@@ -290,6 +299,11 @@ def _formula_variables(text: str, where: str) -> list[str]:
         formula = Formula(text)
     except FormulaicError as exc:
         raise FormulaError(f"cannot parse the {where} '{text}': {_first_line(exc)}") from exc
+    if not isinstance(formula, SimpleFormula):
+        raise FormulaError(
+            f"the {where} '{text}' has a '|' outside a random-effect term in parentheses; "
+            "brms-style 'y | weights(w)' is not supported: pass weights='w' instead"
+        )
     names: list[str] = []
     for term in formula:
         for factor in term.factors:

@@ -303,7 +303,9 @@ class MarginalKernel:
         return x1, y2
 
     # ------------------------------------------------------------------ public kernels
-    def gram(self, resid, sigma: jax.Array, lams: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
+    def gram(
+        self, resid, sigma: jax.Array, lams: Sequence[jax.Array]
+    ) -> tuple[jax.Array, jax.Array]:
         """Return ``(log|Sigma|, R^T Sigma^{-1} R)`` for residual columns ``R``.
 
         Parameters
@@ -337,7 +339,7 @@ class MarginalKernel:
         return logdet, quad
 
     def log_density(self, resid, sigma: jax.Array, lams: Sequence[jax.Array]) -> jax.Array:
-        """Marginal log-density ``log N(r | 0, Sigma)`` of one residual vector (see :meth:`gram`)."""
+        """Marginal log-density ``log N(r | 0, Sigma)`` of one residual (see :meth:`gram`)."""
         logdet, quad = self.gram(resid, sigma, lams)
         return -0.5 * (self.static.n_obs * LOG_2PI + logdet + quad[0, 0])
 
@@ -364,7 +366,7 @@ class MarginalKernel:
         ``noise`` holds standard-normal arrays of :meth:`noise_shapes`; zeros give the
         conditional mean. Returns one (n_levels, d) array per term, in the caller's order.
         """
-        a, st = self.arrays, self.static
+        st = self.static
         lams = self._lams_in_order(lams)
         noise = [jnp.asarray(noise[k]) for k in st.order]
         fac = self._factor(sigma, lams)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
+from .cache import enable_compilation_cache
 from .design import Design, GroupTerm
 from .marginal import LOG_2PI, Affine, MarginalKernel, prepare
 
@@ -124,6 +125,8 @@ def fit_ml(design: Design, reml: bool = False, starts: int = 3) -> MLResult:
         Number of starting points for ``theta`` (1, 0.1 and 5 times lme4's start); the best
         optimum is kept.
     """
+    design.require_terms()
+    enable_compilation_cache()
     t0 = time.perf_counter()
     terms = list(design.terms)
     kernel = prepare(terms, design.weights, fixed=np.column_stack([design.X, design.y]))

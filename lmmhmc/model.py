@@ -35,6 +35,10 @@ class Model:
     formula : str
     data : pandas.DataFrame
         The data frame as given (not copied).
+    weights : str, array-like or None
+        As given.
+    na_action : str
+        As given.
     design : Design
         Response, fixed-effects matrix and random-effect terms.
 
@@ -57,6 +61,8 @@ class Model:
     ) -> None:
         self.formula = formula
         self.data = data
+        self.weights = weights
+        self.na_action = na_action
         self.design: Design = build_design(formula, data, weights=weights, na_action=na_action)
 
     def fit_ml(self, reml: bool = False, starts: int = 3):

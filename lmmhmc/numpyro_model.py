@@ -189,7 +189,8 @@ def recover(structure: Structure, data: dict, params: dict, key: jax.Array) -> d
     if kernel is not None:
         r = residual(structure, data, params, effects)
         keys = jax.random.split(key, len(structure.marginalized))
-        noise = [jax.random.normal(kk, s) for kk, s in zip(keys, kernel.noise_shapes())]
+        shapes = kernel.noise_shapes()
+        noise = [jax.random.normal(kk, s) for kk, s in zip(keys, shapes, strict=True)]
         marg = [lams[k] for k in structure.marginalized]
         drawn = kernel.draw(r, params["sigma"], marg, noise)
         effects.update(dict(zip(structure.marginalized, drawn, strict=True)))

@@ -1,14 +1,16 @@
 """Which grouping terms to integrate out: a cost model over subsets of terms.
 
-For a set ``M`` of marginalized terms whose largest member ``e`` is eliminated first, one
-gradient of the log-density costs about (floating-point operations, gradient ~ 3x the value)::
+For a set ``M`` of marginalized terms (``q`` effects), one gradient of the log-density costs
+about (floating-point operations; the factor 3 is the reverse pass)::
 
-    3 [N (d_e^2 + sum_{k in M, k != e} d_k) + L_e d_e^3 + npairs d_e + q_2^2 dbar + q_2^3 / 3]
-      + N (p + sum_{k not in M} d_k)
+    projections   N (p + sum_k d_k)   if some terms are sampled (they enter the residual),
+                  (p + 1) q           otherwise (precomputed: see marginal.Affine)
+    + 3 min( L_e d_e^3 + schur(e) + q_2^2 dbar + 3 q_2^3 / 3,     eliminate the largest term e
+             q^2 dbar + 3 q^3 / 3 )                              one dense joint system
 
-(``npairs``: pairs of other-term columns sharing a level of ``e``; ``q_2``: random effects of
-the other marginalized terms). ``"auto"`` marginalizes every term when that costs at most
-``budget`` operations; otherwise the affordable subset that removes the most sampled
+``schur(e)`` is the Schur-complement update (:func:`lmmhmc.marginal.schur_cost`), ``q_2`` the
+effects of the other marginalized terms. ``"auto"`` marginalizes every term when that costs at
+most ``budget`` operations; otherwise the affordable subset that removes the most sampled
 dimensions (ties: the cheaper one). Terms not marginalized are sampled non-centered.
 """
 
@@ -22,10 +24,12 @@ import numpy as np
 
 from .design import Design
 from .errors import LmmhmcError
-from .marginal import pair_count
+from .marginal import schur_cost
 
 #: Default budget in floating-point operations per gradient (a few milliseconds on one core).
 BUDGET = 1.0e7
+#: Cost of the dense solve's reverse mode (explicit inverse) relative to its Cholesky.
+GRADIENT_FACTOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -69,26 +73,36 @@ class Plan:
         )
 
 
-def _cost(design: Design, subset: Sequence[int]) -> tuple[float, int | None]:
+def gradient_cost(design: Design, subset: Sequence[int]) -> tuple[float, int | None]:
+    """Estimated operations per gradient of marginalizing ``subset``, and the term to eliminate.
+
+    Both ways of factoring the joint system are costed: eliminating the largest term first
+    (block-diagonal part, then the Schur complement of the others), or one dense system of all
+    ``q`` effects (``eliminate=None``); the cheaper is returned.
+    """
     terms = design.terms
     n, p = design.X.shape
-    base = n * (p + sum(terms[k].d for k in range(len(terms)) if k not in subset))
+    sampled = [k for k in range(len(terms)) if k not in subset]
     if not subset:
-        return float(base), None
-    e = max(subset, key=lambda k: (terms[k].n_levels * terms[k].d, -k))
-    te = terms[e]
-    others = [terms[k] for k in subset if k != e]
-    q2 = sum(t.n_levels * t.d for t in others)
-    dbar = np.mean([t.d for t in others]) if others else 0.0
-    npairs = pair_count([terms[k] for k in subset], list(subset).index(e))
-    marg = (
-        n * (te.d**2 + sum(t.d for t in others))
-        + te.n_levels * te.d**3
-        + npairs * te.d
+        return float(n * (p + sum(terms[k].d for k in sampled))), None
+    q = sum(terms[k].n_levels * terms[k].d for k in subset)
+    # projections Z^T W r: per observation when sampled terms enter r, else precomputed (Affine)
+    base = n * (p + sum(t.d for t in terms)) if sampled else (p + 1) * q
+    marg = [terms[k] for k in subset]
+    e = max(range(len(subset)), key=lambda j: (marg[j].n_levels * marg[j].d, -j))
+    te = marg[e]
+    q2 = q - te.n_levels * te.d
+    dbar = np.mean([t.d for j, t in enumerate(marg) if j != e]) if q2 else 0.0
+    eliminated = (
+        te.n_levels * te.d**3
+        + schur_cost(marg, e)[1]
         + q2**2 * dbar
-        + q2**3 / 3.0
+        + GRADIENT_FACTOR * q2**3 / 3.0
     )
-    return float(base + 3.0 * marg), e
+    dense = q**2 * np.mean([t.d for t in marg]) + GRADIENT_FACTOR * q**3 / 3.0
+    if dense < eliminated:
+        return float(base + 3.0 * dense), None
+    return float(base + 3.0 * eliminated), subset[e]
 
 
 def _sampled_dims(design: Design, subset: Sequence[int]) -> int:
@@ -130,11 +144,12 @@ def make_plan(
     budget : float
         Operations per gradient that ``"auto"`` may spend on the joint kernel.
     """
+    design.require_terms()
     labels = tuple(t.text for t in design.terms)
     every = tuple(range(len(design.terms)))
 
     def plan(subset, reason):
-        flops, e = _cost(design, subset)
+        flops, e = gradient_cost(design, subset)
         return Plan(tuple(sorted(subset)), e, labels, flops, _sampled_dims(design, subset), reason)
 
     if isinstance(marginalize, str):
@@ -147,19 +162,17 @@ def make_plan(
     else:
         chosen = sorted({resolve_term(design, m) for m in marginalize})
         return plan(tuple(chosen), "user")
-    if _cost(design, every)[0] <= budget:
+    if gradient_cost(design, every)[0] <= budget:
         return plan(every, "auto: joint kernel within budget")
-    best = ()
+    best, best_key = (), (0, 0.0)
     for size in range(len(every) - 1, 0, -1):
         for subset in combinations(every, size):
-            if _cost(design, subset)[0] > budget:
+            flops = gradient_cost(design, subset)[0]
+            if flops > budget:
                 continue
             gain = sum(design.terms[k].n_levels * design.terms[k].d for k in subset)
-            best_gain = sum(design.terms[k].n_levels * design.terms[k].d for k in best)
-            if gain > best_gain or (
-                gain == best_gain and best and _cost(design, subset)[0] < _cost(design, best)[0]
-            ):
-                best = subset
+            if gain > best_key[0] or (gain == best_key[0] and flops < best_key[1]):
+                best, best_key = subset, (gain, flops)
     if not best:  # even one term is over budget: marginalize the largest one (always linear)
         best = (max(every, key=lambda k: design.terms[k].n_levels * design.terms[k].d),)
     return plan(best, "auto: largest affordable subset")

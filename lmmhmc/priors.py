@@ -141,8 +141,12 @@ def resolve_priors(design: Design, overrides: Mapping[str, dist.Distribution] | 
                 f"prior for '{name}' must be a numpyro distribution, got {type(value).__name__}"
             )
         default = priors[name]
-        if isinstance(default, dist.LKJCholesky) and not isinstance(value, dist.LKJCholesky):
-            raise LmmhmcError(f"prior for '{name}' must be numpyro's LKJCholesky")
+        if isinstance(default, dist.LKJCholesky) and (
+            not isinstance(value, dist.LKJCholesky) or value.dimension != default.dimension
+        ):
+            raise LmmhmcError(
+                f"prior for '{name}' must be numpyro's LKJCholesky({default.dimension}, eta)"
+            )
         if isinstance(default, dist.FoldedDistribution) and not _positive(value):
             raise LmmhmcError(
                 f"prior for '{name}' must have positive support (e.g. HalfNormal, Exponential)"

@@ -15,11 +15,12 @@ from numpyro.infer import MCMC, NUTS, init_to_sample
 from numpyro.infer.util import unconstrain_fn
 
 from . import numpyro_model as nm
+from .cache import enable_compilation_cache
 from .design import Design
 from .errors import LmmhmcError
 from .marginal import prepare
 from .ml import MLResult, fit_ml
-from .plan import _cost, make_plan
+from .plan import gradient_cost, make_plan
 from .priors import resolve_priors
 from .results import FitResult
 
@@ -55,6 +56,7 @@ def fit_model(
 ) -> FitResult:
     """Sample the posterior of ``model`` (a :class:`lmmhmc.Model`); see :func:`lmmhmc.fit`."""
     _check_settings(chains, draws, warmup, target_accept, init)
+    enable_compilation_cache()
     design: Design = model.design
     prior_set = resolve_priors(design, priors)
     plan = make_plan(design, marginalize)
@@ -166,8 +168,9 @@ def _ml_init(structure, design, data, priors, ml: MLResult, chains, key) -> dict
     scale = {name: float(ml.se[name]) for name in structure.x_names}
     keys = jax.random.split(key, len(unconstrained))
     out = {}
+    batch = (chains,) if chains > 1 else ()  # NumPyro takes one chain's values unbatched
     for kk, (name, value) in zip(keys, sorted(unconstrained.items()), strict=True):
-        noise = jax.random.normal(kk, (chains,) + jnp.shape(value))
+        noise = jax.random.normal(kk, batch + jnp.shape(value))
         out[name] = value + scale.get(name, 0.1) * noise
     return out
 
@@ -175,7 +178,7 @@ def _ml_init(structure, design, data, priors, ml: MLResult, chains, key) -> dict
 def _conditional_modes(design: Design, ml: MLResult) -> list[np.ndarray] | None:
     """Conditional means of all random effects at the ML estimate (None if too costly)."""
     every = tuple(range(len(design.terms)))
-    if _cost(design, every)[0] > INIT_MAX_FLOPS:
+    if gradient_cost(design, every)[0] > INIT_MAX_FLOPS:
         return None
     kernel = prepare(design.terms, design.weights)
     resid = design.y - design.X @ ml.beta.values

@@ -101,3 +101,76 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.startswith("lmmhmc 0.1.0")
+
+
+def _settings_args(settings: dict) -> list[str]:
+    """The command-line options of the shared fits' sampler settings (see conftest.py)."""
+    return ["--chains", str(settings["chains"]), "--draws", str(settings["draws"]),
+            "--warmup", str(settings["warmup"])]
+
+
+def test_fit_prints_saves_and_plots(
+    sleepstudy_fit, fit_settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, plots = tmp_path / "fit.nc", tmp_path / "plots"
+    argv = ["fit", "Reaction ~ Days + (Days | Subject)", "--data", "sleepstudy", "--seed", "1",
+            "--out", str(out), "--plot", str(plots), *_settings_args(fit_settings)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    # same data, settings and seed as the sleepstudy_fit fixture: the same posterior
+    expected = f"{sleepstudy_fit.header()}\n\n{sleepstudy_fit.summary().to_string()}\n"
+    assert printed.startswith(expected)
+    assert f"Saved the fit to {out}" in printed
+    for name in ("trace", "forest", "ranef"):
+        assert (plots / f"{name}.png").stat().st_size > 1000
+        assert str(plots / f"{name}.png") in printed
+
+    assert main(["summary", str(out)]) == 0
+    assert capsys.readouterr().out == expected
+    assert main(["summary", str(out), "--random-effects", "--hdi-prob", "0.9"]) == 0
+    printed = capsys.readouterr().out
+    assert "Days|Subject[372]" in printed and "hdi_5%" in printed
+
+
+def test_fit_csv_with_named_terms(
+    crossed_fit, fit_settings: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "crossed.csv"
+    crossed_fit.model.data.to_csv(path, index=False)
+    argv = ["fit", "y ~ cond + center(x) + (1 | subj) + (1 | item)", "--data", str(path),
+            "--marginalize", "subj, 1 | item", "--random-effects", *_settings_args(fit_settings)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Plan: marginalized: (1 | subj), (1 | item); sampled: none;" in printed
+    assert "(user)" in printed
+    for row in ("cond[T.b]", "center(x)", "1|item_sigma", "1|subj[s19]", "1|item[i14]"):
+        assert f"\n{row} " in printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "Reaction ~ Dys + (1 | Subject)", "--data", "sleepstudy"],
+         "error: column 'Dys' not found in data; did you mean 'Days'?\n"),
+        (["fit", "Reaction ~ Days + (1 | Subject)", "--data", "sleepstudy",
+          "--marginalize", "Sbj"],
+         "error: no grouping term 'Sbj' in the model; terms are '1 | Subject'\n"),
+        (["fit", "Reaction ~ Days + (1 | Subject)", "--data", "sleepstudy", "--chains", "0"],
+         "error: chains must be an integer >= 1, got 0\n"),
+        (["summary", "nowhere.nc"], "error: file 'nowhere.nc' not found\n"),
+    ],
+)
+def test_fit_and_summary_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == message
+
+
+def test_hdi_prob_must_be_a_probability(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["summary", "fit.nc", "--hdi-prob", "94"])
+    assert exc.value.code == 2
+    assert "must be a number between 0 and 1, got '94'" in capsys.readouterr().err

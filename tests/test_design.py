@@ -432,3 +432,12 @@ def test_model_reports_dropped_rows_and_weights(sleep: pd.DataFrame) -> None:
     assert "observations: 179 (response: Reaction, weighted, 1 dropped for missing values)" in repr(
         model
     )
+
+
+def test_brms_style_weights_in_response_get_a_clear_error():
+    import lmmhmc
+    from lmmhmc.errors import FormulaError
+
+    data = lmmhmc.datasets.load("sleepstudy").assign(w=1.0)
+    with pytest.raises(FormulaError, match="weights='w'"):
+        lmmhmc.Model("Reaction | weights(w) ~ Days + (1 | Subject)", data)

@@ -229,9 +229,9 @@ def test_gradients_finite_and_match_finite_differences(sds, rho):
     kernels = [prepare(terms[:1]), prepare(terms, cross="pairs"), prepare(terms, cross="dense"),
                prepare(terms, eliminate=None)]
     for kernel in kernels:
-        n_terms = len(kernel.static.order)
 
-        def f(theta):
+        def f(theta, kernel=kernel):
+            n_terms = len(kernel.static.order)
             sigma = jnp.exp(theta[0])
             s = theta[1:3]
             c = theta[3]

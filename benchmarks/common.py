@@ -1,0 +1,66 @@
+"""Shared measurement of one lmmhmc fit for the benchmark scripts."""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import arviz as az
+import jax
+import numpy as np
+
+import lmmhmc
+
+
+def measure(formula: str, data, marginalize="auto", **fit_kwargs) -> dict:
+    """Fit once and record wall time, divergences, ESS (all parameters, random effects too).
+
+    Wall time includes compilation, the ML start and the recovery of the random effects.
+    """
+    t0 = time.perf_counter()
+    res = lmmhmc.fit(formula, data, marginalize=marginalize, progress=False, **fit_kwargs)
+    wall = time.perf_counter() - t0
+    summ = az.summary(res.idata, var_names=res.parameter_names(True), kind="diagnostics")
+    ess = summ["ess_bulk"].to_numpy()
+    n_steps = res.idata.sample_stats["n_steps"].to_numpy()
+    iterations = res.settings["chains"] * (res.settings["draws"] + res.settings["warmup"])
+    return {
+        "formula": formula,
+        "marginalize": marginalize if isinstance(marginalize, str) else list(marginalize),
+        "plan": str(res.plan),
+        "wall_s": wall,
+        "sampling_s": res.timings["sampling"],
+        "recovery_s": res.timings["recovery"],
+        "init_s": res.timings["init"],
+        "iterations_per_s": iterations / res.timings["sampling"],
+        "gradient_evals_sampling": int(n_steps.sum()),
+        "divergences": res.n_divergences,
+        "min_ess_bulk": float(ess.min()),
+        "median_ess_bulk": float(np.median(ess)),
+        "min_ess_per_s": float(ess.min() / wall),
+        "min_ess_per_draw": float(ess.min() / (res.settings["chains"] * res.settings["draws"])),
+        "max_r_hat": float(summ["r_hat"].max()),
+        "n_parameters": int(len(ess)),
+        "min_ess_parameter": str(summ["ess_bulk"].idxmin()),
+        "min_ess_tail": float(summ["ess_tail"].min()) if "ess_tail" in summ else None,
+        "marginalized": [res.plan.labels[k] for k in res.plan.marginalized],
+        "sampled_dims": int(res.plan.sampled_dims),
+        "chain_method": res.settings.get("chain_method"),
+        "dense_mass": res.settings.get("dense_mass"),
+    }
+
+
+def environment() -> dict:
+    """Machine, versions and date for the JSON records."""
+    import numpyro
+
+    return {
+        "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        "cpu_devices": jax.local_device_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "numpyro": numpyro.__version__,
+        "arviz": az.__version__,
+        "lmmhmc": lmmhmc.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }

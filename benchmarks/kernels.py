@@ -1,0 +1,146 @@
+"""Time of one jitted value-and-gradient of the marginal log-density against N.
+
+Prints a table and writes ``benchmarks/results/kernels.json``:
+
+- one grouping term (d = 2, 20 observations per level) and two crossed terms (d = 2 subjects
+  with 50 observations each, 1 + x items with 100 levels), N = 10^3 ... 10^6, residuals given
+  per observation (the N-dependent path);
+- the naive dense computation (Cholesky of the N x N covariance) where it fits in memory;
+- the log-log slope of time against N for the one-term kernel (linear time means ~1);
+- InstEval ``y ~ service + (1 | s) + (1 | d) + (1 | dept)``: one joint evaluation with its
+  gradient, and the full ML fit.
+
+Usage: ``python benchmarks/kernels.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import lmmhmc
+from lmmhmc.marginal import prepare
+from lmmhmc.ml import fit_ml
+
+OUT = Path(__file__).parent / "results" / "kernels.json"
+
+
+@dataclass
+class Term:
+    index: np.ndarray
+    block: np.ndarray
+    n_levels: int
+
+
+def simulate_terms(n_obs: int, crossed: bool, rng) -> list[Term]:
+    x = rng.normal(size=n_obs)
+    block = np.column_stack([np.ones(n_obs), x])
+    subj = np.arange(n_obs) // 20 if not crossed else np.arange(n_obs) // 50
+    terms = [Term(subj.astype(np.int32), block, int(subj.max()) + 1)]
+    if crossed:
+        item = rng.integers(0, 100, n_obs)
+        terms.append(Term(item.astype(np.int32), block, 100))
+    return terms
+
+
+def best_time(fn, *args, repeat: int = 5) -> float:
+    jax.block_until_ready(fn(*args))  # compile
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def kernel_time(terms, r) -> float:
+    """Best time of one jitted value-and-gradient of the joint marginal log-density."""
+    kernel = prepare(terms)
+    dims = [np.asarray(t.block).shape[1] for t in terms]
+
+    def f(theta, kernel):
+        lam = jnp.array([[theta[0], 0.0], [theta[1], theta[2]]])
+        return kernel.log_density(r, jnp.exp(theta[3]), [lam[:d, :d] for d in dims])
+
+    return best_time(jax.jit(jax.value_and_grad(f)), jnp.array([1.0, 0.2, 0.5, 0.0]), kernel)
+
+
+def dense_time(terms, r) -> float:
+    """The naive reference: build Sigma = sigma^2 I + Z G Z^T densely, Cholesky, solve."""
+    n = len(r)
+    zs = []
+    for t in terms:
+        z = np.zeros((n, t.n_levels * 2))
+        z[np.arange(n)[:, None], t.index[:, None] * 2 + np.arange(2)] = t.block
+        zs.append(jnp.asarray(z))
+
+    def f(theta):
+        lam = jnp.array([[theta[0], 0.0], [theta[1], theta[2]]])
+        cov = jnp.exp(2 * theta[3]) * jnp.eye(n)
+        for z, t in zip(zs, terms, strict=True):
+            zl = (z.reshape(n, t.n_levels, 2) @ lam).reshape(n, -1)
+            cov = cov + zl @ zl.T
+        chol = jnp.linalg.cholesky(cov)
+        x = jax.scipy.linalg.solve_triangular(chol, r, lower=True)
+        return -jnp.sum(jnp.log(jnp.diagonal(chol))) - 0.5 * x @ x
+
+    return best_time(jax.jit(jax.value_and_grad(f)), jnp.array([1.0, 0.2, 0.5, 0.0]), repeat=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N up to 10^5 only")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    sizes = [1_000, 10_000, 100_000] + ([] if args.quick else [1_000_000])
+    rows = []
+    print(f"{'N':>9} {'terms':>7} {'kernel ms':>10} {'dense ms':>9}")
+    for n in sizes:
+        for crossed in (False, True):
+            terms = simulate_terms(n, crossed, rng)
+            r = jnp.asarray(rng.normal(size=n))
+            t_kernel = kernel_time(terms, r)
+            t_dense = dense_time(terms, r) if n <= 4_000 else None
+            label = "2 crossed" if crossed else "1"
+            rows.append({"n_obs": n, "terms": label, "kernel_s": t_kernel, "dense_s": t_dense})
+            dense = f"{t_dense * 1e3:9.2f}" if t_dense is not None else f"{'-':>9}"
+            print(f"{n:>9} {label:>7} {t_kernel * 1e3:10.3f} {dense}")
+    one = [r for r in rows if r["terms"] == "1" and r["n_obs"] >= 10_000]
+    slope = float(np.polyfit(np.log([r["n_obs"] for r in one]),
+                             np.log([r["kernel_s"] for r in one]), 1)[0])
+    print(f"log-log slope of the one-term kernel (N >= 10^4): {slope:.2f}")
+
+    data = lmmhmc.datasets.load("InstEval")
+    design = lmmhmc.Model("y ~ service + (1 | s) + (1 | d) + (1 | dept)", data).design
+    r = jnp.asarray(design.y - design.y.mean())
+    t_joint = kernel_time(design.terms, r)
+    t0 = time.perf_counter()
+    ml = fit_ml(design)
+    t_ml = time.perf_counter() - t0
+    print(f"InstEval joint kernel (3 terms, 4114 effects) value+grad: {t_joint * 1e3:.1f} ms")
+    print(f"InstEval ML fit: {t_ml:.1f} s, deviance {ml.objective:.4f}, sigma {ml.sigma:.4f}")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({
+        "machine": platform.processor() or platform.machine(),
+        "cpus": jax.local_device_count(),
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "rows": rows,
+        "slope_one_term": slope,
+        "insteval_joint_value_grad_s": t_joint,
+        "insteval_ml_s": t_ml,
+        "insteval_ml_deviance": ml.objective,
+    }, indent=2))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Generate the figures and the printed outputs shown in the documentation.
+
+Usage (from the repository root)::
+
+    python docs/make_figures.py                      # every page with generated content
+    python docs/make_figures.py getting-started.md   # only these pages
+
+The pages' own code makes the figures and the printed output, so the site shows exactly what
+its examples produce. The ```python blocks of each page run in order, in one namespace, in a
+fresh temporary directory (matplotlib's Agg backend):
+
+- a figure the page saves there (``fig.savefig("sleepstudy_trace.png")``) is copied to
+  ``docs/img/``, where the page shows it (``![...](img/sleepstudy_trace.png)``);
+- when the next fenced block after a python block is a text block that only includes a
+  generated file::
+
+      ```text
+      --8<-- "docs/generated/getting-started/model.txt"
+      ```
+
+  the python block's printed output is written to that file, which ``pymdownx.snippets``
+  includes when the site is built.
+
+A python block preceded by the line ``<!-- skip -->`` is not run (it is illustrative only,
+e.g. another package's code). ``tests/test_docs.py`` runs the same blocks, with the same
+rules (it imports :func:`code_blocks` from here), so the examples cannot rot.
+
+The sampler is seeded, so a rerun on the same machine and versions reproduces the outputs;
+other platforms may differ in the last digits of the MCMC summaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+IMG = DOCS / "img"
+
+SKIP = "<!-- skip -->"
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*?)[ \t]*$")
+_SNIPPET = re.compile(r'^--8<--\s+"(?P<path>docs/generated/[^"]+)"$')
+
+
+@dataclass(frozen=True)
+class Block:
+    """A fenced code block of a page.
+
+    Attributes
+    ----------
+    lang : str
+        The first word of the fence's info string (``"python"``, ``"text"``, ...).
+    code : str
+        Its content, dedented to the fence's indentation.
+    line : int
+        Line number (1-based) of the opening fence.
+    skip : bool
+        Preceded by ``<!-- skip -->``.
+    output : str or None
+        For a python block: the generated file (relative to the repository root) that the
+        following text block includes, i.e. where its printed output goes.
+    """
+
+    lang: str
+    code: str
+    line: int
+    skip: bool
+    output: str | None = None
+
+
+def code_blocks(text: str) -> list[Block]:
+    """All fenced code blocks of a Markdown page, in order (indented ones included)."""
+    lines = text.splitlines()
+    blocks: list[Block] = []
+    i = 0
+    while i < len(lines):
+        m = _FENCE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        indent, fence = m.group("indent"), m.group("fence")
+        lang = (m.group("info").split() or [""])[0].lower()
+        body, j = [], i + 1
+        while j < len(lines):
+            close = _FENCE.match(lines[j])
+            if (close and close.group("fence")[0] == fence[0]
+                    and len(close.group("fence")) >= len(fence) and not close.group("info")):
+                break
+            body.append(lines[j][len(indent):] if lines[j].startswith(indent) else lines[j])
+            j += 1
+        previous = next((ln.strip() for ln in reversed(lines[:i]) if ln.strip()), "")
+        blocks.append(Block(lang, "\n".join(body) + "\n", i + 1, previous == SKIP))
+        i = j + 1
+    out = []
+    for k, b in enumerate(blocks):
+        target = None
+        if b.lang == "python" and k + 1 < len(blocks) and blocks[k + 1].lang == "text":
+            m = _SNIPPET.match(blocks[k + 1].code.strip())
+            target = m.group("path") if m else None
+        out.append(Block(b.lang, b.code, b.line, b.skip, target))
+    return out
+
+
+def runnable(page: Path) -> list[Block]:
+    """The python blocks of ``page`` that are run (not marked ``<!-- skip -->``)."""
+    return [b for b in code_blocks(page.read_text(encoding="utf-8"))
+            if b.lang == "python" and not b.skip]
+
+
+def run_page(page: Path, workdir: Path, capture: bool = True) -> dict[str, str]:
+    """Run the page's python blocks in one namespace with ``workdir`` as current directory.
+
+    Returns the printed output of each block that has an ``output`` target, by target.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    namespace: dict = {"__name__": "__main__"}
+    outputs: dict[str, str] = {}
+    cwd = Path.cwd()
+    os.chdir(workdir)
+    try:
+        for block in runnable(page):
+            code = compile(block.code, f"{page.name}:{block.line}", "exec")
+            buffer = io.StringIO()
+            with contextlib.redirect_stdout(buffer) if capture else contextlib.nullcontext():
+                exec(code, namespace)  # noqa: S102  (the documentation's own examples)
+            if block.output:
+                outputs[block.output] = buffer.getvalue().rstrip() + "\n"
+    finally:
+        os.chdir(cwd)
+        plt.close("all")
+    return outputs
+
+
+def generated_pages() -> list[Path]:
+    """Pages that include generated output or show figures from ``docs/img/``."""
+    return [p for p in sorted(DOCS.glob("*.md"))
+            if '--8<-- "docs/generated/' in (text := p.read_text(encoding="utf-8"))
+            or "](img/" in text]
+
+
+def main(argv: list[str]) -> int:
+    pages = [DOCS / name for name in argv] if argv else generated_pages()
+    IMG.mkdir(exist_ok=True)
+    for page in pages:
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            outputs = run_page(page, Path(tmp))
+            figures = sorted(Path(tmp).glob("*.png"))
+            for fig in figures:
+                shutil.copy(fig, IMG / fig.name)
+        for target, text in outputs.items():
+            path = ROOT / target
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        print(f"{page.name}: {len(outputs)} outputs, {len(figures)} figures "
+              f"({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

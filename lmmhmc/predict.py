@@ -1,0 +1,256 @@
+"""Posterior predictions of a fitted model: linear predictor and new observations.
+
+For posterior draw ``s`` and a row with fixed-effect covariates ``x`` and, per grouping term
+``k``, level ``j_k`` and covariate row ``z_k``::
+
+    mean      mu_s = x . beta_s + sum_k z_k . u_{k, j_k, s}
+    response  y_s  = mu_s + sigma_s / sqrt(w) * eps,    eps ~ N(0, 1)
+
+A level not seen in training has no posterior of its own. ``new_levels="sample"`` draws its
+effects from the fitted population distribution, once per posterior draw and new level (rows
+of the same new level share them): ``u_{k, new, s} ~ N(0, G_{k, s})`` with
+``G_{k, s} = diag(s_{k, s}) R_{k, s} diag(s_{k, s})``, as brms's
+``sample_new_levels = "gaussian"``. ``"zero"`` uses the population level (effects 0), and
+``"error"`` refuses. A missing grouping value always means the population level of that term.
+
+Everything is vectorised over draws with NumPy; the loops run over terms and their columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .design import _new_labels
+from .errors import DataError, LmmhmcError
+from .priors import corr_name
+
+__all__ = ["draw_indices", "predict"]
+
+KINDS = ("mean", "response")
+NEW_LEVELS = ("sample", "zero", "error")
+#: New levels named in the error of ``new_levels="error"``.
+_SHOW_LEVELS = 5
+
+
+def predict(
+    result,
+    newdata: pd.DataFrame | None = None,
+    *,
+    kind: str = "mean",
+    include_random: bool = True,
+    new_levels: str = "sample",
+    draws: int | None = None,
+    seed: int = 0,
+    weights: str | np.ndarray | None = None,
+) -> np.ndarray:
+    """Posterior draws of the linear predictor or of new observations.
+
+    Parameters
+    ----------
+    result : FitResult
+        The fit.
+    newdata : pandas.DataFrame, optional
+        Rows to predict; the training observations if omitted. Needs every predictor and
+        grouping column (not the response). Transforms (``center(x)``, ``log(x)``, ...) and
+        categorical encodings are those of the training data.
+    kind : {"mean", "response"}
+        ``"mean"``: the linear predictor ``X beta + Z u`` (the expected response, on the scale
+        of the formula's left-hand side, e.g. ``log(rt)``). ``"response"``: new observations,
+        the mean plus ``N(0, sigma^2 / w)`` noise.
+    include_random : bool
+        Add the random effects; ``False`` gives the population-level prediction ``X beta``.
+    new_levels : {"sample", "zero", "error"}
+        Effects of grouping levels not seen in training: drawn from ``N(0, G_k)`` per
+        posterior draw, set to zero, or an error naming them.
+    draws : int, optional
+        Use this many posterior draws, evenly spaced over the chain-major sequence of all
+        draws (see :func:`draw_indices`); all draws by default.
+    seed : int
+        Seed of the NumPy generator for new-level effects and observation noise.
+    weights : str or array-like, optional
+        Observation weights for ``kind="response"``: a column of `newdata` or an array of
+        one positive weight per row. Defaults to the training weights when `newdata` is
+        omitted and to 1 otherwise.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape ``(draws, rows)``. Row ``i`` of the result is posterior draw
+        ``draw_indices(...)[i]``; draws are ordered chain by chain (chain 0 first), as
+        ``posterior.stack(sample=("chain", "draw"))``.
+
+    Raises
+    ------
+    LmmhmcError
+        With ``new_levels="error"``, if `newdata` holds levels not seen in training; if a
+        column is missing, a categorical predictor has an unseen level or a predictor is not
+        finite (:class:`lmmhmc.errors.DataError`).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if new_levels not in NEW_LEVELS:
+        raise ValueError(f"new_levels must be one of {NEW_LEVELS}, got {new_levels!r}")
+    design = result.design
+    post = result.idata.posterior
+    n_total = post.sizes["chain"] * post.sizes["draw"]
+    take = draw_indices(n_total, draws)
+
+    def param(name: str) -> np.ndarray:
+        """Draws of a posterior variable, flattened over chains: (draws, *shape)."""
+        values = post[name].values
+        return values.reshape((n_total,) + values.shape[2:])[take]
+
+    if newdata is None:
+        X, index, block = design.X, [t.index for t in design.terms], [t.block for t in design.terms]
+    else:
+        encoded = design.encode(newdata)
+        X, index, block = encoded.X, encoded.index, encoded.block
+    beta = np.reshape([param(n) for n in design.x_names], (len(design.x_names), len(take))).T
+    rng = np.random.default_rng(seed)
+    effects = []
+    if include_random:
+        for k, t in enumerate(design.terms):
+            codes, n_new = _level_codes(t, index[k], newdata, new_levels)
+            u = np.stack([param(c) for c in t.columns], axis=-1)  # (draws, levels, d)
+            sds = np.stack([param(f"{c}_sigma") for c in t.columns], axis=-1)
+            pairs = param(corr_name(design, k)) if t.correlated else None
+            new = _population_draws(sds, pairs, n_new, rng)
+            zero = np.zeros((len(take), 1, t.d))
+            effects.append((np.concatenate([u, new, zero], axis=1), codes, block[k]))
+    mu = linear_predictor(X, beta, effects)
+    if kind == "mean":
+        return mu
+    w = _weights(design, newdata, weights, X.shape[0])
+    scale = param("sigma")[:, None] / np.sqrt(w)[None, :]
+    return mu + scale * rng.standard_normal(mu.shape)
+
+
+def linear_predictor(
+    X: np.ndarray, beta: np.ndarray, effects: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """``X beta + sum_k Z_k u_k`` for every draw, from the sparse (index, block) form.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        ``(rows, p)`` fixed-effects matrix.
+    beta : numpy.ndarray
+        ``(draws, p)`` fixed effects.
+    effects : list of (u, codes, block)
+        Per term: effects ``u`` ``(draws, levels, d)``, the level ``codes`` ``(rows,)`` of
+        each row (indices into the second axis of ``u``) and its covariate ``block``
+        ``(rows, d)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(draws, rows)``.
+    """
+    mu = beta @ X.T
+    for u, codes, blk in effects:
+        for j in range(blk.shape[1]):  # one column at a time: (draws, rows) temporaries only
+            mu += u[:, codes, j] * blk[:, j]
+    return mu
+
+
+def draw_indices(n_total: int, draws: int | None) -> np.ndarray:
+    """Positions of ``draws`` evenly spaced draws among ``n_total`` (all when ``None``).
+
+    Parameters
+    ----------
+    n_total : int
+        Number of posterior draws (chains x draws per chain).
+    draws : int or None
+        How many to keep, 1 to `n_total`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Increasing int positions in the chain-major sequence of draws.
+    """
+    if draws is None:
+        return np.arange(n_total)
+    if not isinstance(draws, int | np.integer) or not 1 <= draws <= n_total:
+        raise ValueError(f"draws must be an integer from 1 to {n_total}, got {draws!r}")
+    return np.round(np.linspace(0, n_total - 1, draws)).astype(np.int64)
+
+
+def _level_codes(term, index: np.ndarray, newdata: pd.DataFrame | None,
+                 new_levels: str) -> tuple[np.ndarray, int]:
+    """Rows' positions in ``[training levels, new levels, zero]`` and the number of new levels.
+
+    Seen levels keep their code; with ``new_levels="sample"`` each distinct unseen label gets
+    its own slot after the training levels; unseen labels under ``"zero"`` and missing
+    grouping values point at the final all-zero slot.
+    """
+    unseen = index < 0
+    if not unseen.any():
+        return index, 0
+    labels = _new_labels(newdata[term.factor.split(":")[0]])
+    for name in term.factor.split(":")[1:]:
+        labels = labels.str.cat(_new_labels(newdata[name]), sep=":")
+    labels = labels.to_numpy()
+    new = unseen & pd.notna(labels)
+    names, new_codes = np.unique(labels[new].astype(str), return_inverse=True)
+    if new_levels == "error" and len(names):
+        shown = ", ".join(f"'{n}'" for n in names[:_SHOW_LEVELS])
+        more = f" and {len(names) - _SHOW_LEVELS} more" if len(names) > _SHOW_LEVELS else ""
+        levels = "a level" if len(names) == 1 else f"{len(names)} levels"
+        raise LmmhmcError(
+            f"new data has {levels} of '{term.factor}' not seen in training: {shown}{more}; "
+            "use new_levels='sample' or 'zero' to predict them"
+        )
+    n_new = len(names) if new_levels == "sample" else 0
+    codes = np.where(unseen, term.n_levels + n_new, index)  # the zero slot
+    if n_new:
+        codes[new] = term.n_levels + new_codes
+    return codes, n_new
+
+
+def _population_draws(sds: np.ndarray, pairs: np.ndarray | None, n: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """``n`` draws per posterior draw from ``N(0, G)``, ``G = diag(sds) R diag(sds)``.
+
+    Parameters
+    ----------
+    sds : numpy.ndarray
+        ``(draws, d)`` standard deviations.
+    pairs : numpy.ndarray or None
+        ``(draws, d (d - 1) / 2)`` correlations in the posterior's pair order (the strict
+        lower triangle, row by row), or None for an uncorrelated term (``R = I``).
+    n : int
+        Number of new levels.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(draws, n, d)``.
+    """
+    n_draws, d = sds.shape
+    if not n:
+        return np.zeros((n_draws, 0, d))
+    corr = np.broadcast_to(np.eye(d), (n_draws, d, d)).copy()
+    if pairs is not None:
+        rows, cols = np.tril_indices(d, -1)
+        corr[:, rows, cols] = pairs
+        corr[:, cols, rows] = pairs
+    factor = sds[:, :, None] * np.linalg.cholesky(corr)  # G = factor factor^T
+    return np.einsum("sij,snj->sni", factor, rng.standard_normal((n_draws, n, d)))
+
+
+def _weights(design, newdata: pd.DataFrame | None, weights, n_rows: int) -> np.ndarray:
+    """Observation weights of the predicted rows (see :func:`predict`)."""
+    if weights is None:
+        if newdata is None and design.weights is not None:
+            return design.weights
+        return np.ones(n_rows)
+    if isinstance(weights, str):
+        if newdata is None or weights not in newdata.columns:
+            raise DataError(f"weights column '{weights}' not found in new data")
+        weights = newdata[weights]
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_rows,) or not (np.all(np.isfinite(w)) and np.all(w > 0)):
+        raise LmmhmcError(f"weights must be {n_rows} finite positive numbers, one per row")
+    return w
