@@ -32,40 +32,35 @@ Usage::
     python benchmarks/paper.py --report-only    # markdown and plots from the existing JSON
     python benchmarks/paper.py --datasets df_eeg --seeds 1 --out paper_eeg
 
-JAX sees one CPU device unless told otherwise, and lmmhmc's ``chain_method="auto"`` then runs
-the chains one after the other (compiling the sampler once per chain). This script exposes one
-host device per chain (``XLA_FLAGS=--xla_force_host_platform_device_count=4``, set before JAX
-is imported, unless XLA_FLAGS already sets it) so that the chains run in parallel, and runs
-PyMC's chains in ``min(chains, CPUs)`` processes, so both use the whole machine.
+Both samplers run with their own defaults for parallelism: on a CPU JAX sees one device, so
+lmmhmc's ``chain_method="auto"`` runs the chains one after the other, and PyMC uses
+``min(4, CPUs // 2)`` processes. ``--host-devices 4`` exposes 4 JAX host devices (chains in
+parallel; set through XLA_FLAGS before JAX is imported) and ``--bambi-cores N`` gives PyMC N
+processes.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import math
 import os
+import re
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pandas as pd
+
+# jax, lmmhmc and common are imported where they are used: --host-devices must reach XLA_FLAGS
+# before JAX is imported, and PyMC's worker processes (forkserver) import this module again.
 
 CHAINS = 4
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={CHAINS}"
-    ).strip()
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import re  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import arviz as az  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-# jax, lmmhmc and common are imported where they are used: PyMC's worker processes import
-# this module again (forkserver), and should not pay for JAX.
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper"
@@ -222,23 +217,23 @@ def bambi_version() -> str | None:
     return bambi.__version__
 
 
-def run_bambi(formula, data, seed, settings) -> dict:
+def run_bambi(formula, data, seed, settings, cores=None) -> dict:
     """bambi's default sampler (PyMC NUTS), measured like :func:`common.measure`."""
     import bambi as bmb
 
     for name in ("pymc", "pytensor", "bambi"):
         logging.getLogger(name).setLevel(logging.ERROR)
     chains, draws, warmup = settings["chains"], settings["draws"], settings["warmup"]
-    cores = max(1, min(chains, os.cpu_count() or 1))
     bform = bambi_formula(formula)
     try:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = bmb.Model(bform, data)
-            idata = model.fit(draws=draws, tune=warmup, chains=chains, cores=cores,
-                              random_seed=seed, progressbar=False,
-                              **({"mp_ctx": "forkserver"} if cores > 1 else {}))
+            # forkserver: the parent has JAX's threads running, which fork() does not survive
+            extra = {"cores": cores, "mp_ctx": "forkserver"} if cores else {}
+            idata = model.fit(draws=draws, tune=warmup, chains=chains, random_seed=seed,
+                              progressbar=False, **extra)
         wall = time.perf_counter() - t0
         summ = az.summary(idata, kind="diagnostics")
     except Exception as err:
@@ -264,7 +259,8 @@ def run_bambi(formula, data, seed, settings) -> dict:
         "max_r_hat": float(summ["r_hat"].max()), "n_parameters": int(len(ess)),
         "min_ess_parameter": str(summ["ess_bulk"].idxmin()),
         "min_ess_tail": float(summ["ess_tail"].min()),
-        "sampled_dims": dims, "chain_method": f"{cores} process(es)",
+        "sampled_dims": dims,
+        "chain_method": f"{cores} processes" if cores else "PyMC default cores",
     }
 
 
@@ -303,6 +299,10 @@ def main() -> None:
     parser.add_argument("--scaling", action="store_true",
                         help="also the scaling study on df_eeg_complete and df_stroop_complete")
     parser.add_argument("--no-bambi", action="store_true", help="leave bambi out")
+    parser.add_argument("--host-devices", type=int, default=0,
+                        help="expose N JAX CPU devices (chains in parallel); 0: JAX default")
+    parser.add_argument("--bambi-cores", type=int, default=None,
+                        help="PyMC worker processes (default: PyMC's own choice)")
     parser.add_argument("--report-only", action="store_true",
                         help="regenerate markdown and plots from the existing JSON")
     parser.add_argument("--out", default=None, help="file stem (paper; quick: paper_quick)")
@@ -314,6 +314,13 @@ def main() -> None:
             sys.exit(f"{path} not found: run without --report-only first")
         report(json.loads(path.read_text()), stem)
         return
+    if args.host_devices:
+        if "jax" in sys.modules:
+            print("warning: JAX already imported, --host-devices has no effect")
+        flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                       os.environ.get("XLA_FLAGS", ""))
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_force_host_platform_device_count={args.host_devices}".strip())
     import lmmhmc
 
     draws = args.draws or (300 if args.quick else 1000)
@@ -339,7 +346,9 @@ def main() -> None:
 
     out = {
         "mode": "quick" if args.quick else "full", "argv": sys.argv[1:],
-        "environment": versions(), "settings": {**settings, "seeds": seeds},
+        "environment": versions(),
+        "settings": {**settings, "seeds": seeds, "host_devices": args.host_devices or None,
+                     "bambi_cores": args.bambi_cores},
         "bambi": "included" if with_bambi else ("left out" if args.no_bambi
                                                  else "not importable: skipped"),
         "notes": NOTES, "datasets": [], "scaling": [],
@@ -372,7 +381,7 @@ def main() -> None:
                         print(f"  bambi skipped: N > {BAMBI_MAX_OBS}")
                         entry["bambi_skipped"] = f"N > {BAMBI_MAX_OBS}"
                     continue
-                rec = run_bambi(spec.formula, data, seed, settings)
+                rec = run_bambi(spec.formula, data, seed, settings, args.bambi_cores)
                 entry["runs"].append(rec)
                 print(f"  seed {seed} {'bambi':<34} {short(rec)}", flush=True)
                 save()

@@ -69,8 +69,19 @@ class _Static:
         return sum(n * d for n, d in self.dims_rest)
 
 
+#: Operations a column pair of the pair-wise Schur update is counted as (per unit of d_1).
+PAIR_COST = 50.0
 #: Block size up to which per-level factorizations are unrolled into elementwise operations.
 SMALL_BLOCK = 4
+
+
+def small_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` over broadcast batch dimensions, for small inner dimension ``d``.
+
+    Written as an elementwise product and a sum over the inner axis: XLA fuses it, where a
+    batched ``dot_general`` of many tiny matrices is slow on CPU.
+    """
+    return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
 
 
 def batched_cholesky(p: jax.Array) -> jax.Array:
@@ -203,9 +214,9 @@ class MarginalKernel:
         """Multiply the stacked rest vector(s) ``x`` (q2, ...) by Lambda_2 or Lambda_2^T."""
         out, start = [], 0
         for (n, d), lam in zip(self.static.dims_rest, lams_rest, strict=True):
-            blk = x[start : start + n * d].reshape((n, d) + x.shape[1:])
+            blk = x[start : start + n * d].reshape(n, d, -1)
             mat = lam.T if transpose else lam
-            out.append(jnp.einsum("ab,lb...->la...", mat, blk).reshape((n * d,) + x.shape[1:]))
+            out.append(small_matmul(mat, blk).reshape((n * d,) + x.shape[1:]))
             start += n * d
         return jnp.concatenate(out, axis=0)
 
@@ -217,7 +228,7 @@ class MarginalKernel:
         if st.n_diag:
             lam1 = lams[0]
             d1 = st.dims[0][1]
-            p11 = jnp.eye(d1) + jnp.einsum("ba,lbc,cd->lad", lam1, a["S1"], lam1) / s2
+            p11 = jnp.eye(d1) + small_matmul(lam1.T, small_matmul(a["S1"], lam1)) / s2
             l11 = batched_cholesky(p11)
         if st.q2 == 0:
             return l11, e, s
@@ -237,14 +248,15 @@ class MarginalKernel:
         """e = G N_12: (nnz, d1) at the non-zeros of N_12, or dense (L1, d1, q2)."""
         a = self.arrays
         if self.static.cross == "dense":
-            return jnp.einsum("lab,lbc->lac", g, a["N12"])
-        return jnp.einsum("nab,nb->na", g[a["nz_level"]], a["nz_val"])
+            return small_matmul(g, a["N12"])
+        return small_matmul(g[a["nz_level"]], a["nz_val"][:, :, None])[..., 0]
 
     def _cross_gram(self, e: jax.Array) -> jax.Array:
         """T = sum_j e_j^T e_j (q2 x q2)."""
         a, q2 = self.arrays, self.static.q2
         if self.static.cross == "dense":
-            return jnp.einsum("lac,lad->cd", e, e)
+            e2 = e.reshape(-1, e.shape[-1])
+            return e2.T @ e2
         pair_dot = jnp.sum(e[a["pair_a"]] * e[a["pair_b"]], axis=-1) * a["pair_w"]
         t = jax.ops.segment_sum(pair_dot, a["pair_cell"], num_segments=q2 * q2).reshape(q2, q2)
         return t + t.T
@@ -253,16 +265,17 @@ class MarginalKernel:
         """sum_j e_j^T x1_j for x1 of shape (L1, d1, m): the (q2, m) update of the rest."""
         a = self.arrays
         if self.static.cross == "dense":
-            return jnp.einsum("lac,lam->cm", e, x1)
+            return e.reshape(-1, e.shape[-1]).T @ x1.reshape(-1, x1.shape[-1])
         return jax.ops.segment_sum(
-            jnp.einsum("na,nam->nm", e, x1[a["nz_level"]]), a["nz_col"], num_segments=self.static.q2
+            jnp.sum(e[:, :, None] * x1[a["nz_level"]], axis=1), a["nz_col"],
+            num_segments=self.static.q2,
         )
 
     def _cross_apply_t(self, e: jax.Array, u2: jax.Array) -> jax.Array:
         """e_j u2 for every level j of term 1: (L1, d1)."""
         a = self.arrays
         if self.static.cross == "dense":
-            return jnp.einsum("lac,c->la", e, u2)
+            return (e.reshape(-1, e.shape[-1]) @ u2).reshape(e.shape[:2])
         return jax.ops.segment_sum(
             e * u2[a["nz_col"]][:, None], a["nz_level"], num_segments=self.static.dims[0][0]
         )
@@ -277,7 +290,7 @@ class MarginalKernel:
         a, st = self.arrays, self.static
         if isinstance(resid, Affine):
             coef = jnp.asarray(resid.coef).reshape(a["FWF"].shape[0], -1)
-            b1 = jnp.einsum("lbf,fm->lbm", a["B1F"], coef) if st.n_diag else None
+            b1 = (a["B1F"] @ coef) if st.n_diag else None
             b2 = a["B2F"] @ coef if st.q2 else None
             return b1, b2, coef.T @ a["FWF"] @ coef
         r = jnp.asarray(resid).reshape(st.n_obs, -1)
@@ -295,7 +308,7 @@ class MarginalKernel:
         b1, b2, _ = proj
         x1 = y2 = None
         if st.n_diag:
-            x1 = batched_solve(l11, jnp.einsum("ba,lbm->lam", lams[0], b1))
+            x1 = batched_solve(l11, small_matmul(lams[0].T, b1))
         if s is not None:
             if st.n_diag:
                 b2 = b2 - self._cross_apply(e, x1) / sigma**2
@@ -328,7 +341,8 @@ class MarginalKernel:
         cpc = jnp.zeros_like(rwr)
         logdet_p = 0.0
         if x1 is not None:
-            cpc = cpc + jnp.einsum("lam,lan->mn", x1, x1)
+            x1f = x1.reshape(-1, x1.shape[-1])
+            cpc = cpc + x1f.T @ x1f
             logdet_p = logdet_p + 2.0 * jnp.sum(jnp.log(jnp.diagonal(l11, axis1=-2, axis2=-1)))
         if s is not None:
             logdet_s, quad_s = logdet_and_quad(s, y2)
@@ -523,7 +537,8 @@ def schur_cost(terms: Sequence[TermData], eliminate: int | None) -> tuple[str, f
 
     ``"dense"`` keeps ``N_12`` as an ``(L_1 d_1) x q_2`` matrix (``T = E^T E`` costs
     ``q_1 q_2^2``); ``"pairs"`` accumulates over the column pairs sharing a level of the
-    eliminated term (about ``8 d_1`` operations per pair, gathers and scatters included).
+    eliminated term (gathers and a scatter per pair: counted as ``PAIR_COST d_1`` operations,
+    since scattered updates run far below the speed of dense matrix products on CPU).
     With no elimination (``eliminate=None``) or a single term there is no update.
     """
     if eliminate is None or len(terms) == 1:
@@ -534,7 +549,7 @@ def schur_cost(terms: Sequence[TermData], eliminate: int | None) -> tuple[str, f
     q2 = sum(t.n_levels * np.asarray(t.block).shape[1] for k, t in enumerate(terms)
              if k != eliminate)
     dense = float(q1) * q2 * q2
-    pairs = 8.0 * d1 * pair_count(terms, eliminate)
+    pairs = PAIR_COST * d1 * pair_count(terms, eliminate)
     if dense <= pairs and q1 * q2 <= 2e7:
         return "dense", dense
     return "pairs", pairs
