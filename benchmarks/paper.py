@@ -467,6 +467,21 @@ def summarize(entry) -> dict[str, dict]:
     return table
 
 
+def _parallelism(out: dict) -> str:
+    """How the chains ran, from the records."""
+    runs = [r for e in out["datasets"] for r in e["runs"]] + list(out.get("scaling", []))
+    lmm = sorted({r["chain_method"] for r in runs if r.get("tool") == "lmmhmc"
+                  and r.get("chain_method")})
+    bam = sorted({r["chain_method"] for r in runs if r.get("tool") == "bambi"
+                  and r.get("chain_method")})
+    env = out["environment"]
+    text = (f"Chains: lmmhmc chain_method {', '.join(lmm) or '–'} on {env.get('cpu_devices')} "
+            f"JAX CPU device(s)")
+    if bam:
+        text += f"; bambi/PyMC: {', '.join(bam)}"
+    return text + "."
+
+
 def report(out: dict, stem: str) -> None:
     """Markdown tables and PNG plots from a results dictionary (as written to JSON)."""
     env, st = out["environment"], out["settings"]
@@ -481,6 +496,8 @@ def report(out: dict, stem: str) -> None:
         + f". {st['chains']} chains, {st['warmup']} warm-up + {st['draws']} draws per chain, "
         f"seeds {st['seeds']}; bambi: {out.get('bambi')}."
         + (f" Total time {out['total_wall_s'] / 60:.1f} min." if "total_wall_s" in out else ""),
+        "",
+        _parallelism(out),
         "",
         "Methods: `auto` is lmmhmc's own plan; `[term]` marginalizes that one grouping term "
         "and samples the others non-centered (the paper's M1/M2); `none` samples every random "
@@ -592,7 +609,17 @@ def report(out: dict, stem: str) -> None:
 COLORS = {"auto": "tab:blue", "none": "tab:red", "bambi": "tab:green"}
 
 
+def _log_axis(axis) -> None:
+    """Plain numbers (0.5, 2, 10) on a log axis."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def plot_ess(summaries: dict, path: Path) -> Path:
+    """One panel per data set: min ESS/s per method (dot: median, line: range over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -601,22 +628,32 @@ def plot_ess(summaries: dict, path: Path) -> Path:
     n = len(summaries)
     cols = min(n, 2)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 0.5 + 1.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 0.6 + 2.0 * rows), squeeze=False)
     for ax, (name, table) in zip(axes.flat, summaries.items(), strict=False):
         methods = [m for m, r in table.items() if "min_ess_per_s" in r][::-1]
-        vals = [table[m]["min_ess_per_s"] for m in methods]
-        lo = [v - table[m]["min_ess_per_s_range"][0] for m, v in zip(methods, vals, strict=True)]
-        hi = [table[m]["min_ess_per_s_range"][1] - v for m, v in zip(methods, vals, strict=True)]
-        colors = [COLORS.get(m, "tab:orange") for m in methods]
-        ax.barh(range(len(methods)), vals, xerr=[lo, hi], color=colors, capsize=2)
+        for y, m in enumerate(methods):
+            row = table[m]
+            lo, hi = row["min_ess_per_s_range"]
+            color = COLORS.get(m, "tab:orange")
+            ax.plot([lo, hi], [y, y], color=color, lw=2, alpha=0.5)
+            ax.plot(row["min_ess_per_s"], y, "o", color=color, ms=7)
         ax.set_yticks(range(len(methods)), methods, fontsize=8)
+        ax.set_ylim(-0.6, len(methods) - 0.4)
+        vals = [v for m in methods for v in table[m]["min_ess_per_s_range"]]
+        if vals:
+            lo, hi = min(vals) / 1.5, max(vals) * 1.5
+            if hi / lo < 5:  # at least a factor 5, so that a few ticks show
+                mid = math.sqrt(lo * hi)
+                lo, hi = mid / math.sqrt(5), mid * math.sqrt(5)
+            ax.set_xlim(lo, hi)
         ax.set_xscale("log")
+        _log_axis(ax.xaxis)
         ax.set_title(name, fontsize=10)
         ax.grid(axis="x", which="both", alpha=0.3)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     for ax in axes[-1]:
-        ax.set_xlabel("min bulk ESS per second (log scale)")
+        ax.set_xlabel("min bulk ESS per second, wall time (log scale; higher is better)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -639,6 +676,8 @@ def plot_scaling(records: list[dict], path: Path) -> Path:
                 linestyle="-" if "eeg" in name else "--", label=f"{name}: {method}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _log_axis(ax.xaxis)
+    _log_axis(ax.yaxis)
     ax.set_xlabel("observations N")
     ax.set_ylabel("wall seconds per effective sample")
     ax.grid(which="both", alpha=0.3)

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from .cache import enable_compilation_cache
 from .design import Design, GroupTerm
 from .marginal import LOG_2PI, Affine, MarginalKernel, prepare
+from .runtime import enable_compilation_cache, single_threaded_blas
 
 
 def theta_layout(terms: list[GroupTerm]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -125,6 +125,11 @@ def fit_ml(design: Design, reml: bool = False, starts: int = 3) -> MLResult:
         Number of starting points for ``theta`` (1, 0.1 and 5 times lme4's start); the best
         optimum is kept.
     """
+    with single_threaded_blas():
+        return _fit_ml(design, reml, starts)
+
+
+def _fit_ml(design: Design, reml: bool, starts: int) -> MLResult:
     design.require_terms()
     enable_compilation_cache()
     t0 = time.perf_counter()

@@ -15,7 +15,6 @@ from numpyro.infer import MCMC, NUTS, init_to_sample
 from numpyro.infer.util import unconstrain_fn
 
 from . import numpyro_model as nm
-from .cache import enable_compilation_cache
 from .design import Design
 from .errors import LmmhmcError
 from .marginal import prepare
@@ -23,6 +22,7 @@ from .ml import MLResult, fit_ml
 from .plan import gradient_cost, make_plan
 from .priors import resolve_priors
 from .results import FitResult
+from .runtime import enable_compilation_cache, single_threaded_blas
 
 #: Sampled dimension up to which a dense mass matrix is adapted (``dense_mass=None``).
 DENSE_MASS_MAX_DIM = 60
@@ -55,6 +55,14 @@ def fit_model(
     posterior_predictive: bool = False,
 ) -> FitResult:
     """Sample the posterior of ``model`` (a :class:`lmmhmc.Model`); see :func:`lmmhmc.fit`."""
+    with single_threaded_blas():
+        return _fit_model(**locals())
+
+
+def _fit_model(
+    model, *, priors, marginalize, chains, draws, warmup, seed, target_accept, progress, init,
+    dense_mass, max_tree_depth, chain_method, log_likelihood, posterior_predictive,
+) -> FitResult:
     _check_settings(chains, draws, warmup, target_accept, init)
     enable_compilation_cache()
     design: Design = model.design

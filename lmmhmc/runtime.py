@@ -1,4 +1,4 @@
-"""JAX's persistent compilation cache, switched on for lmmhmc's fits."""
+"""Process-level settings for sampling on CPU: compilation cache and BLAS threads."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import jax
+from threadpoolctl import threadpool_limits
 
 
 def enable_compilation_cache() -> None:
@@ -22,3 +23,13 @@ def enable_compilation_cache() -> None:
         return
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def single_threaded_blas():
+    """Context manager limiting BLAS/LAPACK (OpenBLAS) to one thread while it is active.
+
+    JAX's CPU Cholesky and triangular solves call LAPACK from scipy's OpenBLAS, whose worker
+    threads stall for milliseconds whenever another process holds a core; the kernels'
+    matrices are small, so one thread is faster and its timing does not depend on the load.
+    """
+    return threadpool_limits(limits=1, user_api="blas")
