@@ -68,3 +68,16 @@ def environment() -> dict:
         "lmmhmc": lmmhmc.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def environment_line(env: dict) -> str:
+    """One sentence naming the machine, versions and date of a benchmark record."""
+    return (f"Measured on {env.get('machine', '?')} ({env.get('cpu_devices', '?')} JAX CPU "
+            f"device(s)), jax {env.get('jax')}, {env.get('date')}.")
