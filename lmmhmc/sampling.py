@@ -160,9 +160,11 @@ def _ml_init(structure, design, data, priors, ml: MLResult, chains, key) -> dict
             params[f"{c}_sigma"] = jnp.asarray(s)
         chol = np.eye(t.d)
         if t.correlated:
-            corr = g / np.outer(np.sqrt(np.diag(g)) + 1e-300, np.sqrt(np.diag(g)) + 1e-300)
+            sd_ml = np.sqrt(np.diag(g))
+            with np.errstate(invalid="ignore", divide="ignore"):  # an sd of 0 at the boundary
+                corr = np.nan_to_num(g / np.outer(sd_ml, sd_ml))
             np.fill_diagonal(corr, 1.0)
-            chol = np.linalg.cholesky(0.8 * np.nan_to_num(corr) + 0.2 * np.eye(t.d))
+            chol = np.linalg.cholesky(0.8 * corr + 0.2 * np.eye(t.d))
             params[t.corr] = jnp.asarray(chol)
         lams.append(sd[:, None] * chol)
     sampled = [k for k, t in enumerate(structure.terms) if not t.marginalized]
