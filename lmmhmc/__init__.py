@@ -30,7 +30,9 @@ def fit(formula: str, data, *, weights=None, na_action: str = "drop", **kwargs):
         (``"auto"``, ``"all"``, ``"none"`` or a list of terms), ``chains=4``, ``draws=1000``,
         ``warmup=1000``, ``seed=0``, ``target_accept=0.8``, ``progress=True``, ``init="ml"``
         or ``"prior"``, ``dense_mass=None`` (auto), ``max_tree_depth=10``,
-        ``log_likelihood=None`` (auto), ``posterior_predictive=False``.
+        ``log_likelihood=None`` (auto), ``posterior_predictive=False``,
+        ``chain_method="auto"`` (``"parallel"`` over JAX devices when there are at least
+        ``chains`` of them, else ``"sequential"``).
 
     Returns
     -------

@@ -5,7 +5,7 @@ extra variable in the root group, ``lmmhmc_metadata``: a pickle (as bytes) of wh
 rest of the :class:`~lmmhmc.results.FitResult`::
 
     formula, data (the training DataFrame as given), weights, na_action,
-    plan, priors, settings, timings, ml, versions
+    plan, priors, settings, timings, gradients, ml, versions
 
 Its attributes repeat the formula and the package versions in plain text. On load the model is
 rebuilt with ``Model(formula, data, weights=weights, na_action=na_action)``, so the design
@@ -67,6 +67,7 @@ def save(result: FitResult, path: str | PathLike) -> None:
         "priors": result.priors,
         "settings": result.settings,
         "timings": result.timings,
+        "gradients": result.gradients,
         "ml": result.ml,
         "versions": versions,
     })
@@ -127,7 +128,8 @@ def load(path: str | PathLike) -> FitResult:
                       na_action=meta["na_action"])
     _check_design(model.design, idata, path)
     return FitResult(idata=idata, model=model, plan=meta["plan"], priors=meta["priors"],
-                     settings=meta["settings"], timings=meta["timings"], ml=meta["ml"])
+                     settings=meta["settings"], timings=meta["timings"],
+                     gradients=meta.get("gradients", {}), ml=meta["ml"])
 
 
 def _versions() -> dict[str, str]:

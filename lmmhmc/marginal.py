@@ -148,8 +148,8 @@ def _logdet_and_quad_fwd(p, y):
 def _logdet_and_quad_bwd(res, g):
     chol, z = res
     g_logdet, g_quad = g
-    eye = jnp.eye(chol.shape[0])
-    p_inv = jax.scipy.linalg.cho_solve((chol, True), eye)
+    chol_inv = solve_triangular(chol, jnp.eye(chol.shape[0]), lower=True)
+    p_inv = chol_inv.T @ chol_inv
     return g_logdet * p_inv - z @ g_quad @ z.T, z @ (g_quad + g_quad.T)
 
 

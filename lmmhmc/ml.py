@@ -155,10 +155,12 @@ def _fit_ml(design: Design, reml: bool, starts: int) -> MLResult:
         if best is None or res.fun < best.fun - 1e-9:
             best = res
     theta = best.x
-    dev, (beta, sigma2, xtx) = _profiled(kernel, terms, n, p, jnp.asarray(theta), reml)
+    at_optimum = jax.jit(lambda th, k: (_profiled(k, terms, n, p, th, reml),
+                                        theta_to_factors(th, terms)))
+    (dev, (beta, sigma2, xtx)), rel = jax.tree.map(np.asarray, at_optimum(theta, kernel))
     sigma = float(np.sqrt(sigma2))
-    cov_beta = sigma2 * np.linalg.inv(np.asarray(xtx)) if design.X.shape[1] else np.zeros((0, 0))
-    factors = [np.asarray(f) * sigma for f in theta_to_factors(jnp.asarray(theta), terms)]
+    cov_beta = sigma2 * np.linalg.inv(xtx) if design.X.shape[1] else np.zeros((0, 0))
+    factors = [f * sigma for f in rel]
     sds, corrs = {}, {}
     for t, lam in zip(terms, factors, strict=True):
         g = lam @ lam.T

@@ -52,6 +52,8 @@ class FitResult:
         Sampler settings (chains, draws, warmup, seed, ...).
     timings : dict
         Wall-clock seconds of the ML start, sampling (compilation included) and recovery.
+    gradients : dict
+        Gradient evaluations (leapfrog steps) of all chains: ``{"warmup": n, "sampling": n}``.
     ml : MLResult or None
         The maximum-likelihood estimate used as the starting point.
     """
@@ -62,6 +64,7 @@ class FitResult:
     priors: Priors
     settings: dict
     timings: dict
+    gradients: dict = field(default_factory=dict)
     ml: MLResult | None = field(default=None, repr=False)
 
     @property

@@ -11,10 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
-from numpyro.infer import MCMC, NUTS, init_to_sample
-from numpyro.infer.util import unconstrain_fn
+from numpyro.infer import init_to_sample
+from numpyro.infer.util import initialize_model, unconstrain_fn
 
 from . import numpyro_model as nm
+from .chains import WARMUP_STEPS, Settings, run_chains
 from .design import Design
 from .errors import LmmhmcError
 from .marginal import prepare
@@ -31,9 +32,6 @@ LOG_LIK_MAX_CELLS = 5e7
 #: Flops above which the ML start does not compute the random effects' conditional means.
 INIT_MAX_FLOPS = 1e10
 
-_SAMPLERS: dict = {}  # compiled samplers, keyed by model structure and settings
-_EXTRA_FIELDS = ("diverging", "num_steps", "energy", "potential_energy", "accept_prob",
-                 "adapt_state.step_size")
 
 
 def fit_model(
@@ -79,24 +77,28 @@ def _fit_model(
         dense_mass = plan.sampled_dims <= DENSE_MASS_MAX_DIM
     if chain_method == "auto":
         chain_method = "parallel" if jax.local_device_count() >= chains > 1 else "sequential"
-    mcmc = _sampler(structure, prior_set, chains, draws, warmup, target_accept, dense_mass,
-                    max_tree_depth, chain_method, progress, init)
+    settings = Settings(warmup=warmup, draws=draws, target_accept=float(target_accept),
+                        dense_mass=bool(dense_mass), max_tree_depth=int(max_tree_depth),
+                        progress=bool(progress))
     key_mcmc, key_init, key_recover, key_pp = jax.random.split(jax.random.key(seed), 4)
     priors_tree = dict(prior_set)
-    init_params = None
     if ml is not None:
         init_params = _ml_init(structure, design, data, priors_tree, ml, chains, key_init)
+    else:
+        init_params = _prior_init(structure, data, priors_tree, chains, key_init)
 
     t0 = time.perf_counter()
-    mcmc.run(key_mcmc, data, priors_tree, init_params=init_params, extra_fields=_EXTRA_FIELDS)
-    samples = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
+    samples, stats = run_chains(structure, settings, data, priors_tree, init_params, key_mcmc,
+                                parallel=chain_method == "parallel")
     timings["sampling"] = time.perf_counter() - t0
+    gradients = {"warmup": int(np.sum(stats.pop(WARMUP_STEPS))),
+                 "sampling": int(np.sum(stats["num_steps"]))}
 
     t0 = time.perf_counter()
     n_draws = chains * draws
     if log_likelihood is None:
         log_likelihood = n_draws * design.n_obs <= LOG_LIK_MAX_CELLS
-    flat = jax.tree.map(lambda a: a.reshape((n_draws,) + a.shape[2:]), samples)
+    flat = jax.tree.map(lambda a: jnp.asarray(a.reshape((n_draws,) + a.shape[2:])), samples)
     keys = jax.random.split(key_recover, n_draws)
     effects, loglik = _recover_all(structure, data, flat, keys, bool(log_likelihood))
     timings["recovery"] = time.perf_counter() - t0
@@ -108,13 +110,13 @@ def _fit_model(
         )
     idata = _to_inference_data(
         structure, design, samples, effects, loglik, yrep,
-        mcmc.get_extra_fields(group_by_chain=True), chains, draws,
+        stats, chains, draws,
     )
     settings = dict(chains=chains, draws=draws, warmup=warmup, seed=seed,
                     target_accept=target_accept, init=init, dense_mass=bool(dense_mass),
                     max_tree_depth=max_tree_depth, chain_method=chain_method)
     return FitResult(idata=idata, model=model, plan=plan, priors=prior_set, settings=settings,
-                     timings=timings, ml=ml)
+                     timings=timings, gradients=gradients, ml=ml)
 
 
 def _check_settings(chains, draws, warmup, target_accept, init) -> None:
@@ -125,26 +127,6 @@ def _check_settings(chains, draws, warmup, target_accept, init) -> None:
         raise LmmhmcError(f"target_accept must be in (0, 1), got {target_accept!r}")
     if init not in ("ml", "prior"):
         raise LmmhmcError(f"init must be 'ml' or 'prior', got {init!r}")
-
-
-def _sampler(structure, priors, chains, draws, warmup, target_accept, dense_mass,
-             max_tree_depth, chain_method, progress, init) -> MCMC:
-    """A NumPyro MCMC object, reused across fits of the same structure (compiled once)."""
-    treedef = jax.tree.structure(dict(priors))
-    key = (structure, treedef, chains, draws, warmup, target_accept, dense_mass,
-           max_tree_depth, chain_method, progress, init)
-    if key not in _SAMPLERS:
-        kernel = NUTS(
-            nm.make_model(structure),
-            target_accept_prob=target_accept,
-            dense_mass=dense_mass,
-            max_tree_depth=max_tree_depth,
-            **({"init_strategy": init_to_sample} if init == "prior" else {}),
-        )
-        _SAMPLERS[key] = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
-                              chain_method=chain_method, progress_bar=progress,
-                              jit_model_args=True)
-    return _SAMPLERS[key]
 
 
 def _ml_init(structure, design, data, priors, ml: MLResult, chains, key) -> dict:
@@ -174,15 +156,26 @@ def _ml_init(structure, design, data, priors, ml: MLResult, chains, key) -> dict
             t = structure.terms[k]
             z = np.linalg.solve(lams[k], modes[k].T).T if modes else np.zeros((t.n_levels, t.d))
             params[t.offset] = jnp.asarray(z)
-    unconstrained = unconstrain_fn(nm.make_model(structure), (data, priors), {}, params)
+    model = nm.make_model(structure)
+    unconstrained = jax.jit(lambda a, p: unconstrain_fn(model, a, {}, p))((data, priors), params)
     scale = {name: float(ml.se[name]) for name in structure.x_names}
     keys = jax.random.split(key, len(unconstrained))
     out = {}
-    batch = (chains,) if chains > 1 else ()  # NumPyro takes one chain's values unbatched
     for kk, (name, value) in zip(keys, sorted(unconstrained.items()), strict=True):
-        noise = jax.random.normal(kk, batch + jnp.shape(value))
+        noise = jax.random.normal(kk, (chains,) + jnp.shape(value))
         out[name] = value + scale.get(name, 0.1) * noise
     return out
+
+
+def _prior_init(structure, data, priors, chains, key) -> dict:
+    """Unconstrained starting points drawn from the prior, one per chain."""
+    model = nm.make_model(structure)
+    starts = []
+    for kk in jax.random.split(key, chains):
+        info, *_ = initialize_model(kk, model, init_strategy=init_to_sample,
+                                    model_args=(data, priors))
+        starts.append(info.z)
+    return jax.tree.map(lambda *a: jnp.stack(a), *starts)
 
 
 def _conditional_modes(design: Design, ml: MLResult) -> list[np.ndarray] | None:
@@ -193,7 +186,8 @@ def _conditional_modes(design: Design, ml: MLResult) -> list[np.ndarray] | None:
     kernel = prepare(design.terms, design.weights)
     resid = design.y - design.X @ ml.beta.values
     zeros = [np.zeros(s) for s in kernel.noise_shapes()]
-    return [np.asarray(u) for u in kernel.draw(resid, ml.sigma, ml.factors, zeros)]
+    modes = jax.jit(lambda k, *a: k.draw(*a))(kernel, resid, ml.sigma, ml.factors, zeros)
+    return [np.asarray(u) for u in modes]
 
 
 @partial(jax.jit, static_argnums=(0, 4))
@@ -206,7 +200,7 @@ def _recover_all(structure, data, flat, keys, with_loglik: bool):
         ll = nm.pointwise_log_likelihood(structure, data, params, effects) if with_loglik else None
         return [effects[k] for k in range(len(structure.terms))], ll
 
-    return jax.lax.map(one, (flat, keys), batch_size=64)
+    return jax.lax.map(one, (flat, keys))
 
 
 def _to_inference_data(structure, design, samples, effects, loglik, yrep, extra, chains, draws):
@@ -240,7 +234,7 @@ def _to_inference_data(structure, design, samples, effects, loglik, yrep, extra,
         "diverging": np.asarray(extra["diverging"]),
         "n_steps": n_steps,
         "tree_depth": np.floor(np.log2(np.maximum(n_steps, 1))).astype(int) + 1,
-        "step_size": np.asarray(extra["adapt_state.step_size"]),
+        "step_size": np.asarray(extra["step_size"]),
         "energy": np.asarray(extra["energy"]),
         "lp": -np.asarray(extra["potential_energy"]),
         "acceptance_rate": np.asarray(extra["accept_prob"]),

@@ -1,12 +1,10 @@
 """Fits shared by the tests of results, prediction, plots, saving and the command line.
 
-Each fit compiles a sampler (20-40 s); session-scoped fixtures build each one once per test
-run. The settings are those of :data:`FIT_SETTINGS`, which the command-line tests also use, so
-that their fits reuse the compiled samplers.
-
-NumPyro recompiles its sampling loop on every ``MCMC.run`` (about 12 s here, even for a cached
-sampler); JAX's persistent compilation cache, in a temporary folder for the test session,
-turns these recompilations into cache hits (a repeated fit takes about 3 s).
+Each fit compiles its chain program (a few seconds); session-scoped fixtures build each fit
+once per test run. The settings are those of :data:`FIT_SETTINGS`, which the command-line tests
+also use, so that their fits reuse the compiled programs. JAX's persistent compilation cache
+points to a temporary folder for the test session, so the tests neither read nor fill the
+user's cache.
 """
 
 from __future__ import annotations
