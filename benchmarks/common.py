@@ -24,7 +24,8 @@ def measure(formula: str, data, marginalize="auto", **fit_kwargs) -> dict:
     t0 = time.perf_counter()
     res = lmmhmc.fit(formula, data, marginalize=marginalize, progress=False, **fit_kwargs)
     wall = time.perf_counter() - t0
-    summ = az.summary(res.idata, var_names=res.parameter_names(True), kind="diagnostics")
+    summ = az.summary(res.idata, var_names=res.parameter_names(True), kind="diagnostics",
+                      round_to="none")
     ess = summ["ess_bulk"].to_numpy()
     n_steps = res.idata.sample_stats["n_steps"].to_numpy()
     iterations = res.settings["chains"] * (res.settings["draws"] + res.settings["warmup"])
@@ -36,6 +37,7 @@ def measure(formula: str, data, marginalize="auto", **fit_kwargs) -> dict:
         "sampling_s": res.timings["sampling"],
         "recovery_s": res.timings["recovery"],
         "init_s": res.timings["init"],
+        "gradient_evals_warmup": res.gradients.get("warmup"),
         "iterations_per_s": iterations / res.timings["sampling"],
         "gradient_evals_sampling": int(n_steps.sum()),
         "divergences": res.n_divergences,
@@ -44,6 +46,7 @@ def measure(formula: str, data, marginalize="auto", **fit_kwargs) -> dict:
         "min_ess_per_s": float(ess.min() / wall),
         "min_ess_per_draw": float(ess.min() / (res.settings["chains"] * res.settings["draws"])),
         "max_r_hat": float(summ["r_hat"].max()),
+        "max_r_hat_parameter": str(summ["r_hat"].idxmax()),
         "n_parameters": int(len(ess)),
         "min_ess_parameter": str(summ["ess_bulk"].idxmin()),
         "min_ess_tail": float(summ["ess_tail"].min()) if "ess_tail" in summ else None,

@@ -84,6 +84,7 @@ class Spec:
     source: str = "bundled"  # "bundled" (lmmhmc.datasets) or "paper" (PAPER_DATA/<name>.csv)
     factors: tuple[str, ...] = ()  # columns to read as factors (source "paper")
     subjects: tuple[int | None, ...] = ()  # scaling: numbers of subjects (None: all)
+    keep: str | None = None  # rows to keep (a pandas query), for responses that need it
     quick_subjects: tuple[int, ...] = ()
 
 
@@ -108,10 +109,12 @@ SCALING = [
     Spec("df_eeg_complete", EEG, "eeg (complete)", "paper", ("subj", "item", "lab"),
          subjects=(40, 80, 160, None), quick_subjects=(20, 40)),
     Spec("df_stroop_complete", STROOP, "stroop (complete)", "paper", ("subj", "condition"),
-         subjects=(50, 200, 800, None), quick_subjects=(25, 50)),
+         subjects=(50, 200, 800, None), quick_subjects=(25, 50), keep="RT > 0"),
 ]
 #: The speed-up of ``auto`` over ``none`` (min ESS per second) the project aims at.
 TARGET_RATIO = 5.0
+#: The scaling study leaves out ``none`` above this many observations (hours per fit).
+NONE_MAX_OBS = 60_000
 #: bambi is skipped above this many observations (its non-centered fit gets very long).
 BAMBI_MAX_OBS = 30_000
 
@@ -131,6 +134,8 @@ NOTES = [
     "PyTensor keeps its compiled C modules in an on-disk cache, so bambi's compilation is "
     "mostly a cache hit after the first run of a model: a comparison that favours bambi on "
     "small data sets.",
+    "df_stroop_complete has a few reaction times of 0 (log(RT) = -inf); the scaling study "
+    "keeps the rows with RT > 0.",
     "grouseticks' `(1 | INDEX)` has one observation per level: in a Gaussian model it is "
     "confounded with the residual, so the INDEX sd and sigma are identified only by the prior "
     "and mix slowly for every method.",
@@ -151,6 +156,10 @@ def load(spec: Spec) -> pd.DataFrame | None:
         print(f"skipping {spec.name}: {path} not found")
         return None
     frame = pd.read_csv(path)
+    if spec.keep:
+        kept = frame.query(spec.keep)
+        print(f"{spec.name}: keeping the {len(kept)} of {len(frame)} rows with {spec.keep}")
+        frame = kept
     for col in spec.factors:
         values = frame[col]
         if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
@@ -245,7 +254,7 @@ def run_bambi(formula, data, seed, settings, cores=None) -> dict:
             idata = model.fit(draws=draws, tune=warmup, chains=chains, random_seed=seed,
                               progressbar=False, **extra)
         wall = time.perf_counter() - t0
-        summ = az.summary(idata, kind="diagnostics")
+        summ = az.summary(idata, kind="diagnostics", round_to="none")
     except Exception as err:
         return {"tool": "bambi", "method": "bambi", "seed": seed, "formula": bform,
                 "error": repr(err)}
@@ -330,6 +339,9 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="regenerate markdown and plots from the existing JSON")
     parser.add_argument("--out", default=None, help="file stem (paper; quick: paper_quick)")
+    parser.add_argument("--append", action="store_true",
+                        help="add to the existing JSON of the stem, replacing the results of the "
+                        "data sets run now (to run the data sets in several sessions)")
     args = parser.parse_args()
     stem = args.out or ("paper_quick" if args.quick else "paper")
     path = RESULTS / f"{stem}.json"
@@ -380,6 +392,13 @@ def main() -> None:
         "notes": NOTES, "datasets": [], "scaling": [],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.append and path.exists():
+        # keep the earlier results of the other data sets (and their run time)
+        old = json.loads(path.read_text())
+        redo = set(names)
+        out["datasets"] = [e for e in old["datasets"] if e["name"] not in redo]
+        out["scaling"] = [r for r in old.get("scaling", []) if r["name"] not in redo]
+        out["argv"] = old.get("argv", []) + ["+"] + out["argv"]
 
     def save() -> None:
         path.write_text(json.dumps(out, indent=1, default=str))
@@ -390,7 +409,7 @@ def main() -> None:
         methods, aliases = lmmhmc_methods(spec.formula, data)
         entry = {"name": spec.name, "label": spec.label, "formula": spec.formula,
                  "n_obs": int(lmmhmc.Model(spec.formula, data).design.n_obs),
-                 "aliases": aliases, "runs": []}
+                 "aliases": aliases, "seeds": seeds, "runs": []}
         out["datasets"].append(entry)
         print(f"\n{spec.name} (N = {entry['n_obs']}): {spec.formula}")
         for label, same in aliases.items():
@@ -423,6 +442,12 @@ def main() -> None:
             n_obs = int(lmmhmc.Model(spec.formula, data).design.n_obs)
             print(f"\nscaling {spec.name}: {n_subj} subjects, N = {n_obs}")
             for label in ("auto", "none"):
+                if label == "none" and n_obs > NONE_MAX_OBS:
+                    rec = {"name": spec.name, "n_subjects": n_subj, "n_obs": n_obs,
+                           "method": label, "skipped": f"N > {NONE_MAX_OBS:,}"}
+                    out["scaling"].append(rec)
+                    print(f"  {label:<6} skipped: N > {NONE_MAX_OBS:,}", flush=True)
+                    continue
                 rec = run_lmmhmc(spec.formula, data, label, label, seeds[0], settings)
                 rec.update(name=spec.name, label=spec.label, n_subjects=n_subj, n_obs=n_obs)
                 out["scaling"].append(rec)
@@ -436,6 +461,18 @@ def main() -> None:
 
 
 # ----------------------------------------------------------------------------- report
+
+
+def _total_minutes(out: dict) -> float:
+    runs = [r for e in out["datasets"] for r in e["runs"]] + out.get("scaling", [])
+    return sum(r.get("wall_s", 0.0) for r in runs) / 60
+
+
+def _other_seeds(out: dict) -> str:
+    """Data sets run with other seeds than the settings say (runs added with --append)."""
+    other = [f"{e['name']}: seeds {e['seeds']}" for e in out["datasets"]
+             if e.get("seeds", out["settings"]["seeds"]) != out["settings"]["seeds"]]
+    return f" ({'; '.join(other)})" if other else ""
 
 
 def _ok(runs):
@@ -521,8 +558,8 @@ def report(out: dict, stem: str) -> None:
         + (f", bambi {env['bambi']}, pymc {env.get('pymc')}" if env.get("bambi") else "")
         + (f", commit {env['git_commit']}" if env.get("git_commit") else "")
         + f". {st['chains']} chains, {st['warmup']} warm-up + {st['draws']} draws per chain, "
-        f"seeds {st['seeds']}; bambi: {out.get('bambi')}."
-        + (f" Total time {out['total_wall_s'] / 60:.1f} min." if "total_wall_s" in out else ""),
+        f"seeds {st['seeds']}{_other_seeds(out)}; bambi: {out.get('bambi')}."
+        + f" Wall time of all fits together: {_total_minutes(out):.1f} min.",
         "",
         _parallelism(out),
         "",
@@ -621,7 +658,9 @@ def report(out: dict, stem: str) -> None:
         ]
         for r in out.get("scaling", []):
             if "skipped" in r:
-                lines.append(_row([r["name"], f"skipped: {r['skipped']}"], 10))
+                lines.append(_row([r["name"], r.get("n_subjects", ""),
+                                   f"{r['n_obs']:,}" if "n_obs" in r else "",
+                                   r.get("method", ""), f"skipped: {r['skipped']}"], 10))
             elif "error" in r:
                 lines.append(_row([r["name"], r["n_subjects"], f"{r['n_obs']:,}", r["method"],
                                    f"failed: {r['error'][:80]}"], 10))
