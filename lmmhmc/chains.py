@@ -172,15 +172,10 @@ def _laplace_inverse_mass(potential, z0, dense: bool) -> jax.Array:
 
 
 def _record(state) -> dict:
-    return {
-        "z": state.z,
-        "diverging": state.diverging,
-        "num_steps": state.num_steps,
-        "accept_prob": state.accept_prob,
-        "energy": state.energy,
-        "potential_energy": state.potential_energy,
-        "step_size": state.adapt_state.step_size,
-    }
+    """The unconstrained draw and the :data:`STATS` of an HMC state."""
+    out = {"z": state.z, "step_size": state.adapt_state.step_size}
+    out.update({name: getattr(state, name) for name in STATS if name != "step_size"})
+    return out
 
 
 def _open_bars(settings: Settings, chains: int) -> None:

@@ -33,7 +33,6 @@ LOG_LIK_MAX_CELLS = 5e7
 INIT_MAX_FLOPS = 1e10
 
 
-
 def fit_model(
     model,
     *,
@@ -192,7 +191,11 @@ def _conditional_modes(design: Design, ml: MLResult) -> list[np.ndarray] | None:
 
 @partial(jax.jit, static_argnums=(0, 4))
 def _recover_all(structure, data, flat, keys, with_loglik: bool):
-    """Random effects (and pointwise log-likelihood) for every draw, batched with lax.map."""
+    """Random effects (and pointwise log-likelihood) for every draw, one at a time (lax.map).
+
+    Unbatched: a vmapped batch of the kernels' small factorizations compiles several times
+    slower and runs no faster on CPU.
+    """
 
     def one(args):
         params, key = args
