@@ -100,13 +100,14 @@ def _program(structure: nm.Structure, settings: Settings, parallel: bool):
 def _chain(model, settings: Settings, key, z0, data, priors, chain_id):
     """Warm-up and sampling of one chain; returns (constrained draws, statistics)."""
     args = (data, priors)
-    init_kernel, sample_kernel = hmc(
-        potential_fn_gen=lambda *a: partial(potential_energy, model, a, {}), algo="NUTS"
-    )
+
+    def potential_of(*model_args):  # the potential energy for the model's arguments
+        return partial(potential_energy, model, model_args, {})
+
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_of, algo="NUTS")
     inverse_mass = None
     if ravel_pytree(z0)[0].size <= LAPLACE_MAX_DIM:
-        inverse_mass = _laplace_inverse_mass(partial(potential_energy, model, args, {}), z0,
-                                             settings.dense_mass)
+        inverse_mass = _laplace_inverse_mass(potential_of(*args), z0, settings.dense_mass)
     state = init_kernel(
         z0,
         settings.warmup,
@@ -131,7 +132,7 @@ def _chain(model, settings: Settings, key, z0, data, priors, chain_id):
         if settings.progress:
             jax.lax.cond(
                 (i + 1) % every == 0,
-                lambda: jax.debug.callback(_advance, chain_id, i + 1, every),
+                lambda: jax.debug.callback(_advance, chain_id, i + 1),
                 lambda: None,
             )
         return state, trace, warm_steps
@@ -186,7 +187,7 @@ def _open_bars(settings: Settings, chains: int) -> None:
                             desc=f"chain {c + 1} warm-up", leave=True)
 
 
-def _advance(chain_id, done, every) -> None:
+def _advance(chain_id, done) -> None:
     bar = _BARS.get(int(chain_id))
     if bar is None:
         return
