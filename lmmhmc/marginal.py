@@ -156,6 +156,23 @@ def _logdet_and_quad_bwd(res, g):
 logdet_and_quad.defvjp(_logdet_and_quad_fwd, _logdet_and_quad_bwd)
 
 
+@jax.custom_vjp
+def gram_matrix(e: jax.Array) -> jax.Array:
+    """``E^T E``; the reverse mode is one matrix product ``E (G + G^T)``."""
+    return e.T @ e
+
+
+def _gram_matrix_fwd(e):
+    return e.T @ e, e
+
+
+def _gram_matrix_bwd(e, g):
+    return (e @ (g + g.T),)
+
+
+gram_matrix.defvjp(_gram_matrix_fwd, _gram_matrix_bwd)
+
+
 @dataclass(frozen=True)
 class Affine:
     """Residuals given as ``R = F coef`` for the fixed columns ``F`` passed to :func:`prepare`.
@@ -255,8 +272,7 @@ class MarginalKernel:
         """T = sum_j e_j^T e_j (q2 x q2)."""
         a, q2 = self.arrays, self.static.q2
         if self.static.cross == "dense":
-            e2 = e.reshape(-1, e.shape[-1])
-            return e2.T @ e2
+            return gram_matrix(e.reshape(-1, e.shape[-1]))
         pair_dot = jnp.sum(e[a["pair_a"]] * e[a["pair_b"]], axis=-1) * a["pair_w"]
         t = jax.ops.segment_sum(pair_dot, a["pair_cell"], num_segments=q2 * q2).reshape(q2, q2)
         return t + t.T

@@ -22,6 +22,7 @@ from .marginal import prepare
 from .ml import MLResult, fit_ml
 from .plan import gradient_cost, make_plan
 from .priors import resolve_priors
+from .reparam import ANCHOR_FLOOR, anchor_priors
 from .results import FitResult
 from .runtime import enable_compilation_cache, single_threaded_blas
 
@@ -81,7 +82,8 @@ def _fit_model(
                         progress=bool(progress))
     key_mcmc, key_init, key_recover, key_pp = jax.random.split(jax.random.key(seed), 4)
     priors_tree = dict(prior_set)
-    if ml is not None:
+    if ml is not None:  # sample the sds on a softplus scale anchored at their ML estimates
+        priors_tree = anchor_priors(priors_tree, _ml_sds(structure, ml), ml.sigma)
         init_params = _ml_init(structure, design, data, priors_tree, ml, chains, key_init)
     else:
         init_params = _prior_init(structure, data, priors_tree, chains, key_init)
@@ -128,11 +130,20 @@ def _check_settings(chains, draws, warmup, target_accept, init) -> None:
         raise LmmhmcError(f"init must be 'ml' or 'prior', got {init!r}")
 
 
+def _ml_sds(structure, ml: MLResult) -> dict[str, float]:
+    """ML estimate of every random-effect standard deviation, by parameter name."""
+    out = {}
+    for t, lam in zip(structure.terms, ml.factors, strict=True):
+        sd = np.sqrt(np.diag(lam @ lam.T))
+        out.update({f"{c}_sigma": float(s) for c, s in zip(t.columns, sd, strict=True)})
+    return out
+
+
 def _ml_init(structure, design, data, priors, ml: MLResult, chains, key) -> dict:
     """Unconstrained starting points near the ML estimate, jittered per chain."""
     params = {name: jnp.asarray(ml.beta[name]) for name in structure.x_names}
     params["sigma"] = jnp.asarray(ml.sigma)
-    floor = 0.05 * ml.sigma  # keep sds off the boundary 0 (log scale)
+    floor = ANCHOR_FLOOR * ml.sigma  # keep sds off the boundary 0
     lams = []
     for t, lam in zip(structure.terms, ml.factors, strict=True):
         g = lam @ lam.T

@@ -1,0 +1,101 @@
+"""How HMC sees the standard deviations: an anchored softplus instead of the logarithm.
+
+NumPyro maps a positive parameter ``s`` to the real line by ``u = log s``. When ``s`` is
+well identified, its posterior is close to symmetric on the natural scale, and the logarithm
+turns it into a skewed density with a long left tail (towards ``s = 0``): NUTS then needs
+small steps and long trajectories. lmmhmc samples every standard deviation (``sigma`` and the
+random-effect sds) as::
+
+    s = a * softplus(u),    softplus(u) = log(1 + exp(u)),
+
+with the anchor ``a`` a typical value of ``s``: its ML estimate, floored at
+:data:`ANCHOR_FLOOR` times the residual sd. From about ``a`` upwards the map is close to linear,
+so the posterior keeps its shape; towards ``s = 0`` it behaves like the logarithm, so the
+boundary stays out of reach.
+The model and its posterior are unchanged: the prior's density is the user's, and NumPyro adds
+the transform's Jacobian.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import (
+    AffineTransform,
+    ComposeTransform,
+    SoftplusTransform,
+    biject_to,
+)
+
+#: Floor of an anchor, as a fraction of the residual sd (ML estimates can be 0).
+ANCHOR_FLOOR = 0.05
+
+
+class AnchoredPositive(constraints.Constraint):
+    """The positive reals, mapped from the real line by ``anchor * softplus(u)``."""
+
+    event_dim = 0
+
+    def __init__(self, anchor):
+        self.anchor = anchor
+        self.lower_bound = 0.0
+
+    def __call__(self, x):
+        xp = jnp if isinstance(x, jax.Array) else np
+        return xp.greater(x, 0.0)
+
+    def feasible_like(self, prototype):
+        return jnp.broadcast_to(jnp.asarray(self.anchor, dtype=float), jnp.shape(prototype))
+
+    def tree_flatten(self):
+        return (self.anchor,), (("anchor",), {})
+
+    def eq(self, other, static: bool = False):
+        return isinstance(other, AnchoredPositive) and np.array_equal(
+            np.asarray(self.anchor), np.asarray(other.anchor)
+        )
+
+
+@biject_to.register(AnchoredPositive)
+def _anchored_softplus(constraint: AnchoredPositive):
+    return ComposeTransform([SoftplusTransform(), AffineTransform(0.0, constraint.anchor)])
+
+
+class Anchored(dist.Distribution):
+    """A positive prior ``base`` whose support is :class:`AnchoredPositive` (same density)."""
+
+    pytree_data_fields = ("base", "anchor")
+
+    def __init__(self, base: dist.Distribution, anchor):
+        self.base = base
+        self.anchor = anchor
+        super().__init__(batch_shape=base.batch_shape, event_shape=base.event_shape)
+
+    @property
+    def support(self) -> AnchoredPositive:
+        return AnchoredPositive(self.anchor)
+
+    def sample(self, key, sample_shape=()):
+        return self.base.sample(key, sample_shape)
+
+    def log_prob(self, value):
+        return self.base.log_prob(value)
+
+
+def anchor_priors(
+    priors: Mapping[str, dist.Distribution], sds: Mapping[str, float], sigma: float
+) -> dict[str, dist.Distribution]:
+    """``priors`` with ``sigma`` and every sd in ``sds`` (name -> ML estimate) anchored.
+
+    The anchor is ``max(estimate, ANCHOR_FLOOR * sigma)``.
+    """
+    out = dict(priors)
+    floor = ANCHOR_FLOOR * sigma
+    for name, value in {"sigma": sigma, **sds}.items():
+        out[name] = Anchored(priors[name], max(float(value), floor))
+    return out
