@@ -87,15 +87,20 @@ class Anchored(dist.Distribution):
         return self.base.log_prob(value)
 
 
+def anchors(sds: Mapping[str, float], sigma: float) -> dict[str, float]:
+    """Anchor of ``sigma`` and of every sd in ``sds`` (name -> ML estimate).
+
+    ``max(estimate, ANCHOR_FLOOR * sigma)``: also where the chains start (off the boundary 0).
+    """
+    floor = ANCHOR_FLOOR * sigma
+    return {name: max(float(value), floor) for name, value in {"sigma": sigma, **sds}.items()}
+
+
 def anchor_priors(
     priors: Mapping[str, dist.Distribution], sds: Mapping[str, float], sigma: float
 ) -> dict[str, dist.Distribution]:
-    """``priors`` with ``sigma`` and every sd in ``sds`` (name -> ML estimate) anchored.
-
-    The anchor is ``max(estimate, ANCHOR_FLOOR * sigma)``.
-    """
+    """``priors`` with ``sigma`` and every sd in ``sds`` anchored (see :func:`anchors`)."""
     out = dict(priors)
-    floor = ANCHOR_FLOOR * sigma
-    for name, value in {"sigma": sigma, **sds}.items():
-        out[name] = Anchored(priors[name], max(float(value), floor))
+    for name, anchor in anchors(sds, sigma).items():
+        out[name] = Anchored(priors[name], anchor)
     return out

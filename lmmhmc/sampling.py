@@ -22,7 +22,7 @@ from .marginal import prepare
 from .ml import MLResult, fit_ml
 from .plan import gradient_cost, make_plan
 from .priors import resolve_priors
-from .reparam import ANCHOR_FLOOR, anchor_priors
+from .reparam import anchor_priors, anchors
 from .results import FitResult
 from .runtime import enable_compilation_cache, single_threaded_blas
 
@@ -143,11 +143,11 @@ def _ml_init(structure, design, data, priors, ml: MLResult, chains, key) -> dict
     """Unconstrained starting points near the ML estimate, jittered per chain."""
     params = {name: jnp.asarray(ml.beta[name]) for name in structure.x_names}
     params["sigma"] = jnp.asarray(ml.sigma)
-    floor = ANCHOR_FLOOR * ml.sigma  # keep sds off the boundary 0
+    start = anchors(_ml_sds(structure, ml), ml.sigma)  # the sds, off the boundary 0
     lams = []
     for t, lam in zip(structure.terms, ml.factors, strict=True):
         g = lam @ lam.T
-        sd = np.maximum(np.sqrt(np.diag(g)), floor)
+        sd = np.array([start[f"{c}_sigma"] for c in t.columns])
         for c, s in zip(t.columns, sd, strict=True):
             params[f"{c}_sigma"] = jnp.asarray(s)
         chol = np.eye(t.d)
