@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 
 import arviz as az
@@ -16,11 +17,23 @@ import lmmhmc
 os.environ.setdefault("LMMHMC_CACHE_DIR", "off")
 
 
-def measure(formula: str, data, marginalize="auto", **fit_kwargs) -> dict:
+def cold() -> None:
+    """Forget compiled functions, so that the next fit pays its own compilation."""
+    jax.clear_caches()
+    samplers = getattr(sys.modules.get("lmmhmc.chains"), "_PROGRAMS", None)
+    if isinstance(samplers, dict):
+        samplers.clear()
+
+
+def measure(formula: str, data, marginalize="auto", *, start_cold: bool = True,
+            **fit_kwargs) -> dict:
     """Fit once and record wall time, divergences, ESS (all parameters, random effects too).
 
-    Wall time includes compilation, the ML start and the recovery of the random effects.
+    Wall time includes compilation (a cold start unless ``start_cold=False``: nothing
+    compiled by earlier fits is reused), the ML start and the recovery of the random effects.
     """
+    if start_cold:
+        cold()
     t0 = time.perf_counter()
     res = lmmhmc.fit(formula, data, marginalize=marginalize, progress=False, **fit_kwargs)
     wall = time.perf_counter() - t0

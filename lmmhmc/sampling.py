@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import arviz as az
@@ -12,17 +13,17 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 from numpyro.infer import init_to_sample
-from numpyro.infer.util import initialize_model, unconstrain_fn
+from numpyro.infer.util import constrain_fn, initialize_model, unconstrain_fn
 
 from . import numpyro_model as nm
-from .chains import WARMUP_STEPS, Settings, run_chains
+from .chains import WARMUP_STEPS, Settings, lower_program, run_chains
 from .design import Design
 from .errors import LmmhmcError
 from .marginal import prepare
 from .ml import MLResult, fit_ml
 from .plan import gradient_cost, make_plan
 from .priors import resolve_priors
-from .reparam import anchor_priors, anchors
+from .reparam import anchor_priors, starts
 from .results import FitResult
 from .runtime import enable_compilation_cache, single_threaded_blas
 
@@ -68,40 +69,60 @@ def _fit_model(
     plan = make_plan(design, marginalize)
     structure, data = nm.build(design, plan)
     timings: dict[str, float] = {}
-
-    t0 = time.perf_counter()
-    ml = fit_ml(design, starts=1) if init == "ml" else None
-    timings["init"] = time.perf_counter() - t0
-
     if dense_mass is None:
         dense_mass = plan.sampled_dims <= DENSE_MASS_MAX_DIM
     if chain_method == "auto":
         chain_method = "parallel" if jax.local_device_count() >= chains > 1 else "sequential"
+    parallel = chain_method == "parallel"
     settings = Settings(warmup=warmup, draws=draws, target_accept=float(target_accept),
                         dense_mass=bool(dense_mass), max_tree_depth=int(max_tree_depth),
                         progress=bool(progress))
     key_mcmc, key_init, key_recover, key_pp = jax.random.split(jax.random.key(seed), 4)
-    priors_tree = dict(prior_set)
-    if ml is not None:  # sample the sds on a softplus scale anchored at their ML estimates
-        priors_tree = anchor_priors(priors_tree, _ml_sds(structure, ml), ml.sigma)
-        init_params = _ml_init(structure, design, data, priors_tree, ml, chains, key_init)
-    else:
-        init_params = _prior_init(structure, data, priors_tree, chains, key_init)
-
-    t0 = time.perf_counter()
-    samples, stats = run_chains(structure, settings, data, priors_tree, init_params, key_mcmc,
-                                parallel=chain_method == "parallel")
-    timings["sampling"] = time.perf_counter() - t0
-    gradients = {"warmup": int(np.sum(stats.pop(WARMUP_STEPS))),
-                 "sampling": int(np.sum(stats["num_steps"]))}
-
-    t0 = time.perf_counter()
     n_draws = chains * draws
     if log_likelihood is None:
         log_likelihood = n_draws * design.n_obs <= LOG_LIK_MAX_CELLS
-    flat = jax.tree.map(lambda a: jnp.asarray(a.reshape((n_draws,) + a.shape[2:])), samples)
     keys = jax.random.split(key_recover, n_draws)
+    priors_tree = dict(prior_set)
+    if init == "ml":  # the sds are sampled on a softplus scale anchored at their ML estimates
+        shaped = anchor_priors(priors_tree, dict.fromkeys(_sd_names(structure), 1.0), 1.0)
+    else:
+        shaped = priors_tree
+    start = _start_shapes(structure, data, shaped)
+    lowered = [
+        lower_program(structure, settings, data, shaped, start, key_mcmc, parallel=parallel),
+        _lower_recovery(structure, data, shaped, start, keys, bool(log_likelihood)),
+    ]
+
+    # A background thread compiles the chain program (while the ML start runs) and then the
+    # recovery (while the chains run); the calls below find both in JAX's cache. On a machine
+    # with a spare core, compilation is then mostly off the clock. (Tracing stays on this
+    # thread: NumPyro's effect handlers are not thread-safe.)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        chain_program, recovery = (pool.submit(low.compile) if low is not None else None
+                                   for low in lowered)
+        t0 = time.perf_counter()
+        ml = fit_ml(design, starts=1) if init == "ml" else None
+        if ml is not None:
+            priors_tree = anchor_priors(priors_tree, _ml_sds(structure, ml), ml.sigma)
+            init_params = _ml_init(structure, design, data, priors_tree, ml, chains, key_init)
+        else:
+            init_params = _prior_init(structure, data, priors_tree, chains, key_init)
+        timings["init"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        if chain_program is not None:
+            chain_program.result()
+        samples, stats = run_chains(structure, settings, data, priors_tree, init_params,
+                                    key_mcmc, parallel=parallel)
+        timings["sampling"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        recovery.result()
+    gradients = {"warmup": int(np.sum(stats.pop(WARMUP_STEPS))),
+                 "sampling": int(np.sum(stats["num_steps"]))}
+
+    flat = jax.tree.map(lambda a: jnp.asarray(a.reshape((n_draws,) + a.shape[2:])), samples)
     effects, loglik = _recover_all(structure, data, flat, keys, bool(log_likelihood))
+    effects, loglik = jax.block_until_ready((effects, loglik))
     timings["recovery"] = time.perf_counter() - t0
 
     yrep = None
@@ -143,7 +164,7 @@ def _ml_init(structure, design, data, priors, ml: MLResult, chains, key) -> dict
     """Unconstrained starting points near the ML estimate, jittered per chain."""
     params = {name: jnp.asarray(ml.beta[name]) for name in structure.x_names}
     params["sigma"] = jnp.asarray(ml.sigma)
-    start = anchors(_ml_sds(structure, ml), ml.sigma)  # the sds, off the boundary 0
+    start = starts(_ml_sds(structure, ml), ml.sigma)  # the sds, off the boundary 0
     lams = []
     for t, lam in zip(structure.terms, ml.factors, strict=True):
         g = lam @ lam.T
@@ -198,6 +219,32 @@ def _conditional_modes(design: Design, ml: MLResult) -> list[np.ndarray] | None:
     zeros = [np.zeros(s) for s in kernel.noise_shapes()]
     modes = jax.jit(lambda k, *a: k.draw(*a))(kernel, resid, ml.sigma, ml.factors, zeros)
     return [np.asarray(u) for u in modes]
+
+
+def _sd_names(structure) -> list[str]:
+    """Names of every random-effect standard deviation."""
+    return [f"{c}_sigma" for t in structure.terms for c in t.columns]
+
+
+def _start_shapes(structure, data, priors) -> dict:
+    """Shapes of one chain's unconstrained starting point (``jax.ShapeDtypeStruct`` by site)."""
+    scalar = jax.ShapeDtypeStruct((), jnp.float64)
+    params = dict.fromkeys([*structure.x_names, "sigma", *_sd_names(structure)], scalar)
+    for t in structure.terms:
+        if t.correlated:
+            params[t.corr] = jax.ShapeDtypeStruct((t.d, t.d), jnp.float64)
+        if not t.marginalized:
+            params[t.offset] = jax.ShapeDtypeStruct((t.n_levels, t.d), jnp.float64)
+    model = nm.make_model(structure)
+    return jax.eval_shape(lambda p: unconstrain_fn(model, (data, priors), {}, p), params)
+
+
+def _lower_recovery(structure, data, priors, start, keys, with_loglik: bool):
+    """:func:`_recover_all` lowered for the draws to come, from the shapes of a start."""
+    model = nm.make_model(structure)
+    draw = jax.eval_shape(lambda z: constrain_fn(model, (data, priors), {}, z), start)
+    flat = jax.tree.map(lambda a: jax.ShapeDtypeStruct((keys.shape[0],) + a.shape, a.dtype), draw)
+    return _recover_all.lower(structure, data, flat, keys, with_loglik)
 
 
 @partial(jax.jit, static_argnums=(0, 4))

@@ -11,7 +11,14 @@ from test_fit import SLEEP, assert_posteriors_agree
 
 import lmmhmc
 from lmmhmc.datasets import load
-from lmmhmc.reparam import ANCHOR_FLOOR, Anchored, AnchoredPositive, anchor_priors
+from lmmhmc.reparam import (
+    ANCHOR_FLOOR,
+    ANCHOR_SCALE,
+    Anchored,
+    AnchoredPositive,
+    anchor_priors,
+    starts,
+)
 
 
 def test_transform_is_scaled_softplus_with_exact_jacobian():
@@ -43,9 +50,11 @@ def test_anchors_follow_the_ml_estimates_with_a_floor():
               "b_sigma": dist.HalfNormal(1.0), "Intercept": dist.Normal(0.0, 1.0)}
     out = anchor_priors(priors, {"a_sigma": 0.4, "b_sigma": 0.0}, sigma=2.0)
     assert out["Intercept"] is priors["Intercept"]
-    assert float(out["sigma"].anchor) == 2.0
-    assert float(out["a_sigma"].anchor) == 0.4
+    assert float(out["sigma"].anchor) == ANCHOR_SCALE * 2.0
+    assert float(out["a_sigma"].anchor) == max(ANCHOR_SCALE * 0.4, ANCHOR_FLOOR * 2.0)
     assert float(out["b_sigma"].anchor) == ANCHOR_FLOOR * 2.0
+    start = starts({"a_sigma": 0.4, "b_sigma": 0.0}, sigma=2.0)  # the ML values, off 0
+    assert start == {"sigma": 2.0, "a_sigma": 0.4, "b_sigma": ANCHOR_FLOOR * 2.0}
 
 
 def test_posterior_does_not_depend_on_the_parametrization():
