@@ -98,8 +98,7 @@ def starts(sds: Mapping[str, float], sigma: float) -> dict[str, float]:
 
     ``max(estimate, ANCHOR_FLOOR * sigma)``: the ML estimate, off the boundary 0.
     """
-    floor = ANCHOR_FLOOR * sigma
-    return {name: max(float(value), floor) for name, value in {"sigma": sigma, **sds}.items()}
+    return _floored(sds, sigma, 1.0)
 
 
 def anchors(sds: Mapping[str, float], sigma: float) -> dict[str, float]:
@@ -107,8 +106,13 @@ def anchors(sds: Mapping[str, float], sigma: float) -> dict[str, float]:
 
     ``max(ANCHOR_SCALE * estimate, ANCHOR_FLOOR * sigma)``.
     """
+    return _floored(sds, sigma, ANCHOR_SCALE)
+
+
+def _floored(sds: Mapping[str, float], sigma: float, scale: float) -> dict[str, float]:
+    """``max(scale * estimate, ANCHOR_FLOOR * sigma)`` for ``sigma`` and every sd in ``sds``."""
     floor = ANCHOR_FLOOR * sigma
-    return {name: max(ANCHOR_SCALE * float(value), floor)
+    return {name: max(scale * float(value), floor)
             for name, value in {"sigma": sigma, **sds}.items()}
 
 
