@@ -9,8 +9,12 @@ terms with stacked design ``Z`` and covariance factors ``G_k = Lambda_k Lambda_k
     r^T Sigma^{-1} r = (r^T W r - c^T P^{-1} c / sigma^2) / sigma^2     (Woodbury)
 
 The first marginalized term (the *eliminated* term, normally the largest) makes ``P`` block
-diagonal with ``d x d`` blocks, one per level. The remaining marginalized terms (if any) are
-handled through the Schur complement of that block-diagonal part::
+diagonal with ``d x d`` blocks, one per level. When the terms are *nested* (each level of a
+term lies within one level of the next: observations in broods in locations), the whole of
+``P`` is eliminated that way, finest term first: a level's block only updates the blocks of the
+levels that contain it, so nothing fills in and the cost is ``O(N d + sum_k L_k d^3)``.
+Otherwise the remaining marginalized terms are handled through the Schur complement of the
+first term's block-diagonal part::
 
     S = I + Lambda_2^T (M_22 / sigma^2 - T / sigma^4) Lambda_2,
     T = N_21 Lambda_1 P_11^{-1} Lambda_1^T N_12,
@@ -57,7 +61,7 @@ class _Static:
     n_obs: int
     order: tuple[int, ...]  # position in the caller's term list of term 1, 2, ...
     dims: tuple[tuple[int, int], ...]  # (n_levels, d) of term 1, 2, ... in elimination order
-    n_diag: int  # 1 if term 1 is eliminated block-diagonally, 0 for a dense joint system
+    n_diag: int  # terms eliminated block-diagonally: a nested chain, 1, or 0 (dense joint)
     cross: str  # "pairs" (sparse N_12 and its column pairs) or "dense" (N_12 as L1 x d1 x q2)
 
     @property
@@ -185,15 +189,17 @@ class Affine:
     coef: jax.Array
 
 
-def _project_columns(a: dict, st: _Static, wr: jax.Array) -> tuple:
-    """Segment sums ``Z_1^T (W R)`` (L1, d1, m) and ``Z_2^T (W R)`` (q2, m)."""
-    b1 = b2 = None
-    if st.n_diag:
-        b1 = jax.ops.segment_sum(
-            a["A1"][:, :, None] * wr[:, None, :], a["idx1"], num_segments=st.dims[0][0]
-        )
+def _project_columns(a: dict, st: _Static, wr: jax.Array,
+                     segment_sum=jax.ops.segment_sum) -> tuple:
+    """Segment sums ``Z_i^T (W R)`` of the eliminated terms (L_i, d_i, m) and ``Z_2^T (W R)``."""
+    b1 = [
+        segment_sum(a[f"A{i}"][:, :, None] * wr[:, None, :], a[f"idx{i}"],
+                    num_segments=st.dims[i][0])
+        for i in range(st.n_diag)
+    ]
+    b2 = None
     if st.q2:
-        b2 = jax.ops.segment_sum(
+        b2 = segment_sum(
             (a["rest_val"][:, :, None] * wr[:, None, :]).reshape(-1, wr.shape[1]),
             a["rest_col"].reshape(-1),
             num_segments=st.q2,
@@ -238,28 +244,53 @@ class MarginalKernel:
         return jnp.concatenate(out, axis=0)
 
     def _factor(self, sigma: jax.Array, lams: list[jax.Array]):
-        """Per-level Cholesky blocks of P_11, the cross terms e, and the rest matrix S."""
+        """Block Cholesky factor of P: the eliminated terms' blocks, then the rest matrix S.
+
+        Returns ``(chols, links, e, s)``: per eliminated term ``i`` the lower Cholesky factors
+        ``L_i`` of its levels' blocks (L_i, d_i, d_i); for nested terms ``i < j`` the scaled
+        off-diagonal blocks ``links[i, j] = L_i^{-1} O_ij`` (L_i, d_i, d_j) that tie each level
+        of ``i`` to the level of ``j`` containing it; the cross terms ``e`` and the Schur
+        complement ``S`` of the rest (None without a rest).
+        """
         a, st = self.arrays, self.static
         s2 = sigma**2
-        l11 = e = s = None
-        if st.n_diag:
-            lam1 = lams[0]
-            d1 = st.dims[0][1]
-            p11 = jnp.eye(d1) + small_matmul(lam1.T, small_matmul(a["S1"], lam1)) / s2
-            l11 = batched_cholesky(p11)
+        # P's blocks: D_i = I + Lambda_i^T S_i Lambda_i / s2,  O_ij = Lambda_i^T N_ij Lambda_j / s2
+        blocks = [
+            jnp.eye(d) + small_matmul(lams[i].T, small_matmul(a[f"S{i}"], lams[i])) / s2
+            for i, (_, d) in enumerate(st.dims[: st.n_diag])
+        ]
+        offs = {
+            (i, j): small_matmul(lams[i].T, small_matmul(a[f"N{i}_{j}"], lams[j])) / s2
+            for i in range(st.n_diag) for j in range(i + 1, st.n_diag)
+        }
+        chols, links = [], {}
+        for i in range(st.n_diag):
+            chols.append(batched_cholesky(blocks[i]))
+            for j in range(i + 1, st.n_diag):
+                links[i, j] = batched_solve(chols[i], offs[i, j])
+            # eliminating term i updates the blocks of the levels that contain each of its levels
+            for j in range(i + 1, st.n_diag):
+                up = links[i, j].swapaxes(-1, -2)
+                parent, n_j = a[f"anc{i}_{j}"], st.dims[j][0]
+                blocks[j] = blocks[j] - jax.ops.segment_sum(
+                    small_matmul(up, links[i, j]), parent, num_segments=n_j)
+                for k in range(j + 1, st.n_diag):
+                    offs[j, k] = offs[j, k] - jax.ops.segment_sum(
+                        small_matmul(up, links[i, k]), parent, num_segments=n_j)
+        e = s = None
         if st.q2 == 0:
-            return l11, e, s
+            return chols, links, e, s
         inner = a["M22"] / s2
         if st.n_diag:
             # G_j = L11_j^{-1} Lambda_1^T;  e_{j,c} = G_j N_12[j, c];  T = sum_j e_j^T e_j
-            g = batched_solve(l11, jnp.broadcast_to(lams[0].T, l11.shape))
+            g = batched_solve(chols[0], jnp.broadcast_to(lams[0].T, chols[0].shape))
             e = self._cross(g)
             inner = inner - self._cross_gram(e) / s2**2
         lams_rest = lams[st.n_diag :]
         s = jnp.eye(st.q2) + self._rest_apply(
             lams_rest, self._rest_apply(lams_rest, inner, True).T, True
         )
-        return l11, e, s
+        return chols, links, e, s
 
     def _cross(self, g: jax.Array) -> jax.Array:
         """e = G N_12: (nnz, d1) at the non-zeros of N_12, or dense (L1, d1, q2)."""
@@ -306,30 +337,38 @@ class MarginalKernel:
         a, st = self.arrays, self.static
         if isinstance(resid, Affine):
             coef = jnp.asarray(resid.coef).reshape(a["FWF"].shape[0], -1)
-            b1 = (a["B1F"] @ coef) if st.n_diag else None
-            b2 = a["B2F"] @ coef if st.q2 else None
+            b1 = [a[f"BF{i}"] @ coef for i in range(st.n_diag)]
+            b2 = a["BFR"] @ coef if st.q2 else None
             return b1, b2, coef.T @ a["FWF"] @ coef
         r = jnp.asarray(resid).reshape(st.n_obs, -1)
         wr = r * a["w"][:, None]
         return _project_columns(a, st, wr) + (r.T @ wr,)
 
     def _solve_forward(self, proj, sigma: jax.Array, lams: list[jax.Array], fac):
-        """x1 = L11^{-1} c1 and the rest's right-hand side y2.
+        """x_i = L_i^{-1} c_i of the eliminated terms and the rest's right-hand side y2.
 
-        ``c = Lambda^T Z^T W R``; ``y2 = Lambda_2^T (Z_2^T W R - sum_j e_j^T x1_j / sigma^2)``
-        so that ``c^T P^{-1} c = |x1|^2 + y2^T S^{-1} y2``.
+        ``c = Lambda^T Z^T W R``, less the eliminated levels' contributions
+        (``c_j -= links[i, j]^T x_i`` into the containing levels);
+        ``y2 = Lambda_2^T (Z_2^T W R - sum_j e_j^T x1_j / sigma^2)``, so that
+        ``c^T P^{-1} c = sum_i |x_i|^2 + y2^T S^{-1} y2``.
         """
-        st = self.static
-        l11, e, s = fac
+        a, st = self.arrays, self.static
+        chols, links, e, s = fac
         b1, b2, _ = proj
-        x1 = y2 = None
-        if st.n_diag:
-            x1 = batched_solve(l11, small_matmul(lams[0].T, b1))
+        cs = [small_matmul(lams[i].T, b1[i]) for i in range(st.n_diag)]
+        xs = []
+        for i in range(st.n_diag):
+            xs.append(batched_solve(chols[i], cs[i]))
+            for j in range(i + 1, st.n_diag):
+                cs[j] = cs[j] - jax.ops.segment_sum(
+                    small_matmul(links[i, j].swapaxes(-1, -2), xs[i]), a[f"anc{i}_{j}"],
+                    num_segments=st.dims[j][0])
+        y2 = None
         if s is not None:
             if st.n_diag:
-                b2 = b2 - self._cross_apply(e, x1) / sigma**2
+                b2 = b2 - self._cross_apply(e, xs[0]) / sigma**2
             y2 = self._rest_apply(lams[st.n_diag :], b2, True)
-        return x1, y2
+        return xs, y2
 
     # ------------------------------------------------------------------ public kernels
     def gram(
@@ -350,16 +389,16 @@ class MarginalKernel:
         lams = self._lams_in_order(lams)
         proj = self._project(resid)
         fac = self._factor(sigma, lams)
-        l11, _, s = fac
-        x1, y2 = self._solve_forward(proj, sigma, lams, fac)
+        chols, _, _, s = fac
+        xs, y2 = self._solve_forward(proj, sigma, lams, fac)
         s2 = sigma**2
         rwr = proj[2]
         cpc = jnp.zeros_like(rwr)
         logdet_p = 0.0
-        if x1 is not None:
-            x1f = x1.reshape(-1, x1.shape[-1])
-            cpc = cpc + x1f.T @ x1f
-            logdet_p = logdet_p + 2.0 * jnp.sum(jnp.log(jnp.diagonal(l11, axis1=-2, axis2=-1)))
+        for x, chol in zip(xs, chols, strict=True):
+            xf = x.reshape(-1, x.shape[-1])
+            cpc = cpc + xf.T @ xf
+            logdet_p = logdet_p + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)))
         if s is not None:
             logdet_s, quad_s = logdet_and_quad(s, y2)
             cpc = cpc + quad_s
@@ -396,12 +435,12 @@ class MarginalKernel:
         ``noise`` holds standard-normal arrays of :meth:`noise_shapes`; zeros give the
         conditional mean. Returns one (n_levels, d) array per term, in the caller's order.
         """
-        st = self.static
+        a, st = self.arrays, self.static
         lams = self._lams_in_order(lams)
         noise = [jnp.asarray(noise[k]) for k in st.order]
         fac = self._factor(sigma, lams)
-        l11, e, s = fac
-        x1, y2 = self._solve_forward(self._project(resid), sigma, lams, fac)
+        chols, links, e, s = fac
+        xs, y2 = self._solve_forward(self._project(resid), sigma, lams, fac)
         s2 = sigma**2
         out = [None] * len(lams)
         corr = 0.0
@@ -418,10 +457,15 @@ class MarginalKernel:
             for k, (n, d) in enumerate(st.dims_rest, start=st.n_diag):
                 out[st.order[k]] = u2[start : start + n * d].reshape(n, d)
                 start += n * d
-        if st.n_diag:
-            w1 = x1[..., 0] / s2 + noise[0] - corr
-            v1 = batched_solve(l11, w1[..., None], transpose=True)[..., 0]
-            out[st.order[0]] = v1 @ lams[0].T
+        # back substitution through the eliminated terms, coarsest first:
+        # v_i = L_i^{-T} (x_i / sigma^2 + z_i - sum_{j > i} links[i, j] v_j[containing level])
+        vs = [None] * st.n_diag
+        for i in reversed(range(st.n_diag)):
+            w = xs[i][..., 0] / s2 + noise[i] - (corr if i == 0 else 0.0)
+            for j in range(i + 1, st.n_diag):
+                w = w - small_matmul(links[i, j], vs[j][a[f"anc{i}_{j}"]][..., None])[..., 0]
+            vs[i] = batched_solve(chols[i], w[..., None], transpose=True)[..., 0]
+            out[st.order[i]] = vs[i] @ lams[i].T
         return out
 
 
@@ -440,11 +484,13 @@ def prepare(
         The grouping terms to marginalize (each with ``index``, ``block``, ``n_levels``).
     weights : array (N,), optional
         Known positive observation weights ``W`` (``Var(eps_i) = sigma^2 / w_i``).
-    eliminate : "largest", int or None
-        Position in ``terms`` of the term whose block-diagonal part is eliminated first
-        (``"largest"``: the term with the most random effects ``n_levels * d``), or None for
-        one dense joint system of all ``q = sum_k n_levels_k d_k`` effects (cheapest when
-        ``q`` is small).
+    eliminate : "largest", "nested", int or None
+        Position in ``terms`` of the term whose block-diagonal part is eliminated first, or
+        None for one dense joint system of all ``q = sum_k n_levels_k d_k`` effects (cheapest
+        when ``q`` is small). ``"nested"``: the terms are nested (see :func:`nested_order`) and
+        all of them are eliminated block-diagonally, finest first, in linear time.
+        ``"largest"``: ``"nested"`` when the terms are nested, else the term with the most
+        random effects ``n_levels * d`` first.
     cross : "dense", "pairs" or None
         Form of the Schur-complement update (see :func:`schur_cost`); None picks the cheaper.
     fixed : array (N, f), optional
@@ -453,38 +499,89 @@ def prepare(
 
     Notes
     -----
-    Cost ``O(N sum_k d_k^2 + npairs + q_2^2)`` with ``q_2`` the effects not eliminated and
+    Cost ``O(N sum_k d_k^2 + sum_k L_k d_k^3)`` for nested terms; otherwise
+    ``O(N sum_k d_k^2 + npairs + q_2^2)`` with ``q_2`` the effects not eliminated and
     ``npairs`` the pairs of their columns that share a level of the eliminated term
     (see :func:`pair_count`).
     """
     if not terms:
         raise ValueError("prepare() needs at least one grouping term to marginalize")
-    if eliminate == "largest":
-        eliminate = int(np.argmax([t.n_levels * np.asarray(t.block).shape[1] for t in terms]))
-    n_diag = 0 if eliminate is None else 1
-    first = () if eliminate is None else (int(eliminate),)
-    order = first + tuple(k for k in range(len(terms)) if k not in first)
+    chain = nested_order(terms) if eliminate in ("largest", "nested") else None
+    if eliminate == "nested" and chain is None:
+        raise ValueError("eliminate='nested' needs nested terms: each level of a term must lie "
+                         "within one level of another term")
+    if chain is not None:
+        order, n_diag = chain, len(chain)
+    else:
+        if eliminate == "largest":
+            eliminate = int(np.argmax([t.n_levels * np.asarray(t.block).shape[1] for t in terms]))
+        n_diag = 0 if eliminate is None else 1
+        first = () if eliminate is None else (int(eliminate),)
+        order = first + tuple(k for k in range(len(terms)) if k not in first)
     ts = [terms[k] for k in order]
     n_obs = len(ts[0].index)
     w = np.ones(n_obs) if weights is None else np.asarray(weights, dtype=np.float64)
     arrays = {"w": w, "logw_sum": np.sum(np.log(w))}
-    cross = cross or schur_cost(terms, eliminate)[0]
-    if n_diag:
-        idx1 = np.asarray(ts[0].index, dtype=np.int64)
-        a1 = np.asarray(ts[0].block, dtype=np.float64)
-        s1 = np.zeros((ts[0].n_levels, a1.shape[1], a1.shape[1]))
-        np.add.at(s1, idx1, w[:, None, None] * a1[:, :, None] * a1[:, None, :])
-        arrays.update({"idx1": idx1.astype(np.int32), "A1": a1, "S1": s1})
+    cross = cross or (schur_cost(terms, order[0] if n_diag else None)[0]
+                      if len(ts) > n_diag else "dense")
+    arrays.update(_prepare_chain(ts[:n_diag], w))
     if len(ts) > n_diag:
         arrays.update(_prepare_rest(ts, w, n_diag, cross))
     dims = tuple((t.n_levels, np.asarray(t.block).shape[1]) for t in ts)
     static = _Static(n_obs=n_obs, order=order, dims=dims, n_diag=n_diag, cross=cross)
     if fixed is not None:
         wf = np.asarray(fixed, dtype=np.float64).reshape(n_obs, -1) * w[:, None]
-        b1, b2 = _project_columns(arrays, static, wf)
+        b1, b2 = _project_columns(arrays, static, wf, _segment_sum_np)
         arrays.update({"FWF": np.asarray(fixed).reshape(n_obs, -1).T @ wf})
-        arrays.update({k: v for k, v in (("B1F", b1), ("B2F", b2)) if v is not None})
+        arrays.update({f"BF{i}": b for i, b in enumerate(b1)})
+        if b2 is not None:
+            arrays["BFR"] = b2
     return MarginalKernel(static, {k: jnp.asarray(v) for k, v in arrays.items()})
+
+
+def nested_order(terms: Sequence[TermData]) -> tuple[int, ...] | None:
+    """Positions of ``terms`` from the finest to the coarsest if they are nested, else None.
+
+    Nested: every level of a term lies within one level of the next term in that order
+    (observations within broods within locations); a single term is trivially nested.
+    """
+    order = tuple(sorted(range(len(terms)), key=lambda k: -terms[k].n_levels))
+    for fine, coarse in zip(order, order[1:], strict=False):
+        fine_idx = np.asarray(terms[fine].index, dtype=np.int64)
+        pairs = np.unique(fine_idx * terms[coarse].n_levels + np.asarray(terms[coarse].index))
+        if len(pairs) != len(np.unique(fine_idx)):
+            return None
+    return order
+
+
+def _segment_sum_np(data: np.ndarray, ids: np.ndarray, num_segments: int) -> np.ndarray:
+    """NumPy ``jax.ops.segment_sum``, for data-only precomputation."""
+    out = np.zeros((num_segments,) + data.shape[1:])
+    np.add.at(out, np.asarray(ids), data)
+    return out
+
+
+def _prepare_chain(ts: Sequence[TermData], w: np.ndarray) -> dict[str, np.ndarray]:
+    """Data-only pieces of the block-diagonally eliminated terms (a nested chain, finest first).
+
+    Per level of term ``i``: ``S_i = sum w a_i a_i^T``; for each coarser term ``j``: the
+    containing level ``anc{i}_{j}`` and ``N_ij = sum w a_i a_j^T`` over the level's observations.
+    """
+    out = {}
+    for i, t in enumerate(ts):
+        idx = np.asarray(t.index, dtype=np.int64)
+        a_i = np.asarray(t.block, dtype=np.float64) * w[:, None]
+        out[f"idx{i}"] = idx.astype(np.int32)
+        out[f"A{i}"] = np.asarray(t.block, dtype=np.float64)
+        for j, coarse in enumerate(ts[i:], start=i):
+            a_j = np.asarray(coarse.block, dtype=np.float64)
+            gram = _segment_sum_np(a_i[:, :, None] * a_j[:, None, :], idx, t.n_levels)
+            out[f"S{i}" if j == i else f"N{i}_{j}"] = gram
+            if j > i:
+                parent = np.zeros(t.n_levels, dtype=np.int32)
+                parent[idx] = np.asarray(coarse.index)
+                out[f"anc{i}_{j}"] = parent
+    return out
 
 
 def _rest_columns(ts: Sequence[TermData]) -> tuple[np.ndarray, np.ndarray]:

@@ -82,12 +82,11 @@ def build(design: Design, plan: Plan) -> tuple[Structure, dict]:
     kernel = None
     if plan.marginalized:
         marg = [design.terms[k] for k in plan.marginalized]
-        kernel = prepare(
-            marg,
-            design.weights,
-            eliminate=None if plan.eliminate is None else plan.marginalized.index(plan.eliminate),
-            fixed=np.column_stack([design.y, design.X]),
-        )
+        eliminate = plan.eliminate
+        if isinstance(eliminate, int):  # a position among the marginalized terms
+            eliminate = plan.marginalized.index(eliminate)
+        kernel = prepare(marg, design.weights, eliminate=eliminate,
+                         fixed=np.column_stack([design.y, design.X]))
     w = np.ones(design.n_obs) if design.weights is None else design.weights
     data = {
         "y": jnp.asarray(design.y),

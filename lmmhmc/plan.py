@@ -7,6 +7,8 @@ about (floating-point operations; the factor 3 is the reverse pass)::
                   (p + 1) q           otherwise (precomputed: see marginal.Affine)
     + 3 min( L_e d_e^3 + schur(e) + q_2^2 dbar + 3 q_2^3 / 3,     eliminate the largest term e
              q^2 dbar + 3 q^3 / 3 )                              one dense joint system
+    + 3 sum_i L_i (d_i^3 + d_i D_i (d_i + D_i))                    nested terms (D_i: sum of the
+                                                                  d_j of the coarser terms)
 
 ``schur(e)`` is the Schur-complement update (:func:`lmmhmc.marginal.schur_cost`), ``q_2`` the
 effects of the other marginalized terms. ``"auto"`` marginalizes every term when that costs at
@@ -24,7 +26,7 @@ import numpy as np
 
 from .design import Design
 from .errors import LmmhmcError
-from .marginal import schur_cost
+from .marginal import nested_order, schur_cost
 
 #: Default budget in floating-point operations per gradient (a few milliseconds on one core).
 BUDGET = 1.0e7
@@ -40,8 +42,9 @@ class Plan:
     ----------
     marginalized : tuple of int
         Positions (in ``design.terms``) of the integrated-out terms.
-    eliminate : int or None
-        Position of the term eliminated first (block-diagonal part), if any are marginalized.
+    eliminate : int, "nested" or None
+        Position of the term eliminated first (block-diagonal part), if any are marginalized;
+        ``"nested"`` when the marginalized terms are nested and all eliminated block-diagonally.
     labels : tuple of str
         Text of every term, for display.
     flops : float
@@ -73,10 +76,11 @@ class Plan:
         )
 
 
-def gradient_cost(design: Design, subset: Sequence[int]) -> tuple[float, int | None]:
+def gradient_cost(design: Design, subset: Sequence[int]) -> tuple[float, int | str | None]:
     """Estimated operations per gradient of marginalizing ``subset``, and the term to eliminate.
 
-    Both ways of factoring the joint system are costed: eliminating the largest term first
+    Nested terms are eliminated block-diagonally one after the other (``"nested"``). Otherwise
+    both ways of factoring the joint system are costed: eliminating the largest term first
     (block-diagonal part, then the Schur complement of the others), or one dense system of all
     ``q`` effects (``eliminate=None``); the cheaper is returned.
     """
@@ -89,6 +93,14 @@ def gradient_cost(design: Design, subset: Sequence[int]) -> tuple[float, int | N
     # projections Z^T W r: per observation when sampled terms enter r, else precomputed (Affine)
     base = n * (p + sum(t.d for t in terms)) if sampled else (p + 1) * q
     marg = [terms[k] for k in subset]
+    chain = nested_order(marg)
+    if chain is not None:
+        ds = [marg[j].d for j in chain]
+        nested = sum(
+            marg[j].n_levels * (d**3 + d * sum(ds[i + 1:]) * (d + sum(ds[i + 1:])))
+            for i, (j, d) in enumerate(zip(chain, ds, strict=True))
+        )
+        return float(base + 3.0 * nested), "nested" if len(subset) > 1 else subset[0]
     e = max(range(len(subset)), key=lambda j: (marg[j].n_levels * marg[j].d, -j))
     te = marg[e]
     q2 = q - te.n_levels * te.d

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import multivariate_normal
 
-from lmmhmc.marginal import Affine, pair_count, prepare
+from lmmhmc.marginal import Affine, nested_order, pair_count, prepare
 
 jax.config.update("jax_enable_x64", True)
 
@@ -38,12 +38,24 @@ def random_lambda(rng, d: int, scale: float) -> np.ndarray:
     return np.tril(m) + np.diag(np.abs(np.diag(m)) + 0.05 * scale)
 
 
-def random_problem(rng, n_obs, specs, weighted, nested=False):
-    """specs: list of (n_levels, d). Unbalanced groups, some levels with one observation."""
+def random_problem(rng, n_obs, specs, weighted, nested=False, chain=False):
+    """specs: list of (n_levels, d). Unbalanced groups, some levels with one observation.
+
+    ``nested``: later terms partly follow term 0's levels; ``chain``: the terms are nested, each
+    level of a term within one level of the next (specs sorted by decreasing n_levels).
+    """
+    if chain:
+        specs = sorted(specs, key=lambda s: -s[0])
     terms = []
     for k, (n_levels, d) in enumerate(specs):
         n_levels = min(n_levels, n_obs)
-        if nested and k > 0:
+        if chain and k > 0:
+            finer = terms[k - 1]
+            n_levels = min(n_levels, finer.n_levels)
+            parent = rng.integers(0, n_levels, finer.n_levels)
+            parent[:n_levels] = np.arange(n_levels)
+            idx = parent[finer.index]
+        elif nested and k > 0:
             # level of term k determined by term 0's level (nested inside it)
             idx = (terms[0].index * 7 + rng.integers(0, 2, n_obs)) % n_levels
         else:
@@ -76,6 +88,7 @@ problem_strategy = st.fixed_dictionaries(
         ),
         "weighted": st.booleans(),
         "nested": st.booleans(),
+        "chain": st.booleans(),
         "scale": st.sampled_from([1e-3, 0.3, 1.0, 5.0]),
         "sigma": st.sampled_from([0.2, 1.0, 3.0]),
         "form": st.sampled_from([("largest", "dense"), ("largest", "pairs"), (None, None)]),
@@ -87,7 +100,8 @@ problem_strategy = st.fixed_dictionaries(
 @given(problem_strategy)
 def test_log_density_and_gram_match_dense(p):
     rng = np.random.default_rng(p["seed"])
-    terms, w = random_problem(rng, p["n_obs"], p["specs"], p["weighted"], p["nested"])
+    terms, w = random_problem(rng, p["n_obs"], p["specs"], p["weighted"], p["nested"],
+                              p["chain"])
     lams = [random_lambda(rng, t.block.shape[1], p["scale"]) for t in terms]
     r = rng.normal(size=p["n_obs"]) * 2.0
     cov = dense_cov(terms, lams, p["sigma"], w)
@@ -153,13 +167,19 @@ def test_pair_count_matches_prepared_pairs():
 @given(problem_strategy)
 def test_recovery_mean_and_covariance_match_dense(p):
     rng = np.random.default_rng(p["seed"])
-    terms, w = random_problem(rng, p["n_obs"], p["specs"], p["weighted"], p["nested"])
+    terms, w = random_problem(rng, p["n_obs"], p["specs"], p["weighted"], p["nested"],
+                              p["chain"])
     lams = [random_lambda(rng, t.block.shape[1], p["scale"]) for t in terms]
     fixed = rng.normal(size=(p["n_obs"], 2))
     coef = np.array([1.0, -0.5])
     r = fixed @ coef
     kernel = prepare(terms, w, *p["form"], fixed=fixed)
     resid = Affine(coef) if p["seed"] % 2 else r
+    assert_draws_match_dense(kernel, terms, lams, p["sigma"], w, resid, r)
+
+
+def assert_draws_match_dense(kernel, terms, lams, sigma, w, resid, r):
+    """The draws' conditional mean and covariance equal the dense reference (to 1e-8)."""
     shapes = kernel.noise_shapes()
     sizes = [n * d for n, d in shapes]
     q = sum(sizes)
@@ -167,17 +187,55 @@ def test_recovery_mean_and_covariance_match_dense(p):
     def flat_draw(z_flat):
         parts = jnp.split(z_flat, np.cumsum(sizes)[:-1])
         noise = [z.reshape(s) for z, s in zip(parts, shapes, strict=True)]
-        draws = kernel.draw(resid, p["sigma"], lams, noise)
+        draws = kernel.draw(resid, sigma, lams, noise)
         return jnp.concatenate([u.reshape(-1) for u in draws])
 
     mean = np.asarray(flat_draw(jnp.zeros(q)))
     # the draw is affine in the noise: columns of draw(e_i) - mean are L^{-T} e_i (scaled by Lambda)
     cols = np.asarray(jax.vmap(flat_draw)(jnp.eye(q))) - mean
     cov = cols.T @ cols
-    ref_mean, ref_cov = conditional_reference(terms, lams, p["sigma"], w, r)
+    ref_mean, ref_cov = conditional_reference(terms, lams, sigma, w, r)
     scale = max(1.0, np.abs(ref_mean).max())
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-8, atol=1e-8 * scale)
     np.testing.assert_allclose(cov, ref_cov, rtol=1e-8, atol=1e-8 * max(1.0, np.abs(ref_cov).max()))
+
+
+def test_nested_terms_are_eliminated_in_linear_time_and_match_dense():
+    """Observations in broods in locations: every term eliminated block-diagonally, exactly."""
+    rng = np.random.default_rng(21)
+    terms, w = random_problem(rng, 90, [(60, 1), (14, 2), (4, 2)], weighted=True, chain=True)
+    lams = [random_lambda(rng, t.block.shape[1], 0.8) for t in terms]
+    fixed = rng.normal(size=(90, 2))
+    coef = np.array([1.0, -0.3])
+    r = fixed @ coef
+    kernel = prepare(terms, w, fixed=fixed)
+    assert kernel.static.n_diag == 3 and kernel.static.q2 == 0  # no dense part at all
+    ref = multivariate_normal.logpdf(r, np.zeros(90), dense_cov(terms, lams, 0.6, w))
+    assert float(kernel.log_density(r, 0.6, lams)) == pytest.approx(ref, rel=1e-10)
+    assert float(kernel.log_density(Affine(coef), 0.6, lams)) == pytest.approx(ref, rel=1e-10)
+    assert_draws_match_dense(kernel, terms, lams, 0.6, w, Affine(coef), r)
+    # gradients agree with the dense joint system's (another factorization, same function)
+    joint = prepare(terms, w, eliminate=None)
+
+    def f(theta, kernel):
+        scaled = [lam * theta[k] for k, lam in enumerate(lams)]
+        return kernel.log_density(r, jnp.exp(theta[3]), scaled)
+
+    theta = jnp.array([1.0, 0.7, 1.3, np.log(0.6)])
+    np.testing.assert_allclose(np.asarray(jax.grad(f)(theta, kernel)),
+                               np.asarray(jax.grad(f)(theta, joint)), rtol=1e-8)
+
+
+def test_nested_order_detects_chains_only():
+    rng = np.random.default_rng(5)
+    chain, _ = random_problem(rng, 50, [(20, 1), (6, 1), (3, 1)], weighted=False, chain=True)
+    assert nested_order(chain) == (0, 1, 2)
+    assert nested_order(chain[::-1]) == (2, 1, 0)
+    crossed, _ = random_problem(rng, 50, [(8, 1), (5, 1)], weighted=False)
+    assert nested_order(crossed) is None
+    assert prepare(crossed).static.n_diag == 1  # falls back to one elimination + Schur
+    with pytest.raises(ValueError, match="nested"):
+        prepare(crossed, eliminate="nested")
 
 
 @pytest.mark.parametrize(("eliminate", "cross"), [("largest", "pairs"), (None, None)])
