@@ -137,8 +137,9 @@ NOTES = [
     "df_stroop_complete has a few reaction times of 0 (log(RT) = -inf); the scaling study "
     "keeps the rows with RT > 0.",
     "grouseticks' `(1 | INDEX)` has one observation per level: in a Gaussian model it is "
-    "confounded with the residual, so the INDEX sd and sigma are identified only by the prior "
-    "and mix slowly for every method.",
+    "confounded with the residual, so the INDEX sd and sigma are identified only by the prior; "
+    "the plans that sample INDEX's effects mix very slowly. Its three terms are nested (INDEX in "
+    "BROOD in LOCATION), so `auto` marginalizes all of them in linear time.",
 ]
 
 
