@@ -226,6 +226,20 @@ def test_nested_terms_are_eliminated_in_linear_time_and_match_dense():
                                np.asarray(jax.grad(f)(theta, joint)), rtol=1e-8)
 
 
+def test_terms_of_one_factor_are_nested_in_each_other():
+    """`(x || g)`: two terms with the same levels form a chain and stay exact."""
+    rng = np.random.default_rng(3)
+    idx = np.concatenate([np.arange(9), rng.integers(0, 9, 51)]).astype(np.int32)
+    x = rng.normal(size=60)
+    terms = [Term(idx, np.ones((60, 1)), 9), Term(idx, x[:, None], 9)]
+    lams = [np.array([[0.7]]), np.array([[0.4]])]
+    r = rng.normal(size=60)
+    kernel = prepare(terms)
+    assert kernel.static.n_diag == 2
+    ref = multivariate_normal.logpdf(r, np.zeros(60), dense_cov(terms, lams, 0.8, None))
+    assert float(kernel.log_density(r, 0.8, lams)) == pytest.approx(ref, rel=1e-10)
+
+
 def test_nested_order_detects_chains_only():
     rng = np.random.default_rng(5)
     chain, _ = random_problem(rng, 50, [(20, 1), (6, 1), (3, 1)], weighted=False, chain=True)
