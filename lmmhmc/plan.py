@@ -95,11 +95,10 @@ def gradient_cost(design: Design, subset: Sequence[int]) -> tuple[float, int | s
     marg = [terms[k] for k in subset]
     chain = nested_order(marg)
     if chain is not None:
-        ds = [marg[j].d for j in chain]
-        nested = sum(
-            marg[j].n_levels * (d**3 + d * sum(ds[i + 1:]) * (d + sum(ds[i + 1:])))
-            for i, (j, d) in enumerate(zip(chain, ds, strict=True))
-        )
+        nested = 0.0
+        for i, j in enumerate(chain):
+            d, coarser = marg[j].d, sum(marg[k].d for k in chain[i + 1 :])
+            nested += marg[j].n_levels * (d**3 + d * coarser * (d + coarser))
         return float(base + 3.0 * nested), "nested" if len(subset) > 1 else subset[0]
     e = max(range(len(subset)), key=lambda j: (marg[j].n_levels * marg[j].d, -j))
     te = marg[e]
