@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import time
 
 import arviz as az
@@ -20,9 +19,6 @@ os.environ.setdefault("LMMHMC_CACHE_DIR", "off")
 def cold() -> None:
     """Forget compiled functions, so that the next fit pays its own compilation."""
     jax.clear_caches()
-    samplers = getattr(sys.modules.get("lmmhmc.chains"), "_PROGRAMS", None)
-    if isinstance(samplers, dict):
-        samplers.clear()
 
 
 def measure(formula: str, data, marginalize="auto", *, start_cold: bool = True,

@@ -4,17 +4,42 @@ Importing the package switches JAX to double precision (``jax_enable_x64``): the
 likelihood kernels need it.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
 from lmmhmc import datasets  # noqa: E402  (after enabling float64)
-from lmmhmc.io import load  # noqa: E402
+from lmmhmc.io import load, save  # noqa: E402
 from lmmhmc.model import Model  # noqa: E402
-from lmmhmc.results import compare  # noqa: E402
+from lmmhmc.options import DEFAULTS, FitOptions  # noqa: E402
+from lmmhmc.results import FitResult, compare  # noqa: E402
 
 
-def fit(formula: str, data, *, weights=None, na_action: str = "drop", **kwargs):
+def fit(
+    formula: str,
+    data,
+    *,
+    weights=None,
+    na_action: str = "drop",
+    priors: Mapping | None = None,
+    marginalize: str | Sequence[str] = DEFAULTS.marginalize,
+    chains: int = DEFAULTS.chains,
+    draws: int = DEFAULTS.draws,
+    warmup: int = DEFAULTS.warmup,
+    seed: int = DEFAULTS.seed,
+    target_accept: float = DEFAULTS.target_accept,
+    progress: bool = DEFAULTS.progress,
+    init: str = DEFAULTS.init,
+    dense_mass: bool | None = DEFAULTS.dense_mass,
+    max_tree_depth: int = DEFAULTS.max_tree_depth,
+    chain_method: str = DEFAULTS.chain_method,
+    log_likelihood: bool | None = DEFAULTS.log_likelihood,
+    posterior_predictive: bool = DEFAULTS.posterior_predictive,
+) -> FitResult:
     """Fit a linear mixed model by NUTS with the random effects marginalized.
 
     Parameters
@@ -25,21 +50,48 @@ def fit(formula: str, data, *, weights=None, na_action: str = "drop", **kwargs):
         The observations.
     weights, na_action
         As for :class:`Model`.
-    **kwargs
-        Sampler options: ``priors`` (dict name -> numpyro distribution), ``marginalize``
-        (``"auto"``, ``"all"``, ``"none"`` or a list of terms), ``chains=4``, ``draws=1000``,
-        ``warmup=1000``, ``seed=0``, ``target_accept=0.8``, ``progress=True``, ``init="ml"``
-        or ``"prior"``, ``dense_mass=None`` (auto), ``max_tree_depth=10``,
-        ``log_likelihood=None`` (auto), ``posterior_predictive=False``,
-        ``chain_method="auto"`` (``"parallel"`` over JAX devices when there are at least
-        ``chains`` of them, else ``"sequential"``).
+    priors : dict, optional
+        Parameter name -> numpyro distribution, replacing the defaults
+        (:func:`lmmhmc.priors.default_priors`).
+    marginalize : "auto", "all", "none" or list of str
+        Grouping terms to integrate out; ``"auto"`` lets the cost model choose.
+    chains, draws, warmup : int
+        Markov chains, draws kept per chain, warm-up iterations per chain.
+    seed : int
+        Seed of the fit (chains, starting points, recovery).
+    target_accept : float
+        NUTS target acceptance probability.
+    progress : bool
+        Show progress bars.
+    init : {"ml", "prior"}
+        Start near the ML estimate (sds sampled on a scale anchored at it) or at prior draws.
+    dense_mass : bool or None
+        Dense mass matrix; None: dense up to 60 sampled dimensions.
+    max_tree_depth : int
+        NUTS maximum tree depth.
+    chain_method : {"auto", "parallel", "sequential"}
+        Chains side by side on JAX devices, or one after the other; ``"auto"``: parallel when
+        JAX sees at least ``chains`` devices.
+    log_likelihood : bool or None
+        Keep the pointwise log-likelihood (for LOO); None: when draws x observations is at most
+        5e7.
+    posterior_predictive : bool
+        Keep replicated responses, one per draw.
+
+    The defaults are those of :class:`lmmhmc.options.FitOptions`.
 
     Returns
     -------
     FitResult
     """
-    return Model(formula, data, weights=weights, na_action=na_action).fit(**kwargs)
+    return Model(formula, data, weights=weights, na_action=na_action).fit(
+        priors=priors, marginalize=marginalize, chains=chains, draws=draws, warmup=warmup,
+        seed=seed, target_accept=target_accept, progress=progress, init=init,
+        dense_mass=dense_mass, max_tree_depth=max_tree_depth, chain_method=chain_method,
+        log_likelihood=log_likelihood, posterior_predictive=posterior_predictive)
+
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "__version__", "compare", "datasets", "fit", "load"]
+__all__ = ["FitOptions", "FitResult", "Model", "__version__", "compare", "datasets", "fit",
+           "load", "save"]

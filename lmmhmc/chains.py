@@ -1,10 +1,13 @@
-"""NUTS chains from one compiled program per model structure.
+"""NUTS chains from compiled programs shared by every chain and every fit of a structure.
 
-A chain (initialisation, warm-up with step-size and mass-matrix adaptation, sampling) runs as
-one jitted JAX program built on NumPyro's functional NUTS (:func:`numpyro.infer.hmc.hmc`). The
-data and the priors are arguments of the program, so it is compiled once per model structure and
-settings and then reused for every chain (one after another on one device, side by side with
-``pmap`` on several) and for every later fit of the same structure on data of the same shapes.
+A chain starts with one program (the Laplace starting metric and NumPyro's functional NUTS
+initialisation, :func:`numpyro.infer.hmc.hmc`) and then runs its warm-up and sampling
+iterations in segments of equal length, each one call of a second program. Both programs are
+jitted with the model's static :class:`~lmmhmc.numpyro_model.Structure` and the
+:class:`Settings` as static arguments; the data and the priors are arguments, so JAX compiles
+them once per structure and settings and reuses them for every chain (one after another, or
+side by side with ``pmap`` on several devices) and every later fit of the same shapes. Between
+segments, :class:`ChainRunner` advances its progress bars: the programs have no host callbacks.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.util import ParamInfo, constrain_fn, potential_energy
 from tqdm.auto import tqdm
 
-from . import numpyro_model as nm
+from .numpyro_model import Structure, make_model
 
 #: Per-draw sampler statistics recorded by every chain.
 STATS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy", "step_size")
 #: Also returned per chain: the number of gradient evaluations (leapfrog steps) of warm-up.
 WARMUP_STEPS = "warmup_steps"
-#: Number of progress-bar updates per chain.
+#: Number of progress-bar updates (segments) per chain when progress is shown.
 PROGRESS_UPDATES = 40
 #: Largest sampled dimension for which warm-up starts from a Laplace-approximation mass matrix.
 LAPLACE_MAX_DIM = 200
@@ -34,7 +37,7 @@ LAPLACE_MAX_DIM = 200
 
 @dataclass(frozen=True)
 class Settings:
-    """Static NUTS settings of a run (part of the compiled program's cache key)."""
+    """Static NUTS settings of a run (part of the compiled programs' cache key)."""
 
     warmup: int
     draws: int
@@ -43,97 +46,123 @@ class Settings:
     max_tree_depth: int
     progress: bool
 
+    @property
+    def total(self) -> int:
+        """Iterations per chain."""
+        return self.warmup + self.draws
 
-_PROGRAMS: dict = {}  # (structure, settings, parallel) -> compiled chain program
-_BARS: dict[int, tqdm] = {}  # progress bars of the run in progress, by chain
-_WARMUP: list[int] = [0]  # warm-up length of the run in progress
+    @property
+    def segment(self) -> int:
+        """Iterations per program call."""
+        return -(-self.total // PROGRESS_UPDATES) if self.progress else self.total
 
 
-def run_chains(
-    structure: nm.Structure,
-    settings: Settings,
-    data: dict,
-    priors: dict,
-    init: dict,
-    key: jax.Array,
-    *,
-    parallel: bool,
-) -> tuple[dict, dict]:
-    """Run one NUTS chain per leading entry of ``init`` (unconstrained starting points).
+class ChainRunner:
+    """Runs the NUTS chains of one model structure and shows their progress.
 
-    Returns the constrained posterior draws and the sampler statistics (:data:`STATS`), each as
-    NumPy arrays of shape ``(chains, draws, ...)``, and :data:`WARMUP_STEPS` of shape
-    ``(chains,)``. With ``parallel`` the chains run side by side on ``chains`` JAX devices,
-    otherwise one after another on the default device.
+    Parameters
+    ----------
+    structure : Structure
+        The model's static part.
+    settings : Settings
+    parallel : bool
+        Run the chains side by side on as many JAX devices (``pmap``), else one after another.
     """
-    chains = int(jax.tree.leaves(init)[0].shape[0])
-    program = _program(structure, settings, parallel)
-    keys = jax.random.split(key, chains)
-    ids = jnp.arange(chains)
-    _open_bars(settings, chains)
-    try:
-        if parallel:
-            out = program(keys, init, data, priors, ids)
-            out = jax.tree.map(np.asarray, out)
-        else:
-            runs = []
-            for c in range(chains):
-                z0 = jax.tree.map(lambda a, c=c: a[c], init)
-                runs.append(jax.tree.map(np.asarray, program(keys[c], z0, data, priors, ids[c])))
-            out = jax.tree.map(lambda *a: np.stack(a), *runs)
-    finally:
-        _close_bars()
-    return out
+
+    def __init__(self, structure: Structure, settings: Settings, parallel: bool) -> None:
+        self.structure = structure
+        self.settings = settings
+        self.parallel = parallel
+        self._bars: list[tqdm] = []
+
+    def lower(self, data: dict, priors: dict, start: dict, key: jax.Array):
+        """The chain's programs traced and lowered for these shapes, to compile ahead.
+
+        ``start`` holds the shapes (or values) of one chain's unconstrained starting point.
+        Compiling the results (``.compile()``, e.g. in a background thread) fills JAX's cache,
+        where :meth:`run` finds them. Returns an empty list for side-by-side programs, which
+        compile on their first call.
+        """
+        if self.parallel:
+            return []
+        static = (self.structure, self.settings)
+        state = jax.eval_shape(partial(_start, *static), key, start, data, priors)
+        return [_start_jit.lower(*static, key, start, data, priors),
+                _segment_jit.lower(*static, state, data, priors, jnp.zeros((), jnp.int64))]
+
+    def run(self, data: dict, priors: dict, init: dict, key: jax.Array) -> tuple[dict, dict]:
+        """One chain per leading entry of ``init`` (unconstrained starting points).
+
+        Returns the constrained posterior draws and the sampler statistics (:data:`STATS`),
+        each as NumPy arrays of shape ``(chains, draws, ...)``; the statistics also hold
+        :data:`WARMUP_STEPS` of shape ``(chains,)``.
+        """
+        chains = int(jax.tree.leaves(init)[0].shape[0])
+        keys = jax.random.split(key, chains)
+        self._open_bars(chains)
+        try:
+            if self.parallel:
+                out = self._run(_start_pmap, _segment_pmap, keys, init, data, priors, 0)
+            else:
+                runs = [self._run(_start_jit, _segment_jit, keys[c],
+                                  jax.tree.map(lambda a, c=c: a[c], init), data, priors, c)
+                        for c in range(chains)]
+                out = jax.tree.map(lambda *a: np.stack(a), *runs)
+        finally:
+            self._close_bars()
+        return out["draw"], out["stats"]
+
+    def _run(self, start, segment, key, z0, data, priors, chain) -> dict:
+        """Start one chain (or all, side by side) and run its segments; stack the draws."""
+        st = self.settings
+        static = (self.structure, st)
+        state = start(*static, key, z0, data, priors)
+        parts, warm, axis = [], 0, 1 if self.parallel else 0
+        for first in range(0, st.total, st.segment):
+            state, records, steps = segment(*static, state, data, priors,
+                                            jnp.asarray(first, jnp.int64))
+            warm = warm + np.asarray(steps)
+            keep = slice(max(st.warmup - first, 0), min(st.total - first, st.segment))
+            parts.append(jax.tree.map(
+                lambda a, keep=keep, axis=axis: np.asarray(a).take(
+                    np.arange(a.shape[axis])[keep], axis=axis), records))
+            self._advance(chain, min(first + st.segment, st.total))
+        out = jax.tree.map(lambda *a: np.concatenate(a, axis=axis), *parts)
+        out["stats"][WARMUP_STEPS] = warm
+        return out
+
+    def _open_bars(self, chains: int) -> None:
+        if self.settings.progress:
+            self._bars = [tqdm(total=self.settings.total, position=c, leave=True,
+                               desc=f"chain {c + 1} warm-up") for c in range(chains)]
+
+    def _advance(self, chain: int, done: int) -> None:
+        """Move chain ``chain``'s bar (every bar when the chains run side by side)."""
+        bars = self._bars if self.parallel else self._bars[chain : chain + 1]
+        for c, bar in enumerate(bars, start=0 if self.parallel else chain):
+            bar.update(done - bar.n)
+            phase = "warm-up" if done <= self.settings.warmup else "sampling"
+            bar.set_description(f"chain {c + 1} {phase}")
+
+    def _close_bars(self) -> None:
+        for bar in self._bars:
+            bar.close()
+        self._bars = []
 
 
-def lower_program(
-    structure: nm.Structure,
-    settings: Settings,
-    data: dict,
-    priors: dict,
-    start: dict,
-    key: jax.Array,
-    *,
-    parallel: bool,
-):
-    """The chain program of :func:`run_chains`, traced and lowered for these shapes.
+def _nuts(structure: Structure, settings: Settings, start, inverse_mass, args, key):
+    """NumPyro's functional NUTS for the structure's model, set up at ``start``.
 
-    ``start`` holds the shapes (or values) of one chain's unconstrained starting point; the
-    values in ``data`` and ``priors`` do not matter, only their shapes. Compiling the result
-    (``.compile()``, e.g. in a background thread) puts the program in JAX's cache, where
-    :func:`run_chains` finds it. Returns None for side-by-side (``parallel``) programs, which
-    compile on their first call.
+    Returns the model, the initial HMC state and the sample kernel. (NumPyro's sample kernel
+    reads the settings its init kernel stored, so a program that only samples sets it up too;
+    XLA drops the unused initial state.)
     """
-    if parallel:
-        return None
-    program = _program(structure, settings, parallel)
-    return program.lower(jax.random.split(key, 1)[0], start, data, priors, jnp.arange(1)[0])
+    model = make_model(structure)
 
-
-def _program(structure: nm.Structure, settings: Settings, parallel: bool):
-    """The compiled chain program for ``structure`` and ``settings`` (built once, cached)."""
-    cache_key = (structure, settings, parallel)
-    if cache_key not in _PROGRAMS:
-        chain = partial(_chain, nm.make_model(structure), settings)
-        _PROGRAMS[cache_key] = (
-            jax.pmap(chain, in_axes=(0, 0, None, None, 0)) if parallel else jax.jit(chain)
-        )
-    return _PROGRAMS[cache_key]
-
-
-def _chain(model, settings: Settings, key, z0, data, priors, chain_id):
-    """Warm-up and sampling of one chain; returns (constrained draws, statistics)."""
-    args = (data, priors)
-
-    def potential_of(*model_args):  # the potential energy for the model's arguments
+    def potential_of(*model_args):
         return partial(potential_energy, model, model_args, {})
 
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential_of, algo="NUTS")
-    start, inverse_mass = z0, None
-    if ravel_pytree(z0)[0].size <= LAPLACE_MAX_DIM:
-        # the Laplace step also evaluates the potential and its gradient at z0, which NUTS
-        # then need not compute again (one copy of the gradient less to compile)
-        start, inverse_mass = _laplace_start(potential_of(*args), z0, settings.dense_mass)
     state = init_kernel(
         start,
         settings.warmup,
@@ -144,34 +173,54 @@ def _chain(model, settings: Settings, key, z0, data, priors, chain_id):
         model_args=args,
         rng_key=key,
     )
-    total = settings.warmup + settings.draws
-    first = _record(state)
-    trace = jax.tree.map(lambda v: jnp.zeros((settings.draws,) + v.shape, v.dtype), first)
-    every = max(total // PROGRESS_UPDATES, 1)
-
-    def step(i, carry):
-        state, trace, warm_steps = carry
-        state = sample_kernel(state, model_args=args)
-        warm_steps = warm_steps + jnp.where(i < settings.warmup, state.num_steps, 0)
-        slot = jnp.maximum(i - settings.warmup, 0)  # warm-up draws are overwritten
-        trace = jax.tree.map(lambda buf, v: buf.at[slot].set(v), trace, _record(state))
-        if settings.progress:
-            jax.lax.cond(
-                (i + 1) % every == 0,
-                lambda: jax.debug.callback(_advance, chain_id, i + 1),
-                lambda: None,
-            )
-        return state, trace, warm_steps
-
-    carry = (state, trace, jnp.zeros((), jnp.int64))
-    _, trace, warm_steps = jax.lax.fori_loop(0, total, step, carry)
-    z = trace.pop("z")
-    trace[WARMUP_STEPS] = warm_steps
-    draws = jax.vmap(lambda zz: constrain_fn(model, args, {}, zz))(z)
-    return draws, trace
+    return model, state, sample_kernel
 
 
-def _laplace_start(potential, z0, dense: bool) -> tuple[ParamInfo, jax.Array]:
+def _start(structure: Structure, settings: Settings, key, z0, data, priors):
+    """The HMC state of a chain at ``z0``, ready for warm-up."""
+    args = (data, priors)
+    start, inverse_mass = z0, None
+    if ravel_pytree(z0)[0].size <= LAPLACE_MAX_DIM:
+        # the Laplace step also evaluates the potential and its gradient at z0, which NUTS
+        # then need not compute again
+        model = make_model(structure)
+        potential = partial(potential_energy, model, args, {})
+        start, inverse_mass = laplace_start(potential, z0, settings.dense_mass)
+    return _nuts(structure, settings, start, inverse_mass, args, key)[1]
+
+
+def _segment(structure: Structure, settings: Settings, state, data, priors, first):
+    """Iterations ``first .. first + settings.segment - 1`` of a chain (those past the end are
+    skipped): the new state, each iteration's constrained draw and statistics, and the
+    warm-up's gradient evaluations."""
+    args = (data, priors)
+    here = ParamInfo(state.z, state.potential_energy, state.z_grad)
+    model, _, sample_kernel = _nuts(structure, settings, here, None, args, state.rng_key)
+
+    def record(state) -> dict:
+        stats = {name: getattr(state, name) for name in STATS if name != "step_size"}
+        stats["step_size"] = state.adapt_state.step_size
+        return {"draw": constrain_fn(model, args, {}, state.z), "stats": stats}
+
+    def step(state, i):
+        new = jax.lax.cond(i < settings.total,
+                           lambda s: sample_kernel(s, model_args=args), lambda s: s, state)
+        warm = jnp.where(i < settings.warmup, new.num_steps, 0)
+        return new, (record(new), warm)
+
+    state, (records, warm) = jax.lax.scan(step, state, first + jnp.arange(settings.segment))
+    return state, records, jnp.sum(warm)
+
+
+_start_jit = jax.jit(_start, static_argnums=(0, 1))
+_segment_jit = jax.jit(_segment, static_argnums=(0, 1))
+_start_pmap = jax.pmap(_start, static_broadcasted_argnums=(0, 1),
+                       in_axes=(None, None, 0, 0, None, None))
+_segment_pmap = jax.pmap(_segment, static_broadcasted_argnums=(0, 1),
+                         in_axes=(None, None, 0, None, None, None))
+
+
+def laplace_start(potential, z0, dense: bool) -> tuple[ParamInfo, jax.Array]:
     """The starting point with its potential and gradient, and a Laplace inverse mass matrix.
 
     The inverse mass matrix is the inverse Hessian of the potential at ``z0``, from central
@@ -195,35 +244,3 @@ def _laplace_start(potential, z0, dense: bool) -> tuple[ParamInfo, jax.Array]:
     cov = (vecs / vals) @ vecs.T
     cov = jnp.where(jnp.all(jnp.isfinite(cov)) & (jnp.max(vals) > 0), cov, jnp.eye(n))
     return ParamInfo(z0, values[0], unravel(grads[0])), cov if dense else jnp.diagonal(cov)
-
-
-def _record(state) -> dict:
-    """The unconstrained draw and the :data:`STATS` of an HMC state."""
-    out = {"z": state.z, "step_size": state.adapt_state.step_size}
-    out.update({name: getattr(state, name) for name in STATS if name != "step_size"})
-    return out
-
-
-def _open_bars(settings: Settings, chains: int) -> None:
-    _WARMUP[0] = settings.warmup
-    if settings.progress:
-        for c in range(chains):
-            _BARS[c] = tqdm(total=settings.warmup + settings.draws, position=c,
-                            desc=f"chain {c + 1} warm-up", leave=True)
-
-
-def _advance(chain_id, done) -> None:
-    bar = _BARS.get(int(chain_id))
-    if bar is None:
-        return
-    if int(done) > bar.n:
-        bar.update(int(done) - bar.n)
-        phase = "warm-up" if bar.n <= _WARMUP[0] else "sampling"
-        bar.set_description(f"chain {int(chain_id) + 1} {phase}")
-
-
-def _close_bars() -> None:
-    for bar in _BARS.values():
-        bar.update(bar.total - bar.n)
-        bar.close()
-    _BARS.clear()

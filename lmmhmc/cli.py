@@ -32,6 +32,7 @@ from lmmhmc import __version__, datasets
 from lmmhmc.errors import DataError, LmmhmcError
 from lmmhmc.io import load
 from lmmhmc.model import Model
+from lmmhmc.options import DEFAULTS
 from lmmhmc.results import HDI_PROB, FitResult
 
 __all__ = ["main", "read_data"]
@@ -119,16 +120,21 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     _add_model_arguments(fit)
-    fit.add_argument("--chains", type=int, default=4, help="Markov chains (default 4)")
-    fit.add_argument("--draws", type=int, default=1000, help="draws per chain (default 1000)")
-    fit.add_argument("--warmup", type=int, default=1000, help="warm-up iterations (default 1000)")
-    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    fit.add_argument("--target-accept", type=float, default=0.8,
-                     help="NUTS target acceptance probability (default 0.8)")
+    d = DEFAULTS
+    fit.add_argument("--chains", type=int, default=d.chains,
+                     help=f"Markov chains (default {d.chains})")
+    fit.add_argument("--draws", type=int, default=d.draws,
+                     help=f"draws per chain (default {d.draws})")
+    fit.add_argument("--warmup", type=int, default=d.warmup,
+                     help=f"warm-up iterations (default {d.warmup})")
+    fit.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    fit.add_argument("--target-accept", type=float, default=d.target_accept,
+                     help=f"NUTS target acceptance probability (default {d.target_accept})")
     fit.add_argument(
-        "--marginalize", default="auto",
-        help="terms to integrate out: auto (default), all, none, or comma-separated terms "
-             "given by text or factor, e.g. 'Subject' or '1 | item,Days | Subject'",
+        "--marginalize", default=d.marginalize,
+        help=f"terms to integrate out: auto, all, none (default {d.marginalize}), or "
+             "comma-separated terms given by text or factor, e.g. 'Subject' or "
+             "'1 | item,Days | Subject'",
     )
     fit.add_argument("--out", metavar="FILE", help="save the fit to this netCDF file")
     fit.add_argument("--plot", metavar="DIR",

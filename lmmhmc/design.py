@@ -89,11 +89,15 @@ class NewData:
         in training or a missing grouping value.
     block : list of numpy.ndarray
         Per term, float64 ``(M, d)`` covariate rows.
+    labels : list of numpy.ndarray
+        Per term, the level label of each row (object array; None for a missing value), so
+        that rows of the same unseen level can be told apart.
     """
 
     X: np.ndarray
     index: list[np.ndarray]
     block: list[np.ndarray]
+    labels: list[np.ndarray]
 
     @property
     def n_obs(self) -> int:
@@ -180,11 +184,14 @@ class Design:
             needed |= set(term.spec.required_variables) | set(term.factor.split(":"))
         _check_columns(sorted(needed), newdata, "new data")
         X = _encode_matrix(self.fixed_spec, newdata, self.x_names, "fixed-effect column")
-        index = [_encode_levels(t, newdata) for t in self.terms]
+        labels = [_level_labels(t, newdata) for t in self.terms]
+        index = [pd.Index(t.levels).get_indexer(lab).astype(np.int32)
+                 for t, lab in zip(self.terms, labels, strict=True)]
         block = [
             _encode_matrix(t.spec, newdata, t.columns, "random-effect column") for t in self.terms
         ]
-        return NewData(X=X, index=index, block=block)
+        return NewData(X=X, index=index, block=block,
+                       labels=[lab.to_numpy() for lab in labels])
 
 
 def build_design(
@@ -536,13 +543,17 @@ def _new_labels(values: pd.Series) -> pd.Series:
     return pd.Series(labels.to_numpy()[codes], dtype=object)
 
 
-def _encode_levels(term: GroupTerm, newdata: pd.DataFrame) -> np.ndarray:
-    """Training level codes of the new rows; -1 for unseen levels and missing values."""
+def _level_labels(term: GroupTerm, newdata: pd.DataFrame) -> pd.Series:
+    """Level labels of the new rows for ``term``'s factor (missing when a value is missing).
+
+    ``Index(term.levels).get_indexer`` of them gives the training codes, -1 for unseen levels
+    and missing values.
+    """
     names = term.factor.split(":")
     labels = _new_labels(newdata[names[0]])
     if len(names) > 1:
         labels = labels.str.cat([_new_labels(newdata[n]) for n in names[1:]], sep=":")
-    return pd.Index(term.levels).get_indexer(labels).astype(np.int32)
+    return labels
 
 
 def _encode_matrix(spec, newdata: pd.DataFrame, names: list[str], what: str) -> np.ndarray:

@@ -73,8 +73,44 @@ class _Static:
         return sum(n * d for n, d in self.dims_rest)
 
 
-#: Operations a column pair of the pair-wise Schur update is counted as (per unit of d_1).
-PAIR_COST = 50.0
+@dataclass(frozen=True)
+class Elimination:
+    """How the joint precision ``P`` of the marginalized terms is factored (chosen by the planner).
+
+    Attributes
+    ----------
+    order : tuple of int
+        Positions, in the list of terms given to :func:`prepare`, in elimination order.
+    n_diag : int
+        How many leading terms of ``order`` are eliminated block-diagonally: all of them for
+        nested terms (finest first), 1 for one term followed by the Schur complement of the
+        others, 0 for one dense joint system.
+    cross : {"pairs", "dense"}
+        Form of the Schur-complement update when ``n_diag == 1`` and other terms remain:
+        accumulated over column pairs sharing a level of the eliminated term, or as a dense
+        ``(L_1 d_1) x q_2`` product.
+    """
+
+    order: tuple[int, ...]
+    n_diag: int
+    cross: str = "dense"
+
+    @classmethod
+    def nested(cls, order: Sequence[int]) -> Elimination:
+        """Every term block-diagonally, in ``order`` (finest first; see :func:`nested_order`)."""
+        return cls(tuple(order), len(order))
+
+    @classmethod
+    def first(cls, k: int, n_terms: int, cross: str = "dense") -> Elimination:
+        """Term ``k`` block-diagonally, then the Schur complement of the other terms."""
+        return cls((k, *(j for j in range(n_terms) if j != k)), 1, cross)
+
+    @classmethod
+    def dense(cls, n_terms: int) -> Elimination:
+        """One dense joint system of every effect."""
+        return cls(tuple(range(n_terms)), 0)
+
+
 #: Block size up to which per-level factorizations are unrolled into elementwise operations.
 SMALL_BLOCK = 4
 
@@ -472,8 +508,7 @@ class MarginalKernel:
 def prepare(
     terms: Sequence[TermData],
     weights: np.ndarray | None = None,
-    eliminate: int | str | None = "largest",
-    cross: str | None = None,
+    elimination: Elimination | None = None,
     fixed: np.ndarray | None = None,
 ) -> MarginalKernel:
     """Precompute the data-only quantities for marginalizing ``terms`` jointly.
@@ -484,46 +519,37 @@ def prepare(
         The grouping terms to marginalize (each with ``index``, ``block``, ``n_levels``).
     weights : array (N,), optional
         Known positive observation weights ``W`` (``Var(eps_i) = sigma^2 / w_i``).
-    eliminate : "largest", "nested", int or None
-        Position in ``terms`` of the term whose block-diagonal part is eliminated first, or
-        None for one dense joint system of all ``q = sum_k n_levels_k d_k`` effects (cheapest
-        when ``q`` is small). ``"nested"``: the terms are nested (see :func:`nested_order`) and
-        all of them are eliminated block-diagonally, finest first, in linear time.
-        ``"largest"``: ``"nested"`` when the terms are nested, else the term with the most
-        random effects ``n_levels * d`` first.
-    cross : "dense", "pairs" or None
-        Form of the Schur-complement update (see :func:`schur_cost`); None picks the cheaper.
+    elimination : Elimination
+        The factorization order, as chosen by :func:`lmmhmc.plan.elimination`; it may be
+        omitted for a single term.
     fixed : array (N, f), optional
-        Fixed columns ``F`` (e.g. ``[y, X]``) whose projections ``Z^T W F`` and ``F^T W F`` are
+        Fixed columns ``F`` (e.g. ``[X, y]``) whose projections ``Z^T W F`` and ``F^T W F`` are
         precomputed, for residuals given as :class:`Affine` coefficients.
 
     Notes
     -----
     Cost ``O(N sum_k d_k^2 + sum_k L_k d_k^3)`` for nested terms; otherwise
     ``O(N sum_k d_k^2 + npairs + q_2^2)`` with ``q_2`` the effects not eliminated and
-    ``npairs`` the pairs of their columns that share a level of the eliminated term
-    (see :func:`pair_count`).
+    ``npairs`` the pairs of their columns that share a level of the eliminated term.
     """
     if not terms:
         raise ValueError("prepare() needs at least one grouping term to marginalize")
-    chain = nested_order(terms) if eliminate in ("largest", "nested") else None
-    if eliminate == "nested" and chain is None:
-        raise ValueError("eliminate='nested' needs nested terms: each level of a term must lie "
-                         "within one level of another term")
-    if chain is not None:
-        order, n_diag = chain, len(chain)
-    else:
-        if eliminate == "largest":
-            eliminate = int(np.argmax([t.n_levels * np.asarray(t.block).shape[1] for t in terms]))
-        n_diag = 0 if eliminate is None else 1
-        first = () if eliminate is None else (int(eliminate),)
-        order = first + tuple(k for k in range(len(terms)) if k not in first)
+    if elimination is None:
+        if len(terms) > 1:
+            raise ValueError("prepare() needs the elimination order of several terms: "
+                             "pass lmmhmc.plan.elimination(terms)")
+        elimination = Elimination.nested((0,))
+    if sorted(elimination.order) != list(range(len(terms))):
+        raise ValueError(f"elimination order {elimination.order} is not a permutation of the "
+                         f"{len(terms)} terms")
+    order, n_diag, cross = elimination.order, elimination.n_diag, elimination.cross
     ts = [terms[k] for k in order]
+    if n_diag > 1 and nested_order(ts[:n_diag]) != tuple(range(n_diag)):
+        raise ValueError("a block-diagonal elimination of several terms needs nested terms, "
+                         "finest first: each level of a term within one level of the next")
     n_obs = len(ts[0].index)
     w = np.ones(n_obs) if weights is None else np.asarray(weights, dtype=np.float64)
     arrays = {"w": w, "logw_sum": np.sum(np.log(w))}
-    cross = cross or (schur_cost(terms, order[0] if n_diag else None)[0]
-                      if len(ts) > n_diag else "dense")
     arrays.update(_prepare_chain(ts[:n_diag], w))
     if len(ts) > n_diag:
         arrays.update(_prepare_rest(ts, w, n_diag, cross))
@@ -643,44 +669,3 @@ def _sparse_design(col: np.ndarray, val: np.ndarray, width: int) -> sparse.csr_m
     n_obs, per_row = col.shape
     rows = np.repeat(np.arange(n_obs), per_row)
     return sparse.csr_matrix((val.reshape(-1), (rows, col.reshape(-1))), shape=(n_obs, width))
-
-
-def schur_cost(terms: Sequence[TermData], eliminate: int | None) -> tuple[str, float]:
-    """How the Schur complement update is formed, and its operations per evaluation.
-
-    ``"dense"`` keeps ``N_12`` as an ``(L_1 d_1) x q_2`` matrix (``T = E^T E`` costs
-    ``q_1 q_2^2``); ``"pairs"`` accumulates over the column pairs sharing a level of the
-    eliminated term (gathers and a scatter per pair: counted as ``PAIR_COST d_1`` operations,
-    since scattered updates run far below the speed of dense matrix products on CPU).
-    With no elimination (``eliminate=None``) or a single term there is no update.
-    """
-    if eliminate is None or len(terms) == 1:
-        return "dense", 0.0
-    t1 = terms[eliminate]
-    d1 = np.asarray(t1.block).shape[1]
-    q1 = t1.n_levels * d1
-    q2 = sum(t.n_levels * np.asarray(t.block).shape[1] for k, t in enumerate(terms)
-             if k != eliminate)
-    dense = float(q1) * q2 * q2
-    pairs = PAIR_COST * d1 * pair_count(terms, eliminate)
-    if dense <= pairs and q1 * q2 <= 2e7:
-        return "dense", dense
-    return "pairs", pairs
-
-
-def pair_count(terms: Sequence[TermData], eliminate: int) -> int:
-    """Number of column pairs the Schur complement accumulates when ``eliminate`` goes first.
-
-    A cheap data-only cost estimate (no arrays of that size are built) for the planner.
-    """
-    first = terms[eliminate]
-    others = [t for k, t in enumerate(terms) if k != eliminate]
-    if not others:
-        return 0
-    idx1 = np.asarray(first.index, dtype=np.int64)
-    total = np.zeros(first.n_levels, dtype=np.int64)
-    for t in others:
-        d = np.asarray(t.block).shape[1]
-        key = np.unique(idx1 * t.n_levels + np.asarray(t.index, dtype=np.int64))
-        total += d * np.bincount(key // t.n_levels, minlength=first.n_levels)
-    return int(np.sum(total * (total + 1) // 2))

@@ -24,39 +24,33 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from .design import Design, GroupTerm
-from .marginal import LOG_2PI, Affine, MarginalKernel, prepare
+from .assembled import profile_kernel
+from .design import Design
+from .layout import Layout, parameter_layout
+from .marginal import LOG_2PI, Affine, MarginalKernel
 from .runtime import enable_compilation_cache, single_threaded_blas
 
 
-def theta_layout(terms: list[GroupTerm]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Row and column indices in ``T_k`` of each term's ``theta`` entries (lme4's order).
-
-    Correlated terms use the lower triangle column by column; uncorrelated terms the diagonal.
-    """
-    layout = []
-    for t in terms:
-        if t.correlated:
-            cols, rows = np.triu_indices(t.d)  # column-major lower triangle
-            layout.append((rows, cols))
-        else:
-            layout.append((np.arange(t.d), np.arange(t.d)))
-    return layout
-
-
-def theta_to_factors(theta: jax.Array, terms: list[GroupTerm]) -> list[jax.Array]:
-    """Lower-triangular relative factors ``T_k`` from the flat ``theta`` vector."""
+def theta_to_factors(theta: jax.Array, layout: Layout) -> list[jax.Array]:
+    """Lower-triangular relative factors ``T_k`` from the flat ``theta`` vector (lme4's order,
+    :meth:`lmmhmc.layout.TermLayout.theta_entries`)."""
     factors, start = [], 0
-    for t, (rows, cols) in zip(terms, theta_layout(terms), strict=True):
+    for t in layout.terms:
+        rows, cols = t.theta_entries()
         n = len(rows)
         factors.append(jnp.zeros((t.d, t.d)).at[rows, cols].set(theta[start : start + n]))
         start += n
     return factors
 
 
-def _profiled(kernel: MarginalKernel, terms, n: int, p: int, theta, reml: bool):
-    """Profiled deviance and the GLS pieces at ``theta`` (kernel prepared with F = [X, y])."""
-    logdet, gram = kernel.gram(Affine(jnp.eye(p + 1)), 1.0, theta_to_factors(theta, terms))
+def profiled_deviance(kernel: MarginalKernel, layout: Layout, n: int, p: int, theta,
+                      reml: bool):
+    """Profiled deviance at ``theta`` and the GLS pieces ``(beta, RSS / dof, X^T V^-1 X)``.
+
+    ``kernel`` marginalizes every term, with the columns ``F = [X, y]`` precomputed
+    (:func:`lmmhmc.assembled.profile_kernel`).
+    """
+    logdet, gram = kernel.gram(Affine(jnp.eye(p + 1)), 1.0, theta_to_factors(theta, layout))
     xtx, xty, yty = gram[:p, :p], gram[:p, p], gram[p, p]
     chol = jnp.linalg.cholesky(xtx) if p else jnp.zeros((0, 0))
     beta = jax.scipy.linalg.cho_solve((chol, True), xty) if p else jnp.zeros(0)
@@ -112,7 +106,8 @@ class MLResult:
         return "\n".join(lines)
 
 
-def fit_ml(design: Design, reml: bool = False, starts: int = 3) -> MLResult:
+def fit_ml(design: Design, reml: bool = False, starts: int = 3,
+           kernel: MarginalKernel | None = None) -> MLResult:
     """Maximum likelihood (``reml=False``) or REML estimates, as lme4's ``lmer``.
 
     Parameters
@@ -124,28 +119,30 @@ def fit_ml(design: Design, reml: bool = False, starts: int = 3) -> MLResult:
     starts : int
         Number of starting points for ``theta`` (1, 0.1 and 5 times lme4's start); the best
         optimum is kept.
+    kernel : MarginalKernel, optional
+        The kernel of every term with ``[X, y]`` precomputed (a fit passes its assembled
+        model's); prepared here when omitted.
     """
     with single_threaded_blas():
-        return _fit_ml(design, reml, starts)
+        return _fit_ml(design, reml, starts, kernel)
 
 
-def _fit_ml(design: Design, reml: bool, starts: int) -> MLResult:
+def _fit_ml(design: Design, reml: bool, starts: int, kernel: MarginalKernel | None) -> MLResult:
     design.require_terms()
     enable_compilation_cache()
     t0 = time.perf_counter()
-    terms = list(design.terms)
-    kernel = prepare(terms, design.weights, fixed=np.column_stack([design.X, design.y]))
+    kernel = profile_kernel(design) if kernel is None else kernel
+    layout = parameter_layout(design)
     n, p = design.X.shape
     value_and_grad = jax.jit(
-        jax.value_and_grad(lambda th, k: _profiled(k, terms, n, p, th, reml)[0])
+        jax.value_and_grad(lambda th, k: profiled_deviance(k, layout, n, p, th, reml)[0])
     )
 
     def fun(th):
         v, g = value_and_grad(jnp.asarray(th), kernel)
         return float(v), np.asarray(g, dtype=np.float64)
 
-    layout = theta_layout(terms)
-    diag = np.concatenate([rows == cols for rows, cols in layout])
+    diag = np.concatenate([np.equal(*t.theta_entries()) for t in layout.terms])
     bounds = [(0.0, None) if dg else (None, None) for dg in diag]
     best, n_evals = None, 0
     for scale in (1.0, 0.1, 5.0)[: max(1, starts)]:
@@ -155,14 +152,14 @@ def _fit_ml(design: Design, reml: bool, starts: int) -> MLResult:
         if best is None or res.fun < best.fun - 1e-9:
             best = res
     theta = best.x
-    at_optimum = jax.jit(lambda th, k: (_profiled(k, terms, n, p, th, reml),
-                                        theta_to_factors(th, terms)))
+    at_optimum = jax.jit(lambda th, k: (profiled_deviance(k, layout, n, p, th, reml),
+                                        theta_to_factors(th, layout)))
     (dev, (beta, sigma2, xtx)), rel = jax.tree.map(np.asarray, at_optimum(theta, kernel))
     sigma = float(np.sqrt(sigma2))
     cov_beta = sigma2 * np.linalg.inv(xtx) if design.X.shape[1] else np.zeros((0, 0))
     factors = [f * sigma for f in rel]
     sds, corrs = {}, {}
-    for t, lam in zip(terms, factors, strict=True):
+    for t, lam in zip(design.terms, factors, strict=True):
         g = lam @ lam.T
         sd = np.sqrt(np.diag(g))
         sds[t.text] = pd.Series(sd, index=t.columns)

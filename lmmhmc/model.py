@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import pandas as pd
 
 from lmmhmc.design import Design, build_design
+from lmmhmc.options import DEFAULTS, FitOptions
 
 __all__ = ["Model"]
 
@@ -81,11 +84,38 @@ class Model:
 
         return default_priors(self.design)
 
-    def fit(self, **kwargs):
-        """Sample the posterior with NUTS; see :func:`lmmhmc.fit` for the arguments."""
-        from lmmhmc.sampling import fit_model
+    def fit(
+        self,
+        *,
+        priors: Mapping | None = None,
+        marginalize: str | Sequence[str] = DEFAULTS.marginalize,
+        chains: int = DEFAULTS.chains,
+        draws: int = DEFAULTS.draws,
+        warmup: int = DEFAULTS.warmup,
+        seed: int = DEFAULTS.seed,
+        target_accept: float = DEFAULTS.target_accept,
+        progress: bool = DEFAULTS.progress,
+        init: str = DEFAULTS.init,
+        dense_mass: bool | None = DEFAULTS.dense_mass,
+        max_tree_depth: int = DEFAULTS.max_tree_depth,
+        chain_method: str = DEFAULTS.chain_method,
+        log_likelihood: bool | None = DEFAULTS.log_likelihood,
+        posterior_predictive: bool = DEFAULTS.posterior_predictive,
+    ):
+        """Sample the posterior with NUTS; see :func:`lmmhmc.fit` for the arguments.
 
-        return fit_model(self, **kwargs)
+        Returns
+        -------
+        FitResult
+        """
+        from lmmhmc.fitting import fit_model  # JAX is imported only when a model is fitted
+
+        options = FitOptions(
+            marginalize=marginalize, chains=chains, draws=draws, warmup=warmup, seed=seed,
+            target_accept=target_accept, progress=progress, init=init, dense_mass=dense_mass,
+            max_tree_depth=max_tree_depth, chain_method=chain_method,
+            log_likelihood=log_likelihood, posterior_predictive=posterior_predictive)
+        return fit_model(self, options, priors)
 
     def __repr__(self) -> str:
         d = self.design

@@ -10,10 +10,13 @@ about (floating-point operations; the factor 3 is the reverse pass)::
     + 3 sum_i L_i (d_i^3 + d_i D_i (d_i + D_i))                    nested terms (D_i: sum of the
                                                                   d_j of the coarser terms)
 
-``schur(e)`` is the Schur-complement update (:func:`lmmhmc.marginal.schur_cost`), ``q_2`` the
+``schur(e)`` is the Schur-complement update (:func:`schur_cost`), ``q_2`` the
 effects of the other marginalized terms. ``"auto"`` marginalizes every term when that costs at
 most ``budget`` operations; otherwise the affordable subset that removes the most sampled
 dimensions (ties: the cheaper one). Terms not marginalized are sampled non-centered.
+
+This module owns all costing: the kernel (:func:`lmmhmc.marginal.prepare`) factors the terms in
+the :class:`~lmmhmc.marginal.Elimination` order it is given, which :func:`elimination` chooses.
 """
 
 from __future__ import annotations
@@ -26,12 +29,16 @@ import numpy as np
 
 from .design import Design
 from .errors import LmmhmcError
-from .marginal import nested_order, schur_cost
+from .marginal import Elimination, TermData, nested_order
 
 #: Default budget in floating-point operations per gradient (a few milliseconds on one core).
 BUDGET = 1.0e7
 #: Cost of the dense solve's reverse mode (explicit inverse) relative to its Cholesky.
 GRADIENT_FACTOR = 3.0
+#: Operations a column pair of the pair-wise Schur update is counted as (per unit of d_1).
+PAIR_COST = 50.0
+#: Largest ``q_1 q_2`` for which the Schur update's cross matrix is kept dense.
+DENSE_CROSS_MAX = 2e7
 
 
 @dataclass(frozen=True)
@@ -42,9 +49,9 @@ class Plan:
     ----------
     marginalized : tuple of int
         Positions (in ``design.terms``) of the integrated-out terms.
-    eliminate : int, "nested" or None
-        Position of the term eliminated first (block-diagonal part), if any are marginalized;
-        ``"nested"`` when the marginalized terms are nested and all eliminated block-diagonally.
+    elimination : Elimination or None
+        How the kernel factors the marginalized terms (positions among them), None when none
+        is marginalized.
     labels : tuple of str
         Text of every term, for display.
     flops : float
@@ -56,7 +63,7 @@ class Plan:
     """
 
     marginalized: tuple[int, ...]
-    eliminate: int | None
+    elimination: Elimination | None
     labels: tuple[str, ...]
     flops: float
     sampled_dims: int
@@ -76,13 +83,44 @@ class Plan:
         )
 
 
-def gradient_cost(design: Design, subset: Sequence[int]) -> tuple[float, int | str | None]:
-    """Estimated operations per gradient of marginalizing ``subset``, and the term to eliminate.
+def kernel_cost(terms: Sequence[TermData]) -> tuple[Elimination, float]:
+    """The cheapest factorization of marginalizing ``terms`` jointly, and its operations.
 
-    Nested terms are eliminated block-diagonally one after the other (``"nested"``). Otherwise
-    both ways of factoring the joint system are costed: eliminating the largest term first
-    (block-diagonal part, then the Schur complement of the others), or one dense system of all
-    ``q`` effects (``eliminate=None``); the cheaper is returned.
+    Nested terms are eliminated block-diagonally one after the other. Otherwise both ways of
+    factoring the joint system are costed: eliminating the largest term first (block-diagonal
+    part, then the Schur complement of the others), or one dense system of all ``q`` effects.
+    The operations include the reverse pass (module docstring).
+    """
+    d = [np.asarray(t.block).shape[1] for t in terms]
+    chain = nested_order(terms)
+    if chain is not None:
+        nested = 0.0
+        for i, j in enumerate(chain):
+            coarser = sum(d[k] for k in chain[i + 1 :])
+            nested += terms[j].n_levels * (d[j] ** 3 + d[j] * coarser * (d[j] + coarser))
+        return Elimination.nested(chain), 3.0 * nested
+    sizes = [t.n_levels * dk for t, dk in zip(terms, d, strict=True)]
+    q = sum(sizes)
+    e = max(range(len(terms)), key=lambda j: (sizes[j], -j))
+    q2 = q - sizes[e]
+    dbar = np.mean([dk for j, dk in enumerate(d) if j != e]) if q2 else 0.0
+    cross, schur = schur_cost(terms, e)
+    eliminated = terms[e].n_levels * d[e] ** 3 + schur + q2**2 * dbar + GRADIENT_FACTOR * q2**3 / 3
+    dense = q**2 * np.mean(d) + GRADIENT_FACTOR * q**3 / 3.0
+    if dense < eliminated:
+        return Elimination.dense(len(terms)), 3.0 * dense
+    return Elimination.first(e, len(terms), cross), 3.0 * eliminated
+
+
+def elimination(terms: Sequence[TermData]) -> Elimination:
+    """The factorization :func:`lmmhmc.marginal.prepare` should use for ``terms``."""
+    return kernel_cost(terms)[0]
+
+
+def gradient_cost(design: Design, subset: Sequence[int]) -> tuple[float, Elimination | None]:
+    """Estimated operations per gradient of marginalizing ``subset``, and its factorization.
+
+    The factorization's positions refer to ``subset`` (the kernel's list of terms).
     """
     terms = design.terms
     n, p = design.X.shape
@@ -92,28 +130,48 @@ def gradient_cost(design: Design, subset: Sequence[int]) -> tuple[float, int | s
     q = sum(terms[k].n_levels * terms[k].d for k in subset)
     # projections Z^T W r: per observation when sampled terms enter r, else precomputed (Affine)
     base = n * (p + sum(t.d for t in terms)) if sampled else (p + 1) * q
-    marg = [terms[k] for k in subset]
-    chain = nested_order(marg)
-    if chain is not None:
-        nested = 0.0
-        for i, j in enumerate(chain):
-            d, coarser = marg[j].d, sum(marg[k].d for k in chain[i + 1 :])
-            nested += marg[j].n_levels * (d**3 + d * coarser * (d + coarser))
-        return float(base + 3.0 * nested), "nested" if len(subset) > 1 else subset[0]
-    e = max(range(len(subset)), key=lambda j: (marg[j].n_levels * marg[j].d, -j))
-    te = marg[e]
-    q2 = q - te.n_levels * te.d
-    dbar = np.mean([t.d for j, t in enumerate(marg) if j != e]) if q2 else 0.0
-    eliminated = (
-        te.n_levels * te.d**3
-        + schur_cost(marg, e)[1]
-        + q2**2 * dbar
-        + GRADIENT_FACTOR * q2**3 / 3.0
-    )
-    dense = q**2 * np.mean([t.d for t in marg]) + GRADIENT_FACTOR * q**3 / 3.0
-    if dense < eliminated:
-        return float(base + 3.0 * dense), None
-    return float(base + 3.0 * eliminated), subset[e]
+    order, flops = kernel_cost([terms[k] for k in subset])
+    return float(base + flops), order
+
+
+def schur_cost(terms: Sequence[TermData], eliminate: int) -> tuple[str, float]:
+    """How the Schur complement update is formed, and its operations per evaluation.
+
+    ``"dense"`` keeps ``N_12`` as an ``(L_1 d_1) x q_2`` matrix (``T = E^T E`` costs
+    ``q_1 q_2^2``); ``"pairs"`` accumulates over the column pairs sharing a level of the
+    eliminated term (gathers and a scatter per pair: counted as ``PAIR_COST d_1`` operations,
+    since scattered updates run far below the speed of dense matrix products on CPU).
+    With a single term there is no update.
+    """
+    if len(terms) == 1:
+        return "dense", 0.0
+    d1 = np.asarray(terms[eliminate].block).shape[1]
+    q1 = terms[eliminate].n_levels * d1
+    q2 = sum(t.n_levels * np.asarray(t.block).shape[1] for k, t in enumerate(terms)
+             if k != eliminate)
+    dense = float(q1) * q2 * q2
+    pairs = PAIR_COST * d1 * pair_count(terms, eliminate)
+    if dense <= pairs and q1 * q2 <= DENSE_CROSS_MAX:
+        return "dense", dense
+    return "pairs", pairs
+
+
+def pair_count(terms: Sequence[TermData], eliminate: int) -> int:
+    """Number of column pairs the Schur complement accumulates when ``eliminate`` goes first.
+
+    A cheap data-only cost estimate (no arrays of that size are built).
+    """
+    first = terms[eliminate]
+    others = [t for k, t in enumerate(terms) if k != eliminate]
+    if not others:
+        return 0
+    idx1 = np.asarray(first.index, dtype=np.int64)
+    total = np.zeros(first.n_levels, dtype=np.int64)
+    for t in others:
+        d = np.asarray(t.block).shape[1]
+        key = np.unique(idx1 * t.n_levels + np.asarray(t.index, dtype=np.int64))
+        total += d * np.bincount(key // t.n_levels, minlength=first.n_levels)
+    return int(np.sum(total * (total + 1) // 2))
 
 
 def _sampled_dims(design: Design, subset: Sequence[int]) -> int:
@@ -160,8 +218,9 @@ def make_plan(
     every = tuple(range(len(design.terms)))
 
     def plan(subset, reason):
-        flops, e = gradient_cost(design, subset)
-        return Plan(tuple(sorted(subset)), e, labels, flops, _sampled_dims(design, subset), reason)
+        subset = tuple(sorted(subset))
+        flops, order = gradient_cost(design, subset)
+        return Plan(subset, order, labels, flops, _sampled_dims(design, subset), reason)
 
     if isinstance(marginalize, str):
         if marginalize == "none":
@@ -171,19 +230,22 @@ def make_plan(
         if marginalize != "auto":
             return plan((resolve_term(design, marginalize),), "user")
     else:
-        chosen = sorted({resolve_term(design, m) for m in marginalize})
-        return plan(tuple(chosen), "user")
+        return plan({resolve_term(design, m) for m in marginalize}, "user")
     if gradient_cost(design, every)[0] <= budget:
         return plan(every, "auto: joint kernel within budget")
+    return plan(_affordable_subset(design, budget), "auto: largest affordable subset")
+
+
+def _affordable_subset(design: Design, budget: float) -> tuple[int, ...]:
+    """The proper subset of terms within ``budget`` that removes the most sampled dimensions
+    (ties: the cheaper); the largest term alone when none is affordable (always linear)."""
+    every = tuple(range(len(design.terms)))
+    size_of = [t.n_levels * t.d for t in design.terms]
     best, best_key = (), (0, 0.0)
     for size in range(len(every) - 1, 0, -1):
         for subset in combinations(every, size):
             flops = gradient_cost(design, subset)[0]
-            if flops > budget:
-                continue
-            gain = sum(design.terms[k].n_levels * design.terms[k].d for k in subset)
-            if gain > best_key[0] or (gain == best_key[0] and flops < best_key[1]):
+            gain = sum(size_of[k] for k in subset)
+            if flops <= budget and (gain, -flops) > (best_key[0], -best_key[1]):
                 best, best_key = subset, (gain, flops)
-    if not best:  # even one term is over budget: marginalize the largest one (always linear)
-        best = (max(every, key=lambda k: design.terms[k].n_levels * design.terms[k].d),)
-    return plan(best, "auto: largest affordable subset")
+    return best or (max(every, key=lambda k: size_of[k]),)

@@ -76,13 +76,13 @@ def plot_forest(result, var_names: list[str] | None = None, hdi_prob: float = 0.
     if var_names is not None:
         panels = {"": list(var_names)}
     else:
-        design = result.design
-        sds = ["sigma"] + [f"{c}_sigma" for t in design.terms for c in t.columns]
+        layout = result.layout
+        sds = layout.scale_names()
         names = result.parameter_names(random_effects=False)
         panels = {
-            "Fixed effects": list(design.x_names),
+            "Fixed effects": list(layout.fixed),
             "Standard deviations": sds,
-            "Correlations": [n for n in names if n not in design.x_names and n not in sds],
+            "Correlations": [n for n in names if n not in layout.fixed and n not in sds],
         }
         panels = {title: names for title, names in panels.items() if names}
     rows = [len(names) for names in panels.values()]

@@ -13,17 +13,19 @@ of the same new level share them): ``u_{k, new, s} ~ N(0, G_{k, s})`` with
 ``sample_new_levels = "gaussian"``. ``"zero"`` uses the population level (effects 0), and
 ``"error"`` refuses. A missing grouping value always means the population level of that term.
 
-Everything is vectorised over draws with NumPy; the loops run over terms and their columns.
+The linear predictor is :func:`lmmhmc.numpyro_model.linear_predictor`, the routine of the
+model's likelihood, mapped over the draws; new observations come from the fit's likelihood.
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .design import _new_labels
+from . import numpyro_model as nm
 from .errors import DataError, LmmhmcError
-from .priors import corr_name
 
 __all__ = ["draw_indices", "predict"]
 
@@ -91,7 +93,7 @@ def predict(
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if new_levels not in NEW_LEVELS:
         raise ValueError(f"new_levels must be one of {NEW_LEVELS}, got {new_levels!r}")
-    design = result.design
+    design, layout = result.design, result.layout
     post = result.idata.posterior
     n_total = post.sizes["chain"] * post.sizes["draw"]
     take = draw_indices(n_total, draws)
@@ -103,55 +105,44 @@ def predict(
 
     if newdata is None:
         X, index, block = design.X, [t.index for t in design.terms], [t.block for t in design.terms]
+        labels = [None] * len(design.terms)
     else:
         encoded = design.encode(newdata)
-        X, index, block = encoded.X, encoded.index, encoded.block
-    beta = np.reshape([param(n) for n in design.x_names], (len(design.x_names), len(take))).T
+        X, index, block, labels = encoded.X, encoded.index, encoded.block, encoded.labels
+    beta = np.reshape([param(n) for n in layout.fixed], (len(layout.fixed), len(take))).T
     rng = np.random.default_rng(seed)
-    effects = []
+    effects, codes = {}, {}
     if include_random:
-        for k, t in enumerate(design.terms):
-            codes, n_new = _level_codes(t, index[k], newdata, new_levels)
+        for k, t in enumerate(layout.terms):
+            codes[k], n_new = _level_codes(t, index[k], labels[k], new_levels)
             u = np.stack([param(c) for c in t.columns], axis=-1)  # (draws, levels, d)
-            sds = np.stack([param(f"{c}_sigma") for c in t.columns], axis=-1)
-            pairs = param(corr_name(design, k)) if t.correlated else None
-            new = _population_draws(sds, pairs, n_new, rng)
+            sds = np.stack([param(name) for name in t.sds], axis=-1)
+            pairs = param(t.corr) if t.correlated else None
+            new = _population_draws(sds, pairs, t.pairs(), n_new, rng)
             zero = np.zeros((len(take), 1, t.d))
-            effects.append((np.concatenate([u, new, zero], axis=1), codes, block[k]))
-    mu = linear_predictor(X, beta, effects)
+            effects[k] = np.concatenate([u, new, zero], axis=1)
+    mu = _linear_predictors(X, beta, codes, {k: block[k] for k in codes}, effects)
     if kind == "mean":
-        return mu
+        return np.asarray(mu)
     w = _weights(design, newdata, weights, X.shape[0])
-    scale = param("sigma")[:, None] / np.sqrt(w)[None, :]
-    return mu + scale * rng.standard_normal(mu.shape)
+    sample = jax.vmap(result.assembled.likelihood.sample, in_axes=(0, 0, 0, None))
+    keys = jax.random.split(jax.random.key(seed), len(take))
+    return np.asarray(sample(keys, mu, {layout.sigma: jnp.asarray(param(layout.sigma))}, w))
 
 
-def linear_predictor(
-    X: np.ndarray, beta: np.ndarray, effects: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
-) -> np.ndarray:
-    """``X beta + sum_k Z_k u_k`` for every draw, from the sparse (index, block) form.
+@jax.jit
+def _linear_predictors(X, beta, index: dict, block: dict, effects: dict) -> jax.Array:
+    """:func:`lmmhmc.numpyro_model.linear_predictor` of every draw: ``(draws, rows)``.
 
-    Parameters
-    ----------
-    X : numpy.ndarray
-        ``(rows, p)`` fixed-effects matrix.
-    beta : numpy.ndarray
-        ``(draws, p)`` fixed effects.
-    effects : list of (u, codes, block)
-        Per term: effects ``u`` ``(draws, levels, d)``, the level ``codes`` ``(rows,)`` of
-        each row (indices into the second axis of ``u``) and its covariate ``block``
-        ``(rows, d)``.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(draws, rows)``.
+    One draw at a time, so that a draw's prediction does not depend on which other draws are
+    predicted with it (batched programs may round differently).
     """
-    mu = beta @ X.T
-    for u, codes, blk in effects:
-        for j in range(blk.shape[1]):  # one column at a time: (draws, rows) temporaries only
-            mu += u[:, codes, j] * blk[:, j]
-    return mu
+
+    def one(args):
+        b, eff = args
+        return nm.linear_predictor(X, b, index, block, eff)
+
+    return jax.lax.map(one, (beta, effects))
 
 
 def draw_indices(n_total: int, draws: int | None) -> np.ndarray:
@@ -176,7 +167,7 @@ def draw_indices(n_total: int, draws: int | None) -> np.ndarray:
     return np.round(np.linspace(0, n_total - 1, draws)).astype(np.int64)
 
 
-def _level_codes(term, index: np.ndarray, newdata: pd.DataFrame | None,
+def _level_codes(term, index: np.ndarray, labels: np.ndarray | None,
                  new_levels: str) -> tuple[np.ndarray, int]:
     """Rows' positions in ``[training levels, new levels, zero]`` and the number of new levels.
 
@@ -187,10 +178,6 @@ def _level_codes(term, index: np.ndarray, newdata: pd.DataFrame | None,
     unseen = index < 0
     if not unseen.any():
         return index, 0
-    labels = _new_labels(newdata[term.factor.split(":")[0]])
-    for name in term.factor.split(":")[1:]:
-        labels = labels.str.cat(_new_labels(newdata[name]), sep=":")
-    labels = labels.to_numpy()
     new = unseen & pd.notna(labels)
     names, new_codes = np.unique(labels[new].astype(str), return_inverse=True)
     if new_levels == "error" and len(names):
@@ -208,7 +195,8 @@ def _level_codes(term, index: np.ndarray, newdata: pd.DataFrame | None,
     return codes, n_new
 
 
-def _population_draws(sds: np.ndarray, pairs: np.ndarray | None, n: int,
+def _population_draws(sds: np.ndarray, pairs: np.ndarray | None,
+                      order: tuple[np.ndarray, np.ndarray], n: int,
                       rng: np.random.Generator) -> np.ndarray:
     """``n`` draws per posterior draw from ``N(0, G)``, ``G = diag(sds) R diag(sds)``.
 
@@ -217,8 +205,10 @@ def _population_draws(sds: np.ndarray, pairs: np.ndarray | None, n: int,
     sds : numpy.ndarray
         ``(draws, d)`` standard deviations.
     pairs : numpy.ndarray or None
-        ``(draws, d (d - 1) / 2)`` correlations in the posterior's pair order (the strict
-        lower triangle, row by row), or None for an uncorrelated term (``R = I``).
+        ``(draws, d (d - 1) / 2)`` correlations in the posterior's pair order, or None for an
+        uncorrelated term (``R = I``).
+    order : (rows, cols)
+        The matrix position of each pair (:meth:`lmmhmc.layout.TermLayout.pairs`).
     n : int
         Number of new levels.
     rng : numpy.random.Generator
@@ -233,7 +223,7 @@ def _population_draws(sds: np.ndarray, pairs: np.ndarray | None, n: int,
         return np.zeros((n_draws, 0, d))
     corr = np.broadcast_to(np.eye(d), (n_draws, d, d)).copy()
     if pairs is not None:
-        rows, cols = np.tril_indices(d, -1)
+        rows, cols = order
         corr[:, rows, cols] = pairs
         corr[:, cols, rows] = pairs
     factor = sds[:, :, None] * np.linalg.cholesky(corr)  # G = factor factor^T

@@ -1,11 +1,8 @@
 """Default priors scaled by the data (as brms and bambi do), and user overrides by name.
 
-Parameter names (also the names in the posterior):
-
-- fixed effects: the design's column names (``"Intercept"``, ``"Days"``, ``"cond[T.b]"``);
-- ``"sigma"``: residual standard deviation;
-- ``"<column>_sigma"``: standard deviation of each random-effect column (``"1|Subject_sigma"``);
-- ``"<factor>_corr"``: correlation of a correlated term (LKJ prior on its Cholesky factor).
+Parameter names are those of the posterior (:mod:`lmmhmc.layout`): the fixed effects'
+column names, ``sigma``, the random-effect sds (``1|Subject_sigma``) and the correlations
+(``Subject_corr``, an LKJ prior on the Cholesky factor of the correlation matrix).
 
 Defaults, with ``s_y = sd(y)`` and ``s_x = sd(x)`` of each non-constant column::
 
@@ -28,6 +25,7 @@ import numpyro.distributions as dist
 
 from .design import Design
 from .errors import DataError, LmmhmcError
+from .layout import parameter_layout
 
 STUDENT_T_DF = 3.0
 SCALE = 2.5
@@ -37,14 +35,6 @@ LKJ_ETA = 2.0
 def half_student_t(df: float, scale: float) -> dist.Distribution:
     """Half-Student-t(df, 0, scale): a Student-t folded at zero."""
     return dist.FoldedDistribution(dist.StudentT(df, 0.0, scale))
-
-
-def corr_name(design: Design, k: int) -> str:
-    """Name of the correlation parameter of term ``k`` (``"<factor>_corr"``, made unique)."""
-    term = design.terms[k]
-    same = [j for j, t in enumerate(design.terms) if t.factor == term.factor and t.correlated]
-    suffix = "" if len(same) <= 1 else f"_{same.index(k) + 1}"
-    return f"{term.factor}_corr{suffix}"
 
 
 def describe(d: dist.Distribution) -> str:
@@ -116,14 +106,14 @@ def default_priors(design: Design) -> Priors:
             items[name] = dist.Normal(0.0, SCALE * s_y / sds[j])
         else:  # the intercept (a constant column)
             items[name] = dist.Normal(float(np.mean(y)), float(np.sqrt(intercept_var)))
-    items["sigma"] = half_student_t(STUDENT_T_DF, SCALE * s_y)
-    for k, term in enumerate(design.terms):
+    layout = parameter_layout(design)
+    items[layout.sigma] = half_student_t(STUDENT_T_DF, SCALE * s_y)
+    for term, names in zip(design.terms, layout.terms, strict=True):
         s_cols = term.block.std(axis=0)
-        for col, s_x in zip(term.columns, s_cols, strict=True):
-            scale = SCALE * s_y / (s_x if s_x > 0 else 1.0)
-            items[f"{col}_sigma"] = half_student_t(STUDENT_T_DF, scale)
-        if term.correlated:
-            items[corr_name(design, k)] = dist.LKJCholesky(term.d, LKJ_ETA)
+        for name, s_x in zip(names.sds, s_cols, strict=True):
+            items[name] = half_student_t(STUDENT_T_DF, SCALE * s_y / (s_x if s_x > 0 else 1.0))
+        if names.correlated:
+            items[names.corr] = dist.LKJCholesky(term.d, LKJ_ETA)
     return Priors(items)
 
 

@@ -34,6 +34,8 @@ from numpyro.distributions.transforms import (
     biject_to,
 )
 
+from .layout import SIGMA
+
 #: Floor of an anchor and of a starting sd, as a fraction of the residual sd (ML estimates can
 #: be 0).
 ANCHOR_FLOOR = 0.05
@@ -113,7 +115,7 @@ def _floored(sds: Mapping[str, float], sigma: float, scale: float) -> dict[str, 
     """``max(scale * estimate, ANCHOR_FLOOR * sigma)`` for ``sigma`` and every sd in ``sds``."""
     floor = ANCHOR_FLOOR * sigma
     return {name: max(scale * float(value), floor)
-            for name, value in {"sigma": sigma, **sds}.items()}
+            for name, value in {SIGMA: sigma, **sds}.items()}
 
 
 def anchor_priors(

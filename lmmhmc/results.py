@@ -18,12 +18,15 @@ import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
-from . import plots
+from . import plots, storage
+from .assembled import AssembledModel
 from .errors import LmmhmcError
+from .layout import Layout
 from .ml import MLResult
+from .options import FitOptions
 from .plan import Plan
 from .predict import predict
-from .priors import Priors, corr_name
+from .priors import Priors
 
 __all__ = ["FitResult", "compare"]
 
@@ -44,12 +47,10 @@ class FitResult:
         effects), observed_data and, on request, posterior_predictive.
     model : lmmhmc.Model
         The model (formula, data, design).
-    plan : Plan
-        Which grouping terms were marginalized.
-    priors : Priors
-        The priors used.
-    settings : dict
-        Sampler settings (chains, draws, warmup, seed, ...).
+    assembled : AssembledModel
+        The assembled model that was fitted (layout, plan, priors, kernel, likelihood).
+    options : FitOptions
+        The options of the fit, automatic choices resolved.
     timings : dict
         Wall-clock seconds of the ML start, sampling (compilation included) and recovery.
     gradients : dict
@@ -60,17 +61,36 @@ class FitResult:
 
     idata: az.InferenceData
     model: object
-    plan: Plan
-    priors: Priors
-    settings: dict
+    assembled: AssembledModel
+    options: FitOptions
     timings: dict
     gradients: dict = field(default_factory=dict)
     ml: MLResult | None = field(default=None, repr=False)
 
     @property
     def design(self):
-        """The model's design."""
+        """The model's design (the one the assembled model was built from)."""
         return self.model.design
+
+    @property
+    def layout(self) -> Layout:
+        """Names, shapes and coordinates of the parameters."""
+        return self.assembled.layout
+
+    @property
+    def plan(self) -> Plan:
+        """Which grouping terms were marginalized."""
+        return self.assembled.plan
+
+    @property
+    def priors(self) -> Priors:
+        """The priors used."""
+        return self.assembled.priors
+
+    @property
+    def settings(self) -> dict:
+        """The options of the fit as a dict (chains, draws, warmup, seed, ...)."""
+        return self.options.as_dict()
 
     @property
     def n_divergences(self) -> int:
@@ -82,7 +102,7 @@ class FitResult:
         names = list(self.idata.posterior.data_vars)
         if random_effects:
             return names
-        columns = {c for t in self.design.terms for c in t.columns}
+        columns = set(self.layout.effect_names())
         return [n for n in names if n not in columns]
 
     # ------------------------------------------------------------------ summaries
@@ -160,7 +180,7 @@ class FitResult:
             ``hdi_lower``, ``hdi_upper``; one row per fixed effect in design order.
         """
         return _table([_rows(self.idata.posterior[name], hdi_prob, term=name)
-                       for name in self.design.x_names], hdi_prob, ["term"])
+                       for name in self.layout.fixed], hdi_prob, ["term"])
 
     def ranef(self, hdi_prob: float = HDI_PROB) -> pd.DataFrame:
         """Posterior summaries of every random effect, one row per term, column and level.
@@ -201,20 +221,19 @@ class FitResult:
         """
         post = self.idata.posterior
         parts = []
-        for k, t in enumerate(self.design.terms):
-            parts += [_rows(post[f"{c}_sigma"], hdi_prob, group=t.factor, term=t.text,
-                            kind="sd", var1=c, var2=None, parameter=f"{c}_sigma")
-                      for c in t.columns]
+        for t in self.layout.terms:
+            parts += [_rows(post[sd], hdi_prob, group=t.factor, term=t.text, kind="sd",
+                            var1=c, var2=None, parameter=sd)
+                      for c, sd in zip(t.columns, t.sds, strict=True)]
             if t.correlated:
-                name = corr_name(self.design, k)
-                rows, cols = np.tril_indices(t.d, -1)  # the pair order of the posterior
-                labels = post[name].coords[f"{name}_dim"].values
-                parts.append(_rows(post[name], hdi_prob, group=t.factor, term=t.text,
+                rows, cols = t.pairs()  # the pair order of the posterior
+                parts.append(_rows(post[t.corr], hdi_prob, group=t.factor, term=t.text,
                                    kind="corr", var1=[t.columns[j] for j in cols],
                                    var2=[t.columns[i] for i in rows],
-                                   parameter=[f"{name}[{label}]" for label in labels]))
-        parts.append(_rows(post["sigma"], hdi_prob, group="Residual", term=None, kind="sd",
-                           var1="sigma", var2=None, parameter="sigma"))
+                                   parameter=t.pair_names()))
+        sigma = self.layout.sigma
+        parts.append(_rows(post[sigma], hdi_prob, group="Residual", term=None, kind="sd",
+                           var1=sigma, var2=None, parameter=sigma))
         return _table(parts, hdi_prob)
 
     def __repr__(self) -> str:
@@ -307,11 +326,25 @@ class FitResult:
     def save(self, path: str | PathLike) -> None:
         """Write the fit to a netCDF file that :func:`lmmhmc.load` reads back.
 
-        See :func:`lmmhmc.io.save`.
+        The file is an ArviZ netCDF file plus the metadata that rebuilds the model (see
+        :mod:`lmmhmc.storage`); :func:`lmmhmc.save` does the same.
         """
-        from .io import save  # io imports this module
-
-        save(self, path)
+        model = self.model
+        weights = model.weights
+        if weights is not None and not isinstance(weights, str):
+            weights = np.asarray(weights, dtype=np.float64)
+        storage.write(self.idata, {
+            "formula": model.formula,
+            "data": model.data,
+            "weights": weights,
+            "na_action": model.na_action,
+            "plan": self.plan,
+            "priors": self.priors,
+            "options": self.options.as_dict(),
+            "timings": self.timings,
+            "gradients": self.gradients,
+            "ml": self.ml,
+        }, path)
 
 
 def compare(results: Mapping[str, FitResult], **kwargs) -> pd.DataFrame:

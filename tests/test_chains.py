@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import lmmhmc
-from lmmhmc.chains import _laplace_start
+from lmmhmc.chains import laplace_start
 from lmmhmc.datasets import load
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
@@ -35,9 +35,9 @@ def test_laplace_start_is_the_inverse_hessian_and_the_exact_gradient():
     precision = m @ m.T + 3 * np.eye(3)
     center = jnp.asarray(rng.normal(size=3))
     z0 = {"a": jnp.array([0.3, -1.0]), "b": jnp.array(2.0)}  # ravelled order: a, b
-    start, got = _laplace_start(_quadratic(precision, center), z0, dense=True)
+    start, got = laplace_start(_quadratic(precision, center), z0, dense=True)
     np.testing.assert_allclose(got, np.linalg.inv(precision), rtol=1e-6)
-    _, diag = _laplace_start(_quadratic(precision, center), z0, dense=False)
+    _, diag = laplace_start(_quadratic(precision, center), z0, dense=False)
     np.testing.assert_allclose(diag, np.diag(np.linalg.inv(precision)), rtol=1e-6)
     # the start NUTS receives: z0, its potential and its gradient A (z0 - c), exactly
     x = np.array([0.3, -1.0, 2.0]) - np.asarray(center)
@@ -51,14 +51,14 @@ def test_laplace_start_is_the_inverse_hessian_and_the_exact_gradient():
 def test_laplace_inverse_mass_regularizes_indefinite_and_non_finite():
     indefinite = np.diag([4.0, -2.0, 1e-12])
     z0 = {"a": jnp.zeros(2), "b": jnp.array(0.0)}
-    got = np.asarray(_laplace_start(_quadratic(indefinite, jnp.zeros(3)), z0, True)[1])
+    got = np.asarray(laplace_start(_quadratic(indefinite, jnp.zeros(3)), z0, True)[1])
     # eigenvalues by absolute value, floored at 1e-6 of the largest
     np.testing.assert_allclose(np.diag(got), [0.25, 0.5, 1 / 4e-6], rtol=1e-4)
 
     def broken(z):
         return jnp.sum(jnp.sqrt(-1.0 - z["a"] ** 2)) + z["b"]  # NaN everywhere
 
-    np.testing.assert_array_equal(_laplace_start(broken, z0, True)[1], np.eye(3))
+    np.testing.assert_array_equal(laplace_start(broken, z0, True)[1], np.eye(3))
 
 
 def test_gradient_counts_and_progress_bar(capsys):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import arviz as az
 import numpy as np
 import numpyro.distributions as dist
@@ -13,7 +11,6 @@ import pytest
 import lmmhmc
 from lmmhmc.datasets import load
 from lmmhmc.errors import LmmhmcError
-from lmmhmc.plan import make_plan
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 # ../shared/data/lme4/SOURCES.md: ML estimates for sleepstudy
@@ -76,42 +73,6 @@ def test_same_seed_same_result_bit_for_bit():
         np.testing.assert_array_equal(pa, pb)
     c = lmmhmc.fit(SLEEP, data, **(kw | {"seed": 4}))
     assert not np.array_equal(a.idata.posterior["Days"].values, c.idata.posterior["Days"].values)
-
-
-def test_plan_choices_and_errors():
-    model = lmmhmc.Model("np.log(TICKS + 1) ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)",
-                         load("grouseticks"))
-    auto = make_plan(model.design)
-    assert auto.marginalized == (0, 1)  # two small terms: the joint kernel is cheap
-    assert make_plan(model.design, "none").marginalized == ()
-    assert make_plan(model.design, ["LOCATION"]).marginalized == (1,)
-    assert make_plan(model.design, ["1 | BROOD"]).marginalized == (0,)
-    with pytest.raises(LmmhmcError, match="no grouping term 'nest'"):
-        make_plan(model.design, ["nest"])
-    assert "marginalized: (1 | BROOD), (1 | LOCATION)" in str(auto)
-
-
-def test_priors_defaults_print_and_override():
-    model = lmmhmc.Model(SLEEP, load("sleepstudy"))
-    text = repr(model.priors)
-    assert re.search(r"^sigma +~ HalfStudentT\(3, ", text, re.M)
-    assert re.search(r"^Subject_corr +~ LKJCholesky\(2, 2\)$", text, re.M)
-    sd_y = model.design.y.std()
-    expected = 2.5 * sd_y / model.design.X[:, 1].std()
-    assert float(model.priors["Days"].scale) == pytest.approx(expected)
-    with pytest.raises(LmmhmcError, match="unknown parameter 'sigmaa'"):
-        model.fit(priors={"sigmaa": dist.Exponential(1.0)})
-    with pytest.raises(LmmhmcError, match=r"LKJCholesky\(2, eta\)"):
-        model.fit(priors={"Subject_corr": dist.LKJCholesky(3, 1.0)})
-    with pytest.raises(LmmhmcError, match="positive support"):
-        model.fit(priors={"sigma": dist.Normal(0.0, 1.0)})
-
-
-def test_prior_override_is_used():
-    """A very tight prior on the Days slope pulls its posterior to the prior mean."""
-    res = lmmhmc.fit(SLEEP, load("sleepstudy"), chains=1, draws=300, warmup=300, progress=False,
-                     priors={"Days": dist.Normal(0.0, 0.01)})
-    assert abs(float(res.idata.posterior["Days"].mean())) < 0.05
 
 
 @pytest.mark.parametrize("bad", [dict(chains=0), dict(draws=-1), dict(target_accept=1.5),

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import multivariate_normal
 
-from lmmhmc.marginal import Affine, nested_order, pair_count, prepare
+from lmmhmc.marginal import Affine, Elimination, nested_order, prepare
+from lmmhmc.plan import pair_count, schur_cost
 
 jax.config.update("jax_enable_x64", True)
 
@@ -22,6 +23,20 @@ class Term:
     index: np.ndarray
     block: np.ndarray
     n_levels: int
+
+
+def form(terms, eliminate="largest", cross=None) -> Elimination:
+    """The elimination of ``prepare``'s former arguments: ``"largest"`` (nested terms all
+    block-diagonally, else the term with the most effects first), a position, or None (one
+    dense joint system); ``cross`` None picks the cheaper Schur update."""
+    if eliminate is None:
+        return Elimination.dense(len(terms))
+    if eliminate == "largest":
+        chain = nested_order(terms)
+        if chain is not None:
+            return Elimination.nested(chain)
+        eliminate = int(np.argmax([t.n_levels * t.block.shape[1] for t in terms]))
+    return Elimination.first(eliminate, len(terms), cross or schur_cost(terms, eliminate)[0])
 
 
 def dense_z(term: Term) -> np.ndarray:
@@ -107,7 +122,7 @@ def test_log_density_and_gram_match_dense(p):
     cov = dense_cov(terms, lams, p["sigma"], w)
     ref = multivariate_normal.logpdf(r, np.zeros(len(r)), cov)
     rr = rng.normal(size=(p["n_obs"], 3))
-    kernel = prepare(terms, w, *p["form"], fixed=rr)
+    kernel = prepare(terms, w, form(terms, *p["form"]), fixed=rr)
     got = float(kernel.log_density(r, p["sigma"], lams))
     assert got == pytest.approx(ref, rel=1e-10, abs=1e-10)
     # the Gram form on several columns: log|Sigma| and R^T Sigma^-1 R
@@ -134,7 +149,7 @@ def test_every_elimination_order_agrees(eliminate, cross):
     lams = [random_lambda(rng, t.block.shape[1], 1.0) for t in terms]
     r = rng.normal(size=80)
     ref = multivariate_normal.logpdf(r, np.zeros(80), dense_cov(terms, lams, 0.7, w))
-    got = float(prepare(terms, w, eliminate, cross).log_density(r, 0.7, lams))
+    got = float(prepare(terms, w, form(terms, eliminate, cross)).log_density(r, 0.7, lams))
     assert got == pytest.approx(ref, rel=1e-10)
 
 
@@ -159,7 +174,7 @@ def test_pair_count_matches_prepared_pairs():
     rng = np.random.default_rng(8)
     terms, _ = random_problem(rng, 70, [(8, 2), (5, 1), (6, 2)], weighted=False)
     for k in range(3):
-        kernel = prepare(terms, eliminate=k, cross="pairs")
+        kernel = prepare(terms, elimination=form(terms, k, "pairs"))
         assert pair_count(terms, k) == kernel.arrays["pair_a"].shape[0]
 
 
@@ -173,7 +188,7 @@ def test_recovery_mean_and_covariance_match_dense(p):
     fixed = rng.normal(size=(p["n_obs"], 2))
     coef = np.array([1.0, -0.5])
     r = fixed @ coef
-    kernel = prepare(terms, w, *p["form"], fixed=fixed)
+    kernel = prepare(terms, w, form(terms, *p["form"]), fixed=fixed)
     resid = Affine(coef) if p["seed"] % 2 else r
     assert_draws_match_dense(kernel, terms, lams, p["sigma"], w, resid, r)
 
@@ -208,14 +223,14 @@ def test_nested_terms_are_eliminated_in_linear_time_and_match_dense():
     fixed = rng.normal(size=(90, 2))
     coef = np.array([1.0, -0.3])
     r = fixed @ coef
-    kernel = prepare(terms, w, fixed=fixed)
+    kernel = prepare(terms, w, form(terms), fixed=fixed)
     assert kernel.static.n_diag == 3 and kernel.static.q2 == 0  # no dense part at all
     ref = multivariate_normal.logpdf(r, np.zeros(90), dense_cov(terms, lams, 0.6, w))
     assert float(kernel.log_density(r, 0.6, lams)) == pytest.approx(ref, rel=1e-10)
     assert float(kernel.log_density(Affine(coef), 0.6, lams)) == pytest.approx(ref, rel=1e-10)
     assert_draws_match_dense(kernel, terms, lams, 0.6, w, Affine(coef), r)
     # gradients agree with the dense joint system's (another factorization, same function)
-    joint = prepare(terms, w, eliminate=None)
+    joint = prepare(terms, w, form(terms, None))
 
     def f(theta, kernel):
         scaled = [lam * theta[k] for k, lam in enumerate(lams)]
@@ -234,7 +249,7 @@ def test_terms_of_one_factor_are_nested_in_each_other():
     terms = [Term(idx, np.ones((60, 1)), 9), Term(idx, x[:, None], 9)]
     lams = [np.array([[0.7]]), np.array([[0.4]])]
     r = rng.normal(size=60)
-    kernel = prepare(terms)
+    kernel = prepare(terms, elimination=form(terms))
     assert kernel.static.n_diag == 2
     ref = multivariate_normal.logpdf(r, np.zeros(60), dense_cov(terms, lams, 0.8, None))
     assert float(kernel.log_density(r, 0.8, lams)) == pytest.approx(ref, rel=1e-10)
@@ -247,9 +262,9 @@ def test_nested_order_detects_chains_only():
     assert nested_order(chain[::-1]) == (2, 1, 0)
     crossed, _ = random_problem(rng, 50, [(8, 1), (5, 1)], weighted=False)
     assert nested_order(crossed) is None
-    assert prepare(crossed).static.n_diag == 1  # falls back to one elimination + Schur
+    assert prepare(crossed, elimination=form(crossed)).static.n_diag == 1  # one + Schur
     with pytest.raises(ValueError, match="nested"):
-        prepare(crossed, eliminate="nested")
+        prepare(crossed, elimination=Elimination.nested((0, 1)))
 
 
 @pytest.mark.parametrize(("eliminate", "cross"), [("largest", "pairs"), (None, None)])
@@ -262,7 +277,7 @@ def test_recovery_monte_carlo(eliminate, cross):
     n_draws = 20000
     keys = jax.random.split(jax.random.key(0), n_draws)
 
-    kernel = prepare(terms, w, eliminate, cross)
+    kernel = prepare(terms, w, form(terms, eliminate, cross))
 
     def one(key):
         k1, k2 = jax.random.split(key)
@@ -298,8 +313,9 @@ def test_gradients_finite_and_match_finite_differences(sds, rho):
     rng = np.random.default_rng(3)
     terms, _ = random_problem(rng, 50, [(7, 2), (5, 1)], weighted=False)
     r = rng.normal(size=50)
-    kernels = [prepare(terms[:1]), prepare(terms, cross="pairs"), prepare(terms, cross="dense"),
-               prepare(terms, eliminate=None)]
+    kernels = [prepare(terms[:1]), prepare(terms, elimination=form(terms, cross="pairs")),
+               prepare(terms, elimination=form(terms, cross="dense")),
+               prepare(terms, elimination=form(terms, None))]
     for kernel in kernels:
 
         def f(theta, kernel=kernel):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import lmmhmc
+from lmmhmc.assembled import profile_kernel
 from lmmhmc.datasets import load
-from lmmhmc.marginal import prepare
-from lmmhmc.ml import _profiled, theta_to_factors
+from lmmhmc.layout import parameter_layout
+from lmmhmc.ml import profiled_deviance, theta_to_factors
 
 # ../shared/data/lme4/SOURCES.md (MixedModels.jl test/pls.jl): ML objectives (-2 log L)
 PUBLISHED_ML = {
@@ -65,9 +66,10 @@ def test_profiled_criterion_matches_dense(reml):
     des = model.design
     terms = list(des.terms)
     theta = np.array([0.8, 0.1, 0.3])
-    kernel = prepare(terms, fixed=np.column_stack([des.X, des.y]))
-    dev, _ = _profiled(kernel, terms, *des.X.shape, jnp.asarray(theta), reml)
-    t = np.asarray(theta_to_factors(jnp.asarray(theta), terms)[0])
+    layout = parameter_layout(des)
+    dev, _ = profiled_deviance(profile_kernel(des), layout, *des.X.shape, jnp.asarray(theta),
+                               reml)
+    t = np.asarray(theta_to_factors(jnp.asarray(theta), layout)[0])
     term = terms[0]
     n, p = des.X.shape
     z = np.zeros((n, term.n_levels * 2))

@@ -13,6 +13,7 @@ from scipy.special import logsumexp
 
 import lmmhmc
 from lmmhmc.errors import LmmhmcError
+from lmmhmc.layout import parameter_layout
 
 PARAMETERS = ["Intercept", "Days", "sigma", "1|Subject_sigma", "Days|Subject_sigma",
               "Subject_corr[1|Subject, Days|Subject]"]
@@ -183,14 +184,21 @@ def test_compare_ranks_fits(sleepstudy_fit) -> None:
     assert table.loc["fit", "elpd_loo"] == pytest.approx(elpd)
 
 
+def _with_model(result, model):
+    """``result`` relabelled with the names of ``model`` (its design and parameter layout)."""
+    assembled = result.assembled
+    structure = dataclasses.replace(assembled.structure, layout=parameter_layout(model.design))
+    assembled = dataclasses.replace(assembled, design=model.design, structure=structure)
+    return dataclasses.replace(result, model=model, assembled=assembled)
+
+
 def test_tables_of_models_without_fixed_or_random_effects(sleepstudy_fit) -> None:
     # only the names in the design matter here: reuse the sleepstudy posterior
     data = sleepstudy_fit.model.data
-    no_fixed = dataclasses.replace(
-        sleepstudy_fit, model=lmmhmc.Model("Reaction ~ 0 + (Days | Subject)", data))
+    no_fixed = _with_model(sleepstudy_fit, lmmhmc.Model("Reaction ~ 0 + (Days | Subject)", data))
     assert no_fixed.fixef().empty
     assert list(no_fixed.fixef().columns) == ["term", "mean", "sd", "hdi_lower", "hdi_upper"]
-    no_random = dataclasses.replace(sleepstudy_fit, model=lmmhmc.Model("Reaction ~ Days", data))
+    no_random = _with_model(sleepstudy_fit, lmmhmc.Model("Reaction ~ Days", data))
     assert no_random.ranef().empty and len(no_random.ranef().columns) == 8
     assert list(no_random.varcorr()["parameter"]) == ["sigma"]
     with pytest.raises(LmmhmcError, match="no random effects to plot"):

@@ -24,7 +24,7 @@ import pandas as pd
 
 from lmmhmc.errors import DataError, did_you_mean
 
-__all__ = ["describe", "list_datasets", "load"]
+__all__ = ["as_factor", "describe", "list_datasets", "load"]
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def load(name: str) -> pd.DataFrame:
     with resources.as_file(resources.files(__name__).joinpath(entry.file)) as path:
         frame = pd.read_csv(path)
     for column in entry.factors:
-        frame[column] = _as_factor(frame[column])
+        frame[column] = as_factor(frame[column])
     return frame
 
 
@@ -160,8 +160,21 @@ def _resolve(name: str) -> str:
     )
 
 
-def _as_factor(values: pd.Series) -> pd.Series:
-    """A column as a categorical with sorted categories; integral floats become integers."""
+def as_factor(values: pd.Series) -> pd.Series:
+    """A column as a categorical with sorted categories; integral floats become integers.
+
+    This is how :func:`load` reads the grouping columns of the bundled data sets (a CSV
+    stores R's factor codes such as subject ``308`` as numbers).
+
+    Parameters
+    ----------
+    values : pandas.Series
+
+    Returns
+    -------
+    pandas.Series
+        Categorical.
+    """
     if pd.api.types.is_float_dtype(values.dtype) and (values.dropna() % 1 == 0).all():
         values = values.astype("Int64")
     return values.astype("category")

@@ -1,0 +1,120 @@
+"""The assembled model: everything a fit derives from the design, the plan and the priors, once.
+
+::
+
+    formula + data -> Design -> Plan -> AssembledModel -> chains -> recovery -> FitResult
+
+:func:`assemble` builds it; it is immutable, and every later stage (the ML start, the starting
+points, the chains, recovery, the ArviZ assembly, ``predict``) takes it instead of re-deriving
+names, kernels or orders. It holds
+
+- the parameter :class:`~lmmhmc.layout.Layout` (every name, shape and coordinate);
+- the marginal kernel of the plan's terms, prepared once in the plan's elimination order, and
+  the kernel of every term that maximum likelihood profiles (the same object when the plan
+  marginalizes every term);
+- the likelihood (:mod:`lmmhmc.likelihood`);
+- the NumPyro model's static :class:`~lmmhmc.numpyro_model.Structure` and its data pytree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+
+from .design import Design
+from .layout import Layout, parameter_layout
+from .likelihood import Gaussian
+from .marginal import MarginalKernel, prepare
+from .numpyro_model import Structure, make_model
+from .plan import Plan, elimination
+from .priors import Priors
+
+__all__ = ["AssembledModel", "assemble", "profile_kernel"]
+
+
+@dataclass(frozen=True, eq=False)
+class AssembledModel:
+    """A model ready to fit (see the module docstring). Build it with :func:`assemble`.
+
+    Attributes
+    ----------
+    design : Design
+    plan : Plan
+    priors : Priors
+    structure : Structure
+        Layout, likelihood and number of observations (the compiled programs' static key).
+    data : dict
+        The NumPyro model's data pytree: ``y``, ``X``, ``w``, per-term ``index`` and ``block``,
+        and ``kernel`` (the plan's marginal kernel, or None).
+    ml_kernel : MarginalKernel
+        Every term, for the profiled likelihood of ML and the conditional modes.
+    """
+
+    design: Design
+    plan: Plan
+    priors: Priors
+    structure: Structure
+    data: dict
+    ml_kernel: MarginalKernel
+
+    @property
+    def layout(self) -> Layout:
+        """The parameter layout."""
+        return self.structure.layout
+
+    @property
+    def likelihood(self) -> Gaussian:
+        """The response distribution."""
+        return self.structure.likelihood
+
+    @property
+    def kernel(self) -> MarginalKernel | None:
+        """The plan's marginal kernel (None when no term is marginalized)."""
+        return self.data["kernel"]
+
+    def numpyro_model(self):
+        """The NumPyro model function ``model(data, priors)``."""
+        return make_model(self.structure)
+
+
+def fixed_columns(design: Design) -> np.ndarray:
+    """The columns ``[X, y]`` whose projections every kernel precomputes."""
+    return np.column_stack([design.X, design.y])
+
+
+def profile_kernel(design: Design, order=None) -> MarginalKernel:
+    """The kernel of every term that ML profiles, with columns ``[X, y]`` precomputed.
+
+    ``order`` is the elimination (:func:`lmmhmc.plan.elimination` of the terms by default).
+    """
+    design.require_terms()
+    order = elimination(design.terms) if order is None else order
+    return prepare(design.terms, design.weights, order, fixed=fixed_columns(design))
+
+
+def assemble(design: Design, plan: Plan, priors: Priors,
+             likelihood: Gaussian | None = None) -> AssembledModel:
+    """Build the :class:`AssembledModel` of ``design`` under ``plan`` and ``priors``."""
+    every = tuple(range(len(design.terms)))
+    if plan.marginalized == every:
+        kernel = ml_kernel = profile_kernel(design, plan.elimination)
+    else:
+        ml_kernel = profile_kernel(design)
+        kernel = None
+        if plan.marginalized:
+            kernel = prepare([design.terms[k] for k in plan.marginalized], design.weights,
+                             plan.elimination, fixed=fixed_columns(design))
+    layout = parameter_layout(design, plan.marginalized)
+    structure = Structure(layout, likelihood or Gaussian(), design.n_obs)
+    w = np.ones(design.n_obs) if design.weights is None else design.weights
+    data = {
+        "y": jnp.asarray(design.y),
+        "X": jnp.asarray(design.X),
+        "w": jnp.asarray(w),
+        "index": tuple(jnp.asarray(t.index) for t in design.terms),
+        "block": tuple(jnp.asarray(t.block) for t in design.terms),
+        "kernel": kernel,
+    }
+    return AssembledModel(design, plan, priors, structure, data, ml_kernel)

@@ -1,0 +1,105 @@
+"""A fit, stage by stage: plan, assemble, start, chains, recovery, ArviZ, FitResult.
+
+::
+
+    Design --make_plan--> Plan --assemble--> AssembledModel --ML start--> starting points
+           --ChainRunner--> draws --recover_all--> random effects, log-likelihood
+           --to_inference_data--> InferenceData --> FitResult
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+
+from .assembled import AssembledModel, assemble
+from .chains import WARMUP_STEPS, ChainRunner, Settings
+from .inference_data import to_inference_data
+from .ml import fit_ml
+from .options import DENSE_MASS_MAX_DIM, LOG_LIK_MAX_CELLS, FitOptions
+from .plan import make_plan
+from .priors import resolve_priors
+from .recovery import lower_recovery, posterior_predictive, recover_all
+from .results import FitResult
+from .runtime import enable_compilation_cache, single_threaded_blas
+from .starts import anchored_priors, ml_init, prior_init, start_shapes
+
+__all__ = ["fit_model"]
+
+
+def fit_model(model, options: FitOptions,
+              priors: Mapping[str, dist.Distribution] | None = None) -> FitResult:
+    """Sample the posterior of ``model`` (a :class:`lmmhmc.Model`) with ``options``."""
+    with single_threaded_blas():
+        enable_compilation_cache()
+        design = model.design
+        plan = make_plan(design, options.marginalize)
+        assembled = assemble(design, plan, resolve_priors(design, priors))
+        return _sample(model, assembled, options)
+
+
+def _resolved(assembled: AssembledModel, options: FitOptions) -> FitOptions:
+    """``options`` with the automatic choices made (dense mass, chain method, log-likelihood)."""
+    o = options
+    dense = o.dense_mass if o.dense_mass is not None else (
+        assembled.plan.sampled_dims <= DENSE_MASS_MAX_DIM)
+    method = o.chain_method
+    if method == "auto":
+        method = "parallel" if jax.local_device_count() >= o.chains > 1 else "sequential"
+    loglik = o.log_likelihood if o.log_likelihood is not None else (
+        o.chains * o.draws * assembled.design.n_obs <= LOG_LIK_MAX_CELLS)
+    return o.replace(dense_mass=bool(dense), chain_method=method, log_likelihood=bool(loglik))
+
+
+def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
+    o = _resolved(assembled, options)
+    runner = ChainRunner(assembled.structure, Settings(
+        warmup=o.warmup, draws=o.draws, target_accept=float(o.target_accept),
+        dense_mass=o.dense_mass, max_tree_depth=o.max_tree_depth, progress=bool(o.progress)),
+        parallel=o.chain_method == "parallel")
+    key_mcmc, key_init, key_recover, key_pp = jax.random.split(jax.random.key(o.seed), 4)
+    keys = jax.random.split(key_recover, o.chains * o.draws)
+    shaped = anchored_priors(assembled, None) if o.init == "ml" else dict(assembled.priors)
+    start = start_shapes(assembled, shaped)
+    lowered = [*runner.lower(assembled.data, shaped, start, key_mcmc),
+               lower_recovery(assembled, shaped, start, keys, o.log_likelihood)]
+    timings: dict[str, float] = {}
+    # A background thread compiles the chain programs (while the ML start runs) and then the
+    # recovery (while the chains run); the calls below find them in JAX's cache. (Tracing
+    # stays on this thread: NumPyro's effect handlers are not thread-safe.)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        compiled = [pool.submit(low.compile) for low in lowered]
+        t0 = time.perf_counter()
+        ml = None
+        if o.init == "ml":
+            ml = fit_ml(assembled.design, starts=1, kernel=assembled.ml_kernel)
+            priors = anchored_priors(assembled, ml)
+            init = ml_init(assembled, priors, ml, o.chains, key_init)
+        else:
+            priors = shaped
+            init = prior_init(assembled, priors, o.chains, key_init)
+        timings["init"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for job in compiled[:-1]:
+            job.result()
+        samples, stats = runner.run(assembled.data, priors, init, key_mcmc)
+        timings["sampling"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        compiled[-1].result()
+    gradients = {"warmup": int(np.sum(stats.pop(WARMUP_STEPS))),
+                 "sampling": int(np.sum(stats["num_steps"]))}
+    n_draws = o.chains * o.draws
+    flat = jax.tree.map(lambda a: jnp.asarray(a.reshape((n_draws,) + a.shape[2:])), samples)
+    effects, loglik = jax.block_until_ready(recover_all(assembled, flat, keys, o.log_likelihood))
+    timings["recovery"] = time.perf_counter() - t0
+    yrep = posterior_predictive(assembled, flat, effects, key_pp) if o.posterior_predictive \
+        else None
+    idata = to_inference_data(assembled, samples, effects, loglik, yrep, stats)
+    return FitResult(idata=idata, model=model, assembled=assembled, options=o,
+                     timings=timings, gradients=gradients, ml=ml)

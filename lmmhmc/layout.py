@@ -1,0 +1,202 @@
+"""The parameter layout: every parameter's name, shape and coordinates, spelled in one place.
+
+Names follow bambi (see DESIGN.md §6)::
+
+    fixed effects          the design's column names: "Intercept", "Days", "cond[T.b]"
+    residual sd            "sigma"
+    random-effect sds      "<column>_sigma", e.g. "1|Subject_sigma", "Days|Subject_sigma"
+    correlations           "<factor>_corr" (made unique when a factor has several correlated
+                           terms), its pairs along "<factor>_corr_dim"
+    random effects         "<column>", e.g. "1|Subject", along "<factor>__factor_dim"
+    non-centered offsets   "<term text>_offset" (sampled terms only; not in the posterior)
+
+A correlated term's correlations are stored as the strict lower triangle of its correlation
+matrix, row by row (:meth:`TermLayout.pairs`); lme4's relative covariance factors ``T_k`` are
+read from the flat ``theta`` vector in lme4's order (:meth:`TermLayout.theta_entries`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SIGMA", "Layout", "TermLayout", "parameter_layout"]
+
+#: Name of the residual standard deviation.
+SIGMA = "sigma"
+
+
+@dataclass(frozen=True)
+class TermLayout:
+    """Names and shapes of one grouping term's parameters.
+
+    Attributes
+    ----------
+    text : str
+        The term as written, e.g. ``"Days | Subject"``.
+    factor : str
+        The grouping factor.
+    columns : tuple of str
+        The random-effect variables, one per column (``"1|Subject"``, ``"Days|Subject"``).
+    n_levels : int
+        Levels of the grouping factor.
+    correlated : bool
+        Whether the term has a correlation parameter.
+    corr : str or None
+        Name of the correlation parameter.
+    marginalized : bool
+        Integrated out (True) or sampled non-centered (False).
+    """
+
+    text: str
+    factor: str
+    columns: tuple[str, ...]
+    n_levels: int
+    correlated: bool
+    corr: str | None
+    marginalized: bool = True
+
+    @property
+    def d(self) -> int:
+        """Random effects per level."""
+        return len(self.columns)
+
+    @property
+    def sds(self) -> tuple[str, ...]:
+        """Names of the standard deviations, one per column."""
+        return tuple(f"{c}_sigma" for c in self.columns)
+
+    @property
+    def offset(self) -> str:
+        """Name of the standard-normal site of a sampled (non-centered) term."""
+        return f"{self.text}_offset"
+
+    @property
+    def level_dim(self) -> str:
+        """Dimension of the random effects' levels in the posterior."""
+        return f"{self.factor}__factor_dim"
+
+    @property
+    def corr_dim(self) -> str:
+        """Dimension of the correlation pairs in the posterior."""
+        return f"{self.corr}_dim"
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and columns of the correlation pairs: the strict lower triangle, row by row."""
+        return np.tril_indices(self.d, -1)
+
+    def pair_labels(self) -> list[str]:
+        """``"<column j>, <column i>"`` for each pair ``(i, j)`` of :meth:`pairs`."""
+        rows, cols = self.pairs()
+        return [f"{self.columns[j]}, {self.columns[i]}" for i, j in zip(rows, cols, strict=True)]
+
+    def pair_names(self) -> list[str]:
+        """Row names of the correlations in :func:`arviz.summary`: ``"corr[a, b]"``."""
+        return [f"{self.corr}[{label}]" for label in self.pair_labels()]
+
+    def theta_entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and columns in ``T_k`` of the term's ``theta`` entries, in lme4's order.
+
+        Correlated terms: the lower triangle column by column; uncorrelated: the diagonal.
+        """
+        if self.correlated:
+            cols, rows = np.triu_indices(self.d)
+            return rows, cols
+        return np.arange(self.d), np.arange(self.d)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every parameter of a model (hashable: part of a compiled program's cache key).
+
+    Attributes
+    ----------
+    fixed : tuple of str
+        Fixed-effect names (design column order).
+    terms : tuple of TermLayout
+        One per grouping term, in formula order.
+    """
+
+    fixed: tuple[str, ...]
+    terms: tuple[TermLayout, ...]
+
+    @property
+    def sigma(self) -> str:
+        """Name of the residual standard deviation."""
+        return SIGMA
+
+    @property
+    def marginalized(self) -> tuple[int, ...]:
+        """Positions of the integrated-out terms."""
+        return tuple(k for k, t in enumerate(self.terms) if t.marginalized)
+
+    @property
+    def sampled(self) -> tuple[int, ...]:
+        """Positions of the terms sampled non-centered."""
+        return tuple(k for k, t in enumerate(self.terms) if not t.marginalized)
+
+    def sd_names(self) -> list[str]:
+        """Every random-effect standard deviation, term by term."""
+        return [name for t in self.terms for name in t.sds]
+
+    def scale_names(self) -> list[str]:
+        """``sigma`` and every random-effect standard deviation."""
+        return [SIGMA, *self.sd_names()]
+
+    def effect_names(self) -> list[str]:
+        """Every random-effect variable (one per term column)."""
+        return [c for t in self.terms for c in t.columns]
+
+    def corr_names(self) -> list[str]:
+        """The correlation parameters."""
+        return [t.corr for t in self.terms if t.correlated]
+
+    def site_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every sampled site, by name, in sampling order."""
+        shapes: dict[str, tuple[int, ...]] = dict.fromkeys([*self.fixed, SIGMA], ())
+        for t in self.terms:
+            shapes.update(dict.fromkeys(t.sds, ()))
+            if t.correlated:
+                shapes[t.corr] = (t.d, t.d)
+            if not t.marginalized:
+                shapes[t.offset] = (t.n_levels, t.d)
+        return shapes
+
+    def n_theta(self) -> int:
+        """Length of lme4's ``theta`` vector."""
+        return sum(len(t.theta_entries()[0]) for t in self.terms)
+
+
+def parameter_layout(design, marginalized: tuple[int, ...] | None = None) -> Layout:
+    """The layout of ``design``'s parameters.
+
+    Parameters
+    ----------
+    design : Design
+    marginalized : tuple of int, optional
+        Positions of the integrated-out terms (every term when omitted).
+    """
+    every = range(len(design.terms))
+    marginalized = tuple(every) if marginalized is None else tuple(marginalized)
+    terms = tuple(
+        TermLayout(
+            text=t.text,
+            factor=t.factor,
+            columns=tuple(t.columns),
+            n_levels=t.n_levels,
+            correlated=t.correlated,
+            corr=_corr_name(design.terms, k) if t.correlated else None,
+            marginalized=k in marginalized,
+        )
+        for k, t in enumerate(design.terms)
+    )
+    return Layout(tuple(design.x_names), terms)
+
+
+def _corr_name(terms, k: int) -> str:
+    """``"<factor>_corr"`` of term ``k``, numbered when a factor has several correlated terms."""
+    term = terms[k]
+    same = [j for j, t in enumerate(terms) if t.factor == term.factor and t.correlated]
+    suffix = "" if len(same) <= 1 else f"_{same.index(k) + 1}"
+    return f"{term.factor}_corr{suffix}"

@@ -1,0 +1,109 @@
+"""FitOptions: the sampler's options and their defaults, in one place.
+
+:func:`lmmhmc.fit`, :meth:`lmmhmc.Model.fit`, the command line and the documentation read the
+defaults from :data:`DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from .errors import LmmhmcError
+
+__all__ = ["DEFAULTS", "FitOptions"]
+
+#: ``chain_method`` values.
+CHAIN_METHODS = ("auto", "parallel", "sequential")
+#: ``init`` values.
+INITS = ("ml", "prior")
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How a model is fitted.
+
+    Attributes
+    ----------
+    marginalize : "auto", "all", "none" or sequence of str
+        Grouping terms to integrate out (see :func:`lmmhmc.plan.make_plan`).
+    chains, draws, warmup : int
+        Markov chains, draws per chain kept after warm-up, warm-up iterations per chain.
+    seed : int
+        Seed of every random choice of the fit (chains, starting points, recovery).
+    target_accept : float
+        NUTS target acceptance probability, in (0, 1).
+    progress : bool
+        Show progress bars.
+    init : {"ml", "prior"}
+        Start the chains near the maximum-likelihood estimate (and sample the sds on a scale
+        anchored at it, see :mod:`lmmhmc.reparam`), or at draws from the prior.
+    dense_mass : bool or None
+        Adapt a dense mass matrix; None: dense up to :data:`DENSE_MASS_MAX_DIM` sampled
+        dimensions, diagonal above.
+    max_tree_depth : int
+        NUTS maximum tree depth.
+    chain_method : {"auto", "parallel", "sequential"}
+        ``"parallel"`` runs the chains side by side on as many JAX devices; ``"auto"`` does when
+        there are enough devices.
+    log_likelihood : bool or None
+        Store the pointwise log-likelihood (for LOO); None: when draws x observations is at
+        most :data:`LOG_LIK_MAX_CELLS`.
+    posterior_predictive : bool
+        Store replicated responses, one per draw.
+    """
+
+    marginalize: str | tuple[str, ...] = "auto"
+    chains: int = 4
+    draws: int = 1000
+    warmup: int = 1000
+    seed: int = 0
+    target_accept: float = 0.8
+    progress: bool = True
+    init: str = "ml"
+    dense_mass: bool | None = None
+    max_tree_depth: int = 10
+    chain_method: str = "auto"
+    log_likelihood: bool | None = None
+    posterior_predictive: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.marginalize, str):
+            if not isinstance(self.marginalize, Sequence):
+                raise LmmhmcError("marginalize must be 'auto', 'all', 'none' or a list of terms, "
+                                  f"got {self.marginalize!r}")
+            object.__setattr__(self, "marginalize", tuple(self.marginalize))
+        for name, low in (("chains", 1), ("draws", 1), ("warmup", 0), ("max_tree_depth", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise LmmhmcError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.seed, int | np.integer):
+            raise LmmhmcError(f"seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.target_accept, float | int) or not 0.0 < self.target_accept < 1.0:
+            raise LmmhmcError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
+        _one_of("init", self.init, INITS)
+        _one_of("chain_method", self.chain_method, CHAIN_METHODS)
+
+    def replace(self, **changes) -> FitOptions:
+        """A copy with ``changes`` applied (and checked)."""
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        """The options as a plain dict."""
+        return asdict(self)
+
+
+def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise LmmhmcError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
+                          f"got {value!r}")
+
+
+#: The defaults.
+DEFAULTS = FitOptions()
+#: Sampled dimension up to which a dense mass matrix is adapted (``dense_mass=None``).
+DENSE_MASS_MAX_DIM = 60
+#: Largest ``draws x observations`` for which the pointwise log-likelihood is stored by default.
+LOG_LIK_MAX_CELLS = 5e7

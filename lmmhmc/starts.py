@@ -1,0 +1,119 @@
+"""Where the chains start: near the maximum-likelihood estimate, or at draws from the prior.
+
+With ``init="ml"`` every standard deviation is sampled on a softplus scale anchored at its ML
+estimate (:mod:`lmmhmc.reparam`); the chains start at the estimate (the sds off the boundary
+0), with the sampled terms' offsets at the random effects' conditional means, jittered per
+chain.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer import init_to_sample
+from numpyro.infer.util import initialize_model, unconstrain_fn
+
+from .assembled import AssembledModel
+from .marginal import Affine
+from .ml import MLResult
+from .numpyro_model import factors
+from .reparam import anchor_priors, starts
+
+__all__ = ["anchored_priors", "ml_init", "ml_sds", "prior_init", "start_shapes"]
+
+#: Jitter (on the unconstrained scale) of the starting points of parameters without a
+#: standard error.
+JITTER = 0.1
+#: Shrinkage of an ML correlation matrix towards the identity at the start (keeps it inside).
+CORR_SHRINK = 0.8
+
+
+def ml_sds(assembled: AssembledModel, ml: MLResult) -> dict[str, float]:
+    """ML estimate of every random-effect standard deviation, by parameter name."""
+    out = {}
+    for t, lam in zip(assembled.layout.terms, ml.factors, strict=True):
+        sd = np.sqrt(np.diag(lam @ lam.T))
+        out.update({name: float(s) for name, s in zip(t.sds, sd, strict=True)})
+    return out
+
+
+def anchored_priors(assembled: AssembledModel, ml: MLResult | None) -> dict:
+    """The priors as the sampler sees them: every sd anchored at its ML estimate, or, without
+    an ML fit, anchored at 1 (the shapes and types of the compiled program's arguments)."""
+    priors = dict(assembled.priors)
+    if ml is None:
+        return anchor_priors(priors, dict.fromkeys(assembled.layout.sd_names(), 1.0), 1.0)
+    return anchor_priors(priors, ml_sds(assembled, ml), ml.sigma)
+
+
+def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
+    """The ML estimate as constrained parameters (sds off 0, correlations shrunk inwards,
+    sampled terms' offsets at the random effects' conditional means)."""
+    layout = assembled.layout
+    params = {name: jnp.asarray(ml.beta[name]) for name in layout.fixed}
+    params[layout.sigma] = jnp.asarray(ml.sigma)
+    start = starts(ml_sds(assembled, ml), ml.sigma)  # the sds, off the boundary 0
+    for t, lam in zip(layout.terms, ml.factors, strict=True):
+        params.update({name: jnp.asarray(start[name]) for name in t.sds})
+        if t.correlated:
+            g = lam @ lam.T
+            sd = np.sqrt(np.diag(g))
+            with np.errstate(invalid="ignore", divide="ignore"):  # an sd of 0 at the boundary
+                corr = np.nan_to_num(g / np.outer(sd, sd))
+            np.fill_diagonal(corr, 1.0)
+            params[t.corr] = jnp.asarray(
+                np.linalg.cholesky(CORR_SHRINK * corr + (1 - CORR_SHRINK) * np.eye(t.d)))
+    if layout.sampled:
+        lams = factors(layout, params)
+        modes = conditional_modes(assembled, ml)
+        for k in layout.sampled:
+            params[layout.terms[k].offset] = jnp.asarray(np.linalg.solve(lams[k], modes[k].T).T)
+    return params
+
+
+def conditional_modes(assembled: AssembledModel, ml: MLResult) -> list[np.ndarray]:
+    """Conditional means of every term's random effects at the ML estimate."""
+    kernel = assembled.ml_kernel
+    coef = np.concatenate([-np.asarray(ml.beta.values), np.ones(1)])  # r = [X, y] coef
+    zeros = [np.zeros(s) for s in kernel.noise_shapes()]
+    modes = jax.jit(lambda k, c, *a: k.draw(Affine(c), *a))(kernel, coef, ml.sigma,
+                                                            ml.factors, zeros)
+    return [np.asarray(u) for u in modes]
+
+
+def ml_init(assembled: AssembledModel, priors: dict, ml: MLResult, chains: int,
+            key: jax.Array) -> dict:
+    """Unconstrained starting points near the ML estimate, jittered per chain (by the fixed
+    effects' standard errors, :data:`JITTER` for the rest)."""
+    model = assembled.numpyro_model()
+    params = _ml_params(assembled, ml)
+    unconstrained = jax.jit(lambda a, p: unconstrain_fn(model, a, {}, p))(
+        (assembled.data, priors), params)
+    scale = {name: float(ml.se[name]) for name in assembled.layout.fixed}
+    keys = jax.random.split(key, len(unconstrained))
+    out = {}
+    for kk, (name, value) in zip(keys, sorted(unconstrained.items()), strict=True):
+        noise = jax.random.normal(kk, (chains,) + jnp.shape(value))
+        out[name] = value + scale.get(name, JITTER) * noise
+    return out
+
+
+def prior_init(assembled: AssembledModel, priors: dict, chains: int, key: jax.Array) -> dict:
+    """Unconstrained starting points drawn from the prior, one per chain."""
+    model = assembled.numpyro_model()
+    points = []
+    for kk in jax.random.split(key, chains):
+        info, *_ = initialize_model(kk, model, init_strategy=init_to_sample,
+                                    model_args=(assembled.data, priors))
+        points.append(info.z)
+    return jax.tree.map(lambda *a: jnp.stack(a), *points)
+
+
+def start_shapes(assembled: AssembledModel, priors: dict) -> dict:
+    """Shapes of one chain's unconstrained starting point (``jax.ShapeDtypeStruct`` by site)."""
+    params = {name: jax.ShapeDtypeStruct(shape, jnp.float64)
+              for name, shape in assembled.layout.site_shapes().items()}
+    model = assembled.numpyro_model()
+    return jax.eval_shape(lambda p: unconstrain_fn(model, (assembled.data, priors), {}, p),
+                          params)

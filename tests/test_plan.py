@@ -1,0 +1,44 @@
+"""The planner: which terms are marginalized, and how their kernel is factored."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import simulate_crossed
+
+import lmmhmc
+from lmmhmc.datasets import load
+from lmmhmc.errors import LmmhmcError
+from lmmhmc.marginal import Elimination, prepare
+from lmmhmc.plan import elimination, gradient_cost, make_plan
+
+
+def test_plan_choices_and_errors():
+    model = lmmhmc.Model("np.log(TICKS + 1) ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)",
+                         load("grouseticks"))
+    auto = make_plan(model.design)
+    assert auto.marginalized == (0, 1)  # two small terms: the joint kernel is cheap
+    assert make_plan(model.design, "none").marginalized == ()
+    assert make_plan(model.design, ["LOCATION"]).marginalized == (1,)
+    assert make_plan(model.design, ["1 | BROOD"]).marginalized == (0,)
+    with pytest.raises(LmmhmcError, match="no grouping term 'nest'"):
+        make_plan(model.design, ["nest"])
+    assert "marginalized: (1 | BROOD), (1 | LOCATION)" in str(auto)
+
+
+def test_the_plan_chooses_the_elimination_and_the_kernel_follows_it():
+    """Nested terms: all block-diagonal, finest first; crossed terms: the term with the most
+    effects first, then the Schur complement; the prepared kernel uses the given order."""
+    nested = lmmhmc.Model("np.log(TICKS + 1) ~ YEAR + (1 | LOCATION) + (1 | BROOD)",
+                          load("grouseticks")).design
+    order = elimination(nested.terms)
+    assert order.n_diag == 2 and order.order == (1, 0)  # BROOD (118 levels) within LOCATION
+    crossed = lmmhmc.Model("y ~ cond + (1 | subj) + (1 | item)", simulate_crossed()).design
+    order = elimination(crossed.terms)
+    assert order.n_diag == 1 and order.order == (0, 1)  # 20 subjects before 15 items
+    plan = make_plan(crossed, "all")
+    assert plan.elimination == order
+    assert gradient_cost(crossed, (0, 1)) == (plan.flops, order)
+    kernel = prepare(crossed.terms, None, Elimination.first(1, 2, "pairs"))
+    assert kernel.static.order == (1, 0) and kernel.static.cross == "pairs"
+    with pytest.raises(ValueError, match="elimination order"):
+        prepare(crossed.terms)
