@@ -26,14 +26,22 @@ e.g. another package's code). ``tests/test_docs.py`` runs the same blocks, with 
 rules (it imports :func:`code_blocks` from here), so the examples cannot rot.
 
 The sampler is seeded, so a rerun on the same machine and versions reproduces the outputs;
-other platforms may differ in the last digits of the MCMC summaries.
+other platforms may differ in the last digits of the MCMC summaries. ``tests/test_docs.py``
+compares what every block prints now with the committed file (:func:`stale_outputs`), up to
+the few parts that change from run to run by nature (:data:`VARYING`), so the shown outputs
+cannot go stale. Seeded MCMC output repeats only with the same CPU and package versions, which
+``docs/generated/platform.json`` records when the outputs are written: on another platform the
+comparison ignores the numbers (:func:`mask_numbers`) and checks everything else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
+import json
 import os
+import platform
 import re
 import shutil
 import sys
@@ -45,10 +53,20 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 IMG = DOCS / "img"
+#: Where the platform that wrote the outputs is recorded (:func:`platform_fingerprint`).
+PLATFORM = DOCS / "generated" / "platform.json"
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 SKIP = "<!-- skip -->"
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*?)[ \t]*$")
 _SNIPPET = re.compile(r'^--8<--\s+"(?P<path>docs/generated/[^"]+)"$')
+
+#: Printed parts that differ between two runs of the same code by nature, with what
+#: :func:`normalise` replaces them by before outputs are compared: ArviZ stamps the time an
+#: InferenceData was created (``print(res.idata.posterior)`` shows it).
+VARYING = [
+    (re.compile(r"^(?P<lead>\s*created_at:\s+)\S+$", re.MULTILINE), r"\g<lead><timestamp>"),
+]
 
 
 @dataclass(frozen=True)
@@ -134,14 +152,80 @@ def run_page(page: Path, workdir: Path, capture: bool = True) -> dict[str, str]:
         for block in runnable(page):
             code = compile(block.code, f"{page.name}:{block.line}", "exec")
             buffer = io.StringIO()
-            with contextlib.redirect_stdout(buffer) if capture else contextlib.nullcontext():
-                exec(code, namespace)  # noqa: S102  (the documentation's own examples)
+            try:
+                with contextlib.redirect_stdout(buffer) if capture else contextlib.nullcontext():
+                    exec(code, namespace)  # noqa: S102  (the documentation's own examples)
+            except BaseException:
+                sys.stdout.write(buffer.getvalue())  # what the failing block printed
+                raise
             if block.output:
                 outputs[block.output] = buffer.getvalue().rstrip() + "\n"
     finally:
         os.chdir(cwd)
         plt.close("all")
     return outputs
+
+
+def normalise(text: str) -> str:
+    """``text`` with the parts that vary between runs (:data:`VARYING`) replaced."""
+    for pattern, replacement in VARYING:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def platform_fingerprint() -> dict[str, str]:
+    """The CPU and the package versions that seeded MCMC output depends on."""
+    from importlib import metadata
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, **{name: metadata.version(name)
+                           for name in ("jax", "jaxlib", "numpyro", "numpy", "arviz")}}
+
+
+def mask_numbers(text: str) -> str:
+    """``text`` with every number replaced by ``#`` and runs of spaces collapsed (table columns
+    widen with their numbers)."""
+    return re.sub(r" +", " ", _NUMBER.sub("#", text))
+
+
+def stale_outputs(outputs: dict[str, str], exact: bool | None = None) -> dict[str, str]:
+    """The outputs of :func:`run_page` that differ from the committed files, as diffs.
+
+    Parameters
+    ----------
+    outputs : dict
+        Printed output by target file (relative to the repository root).
+    exact : bool, optional
+        Compare the numbers too; by default when this platform is the one recorded in
+        :data:`PLATFORM` (elsewhere seeded MCMC draws differ), else compare with the numbers
+        masked (:func:`mask_numbers`).
+
+    Returns
+    -------
+    dict
+        By target: a unified diff from the committed file to the output now (both
+        normalised, see :func:`normalise`); a missing file differs from any output. Empty when
+        every committed file is up to date.
+    """
+    if exact is None:
+        recorded = json.loads(PLATFORM.read_text()) if PLATFORM.is_file() else None
+        exact = recorded == platform_fingerprint()
+    stale = {}
+    for target, text in outputs.items():
+        path = ROOT / target
+        committed = path.read_text(encoding="utf-8") if path.is_file() else ""
+        old, new = normalise(committed), normalise(text)
+        if not exact:
+            old, new = mask_numbers(old), mask_numbers(new)
+        if old != new:
+            stale[target] = "".join(difflib.unified_diff(
+                old.splitlines(keepends=True), new.splitlines(keepends=True),
+                fromfile=f"{target} (committed)", tofile=f"{target} (printed now)"))
+    return stale
 
 
 def generated_pages() -> list[Path]:
@@ -167,6 +251,7 @@ def main(argv: list[str]) -> int:
             path.write_text(text, encoding="utf-8")
         print(f"{page.name}: {len(outputs)} outputs, {len(figures)} figures "
               f"({time.perf_counter() - t0:.0f} s)")
+    PLATFORM.write_text(json.dumps(platform_fingerprint(), indent=2) + "\n", encoding="utf-8")
     return 0
 
 

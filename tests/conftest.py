@@ -5,6 +5,12 @@ once per test run. The settings are those of :data:`FIT_SETTINGS`, which the com
 also use, so that their fits reuse the compiled programs. JAX's persistent compilation cache
 points to a temporary folder for the test session, so the tests neither read nor fill the
 user's cache.
+
+The property tests (Hypothesis) run under the profile ``"lmmhmc"``: derandomized, so every run
+tries the same examples (no example database is read or written), with no deadline (the first
+example of a test may compile) and printing the reproduction blob of a failure. A test's own
+``@settings(max_examples=...)`` overrides the profile's 100 examples;
+``--hypothesis-profile=default`` brings back Hypothesis's random exploration.
 """
 
 from __future__ import annotations
@@ -15,11 +21,18 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import settings
 
 import lmmhmc
 
 _JAX_CACHE = tempfile.TemporaryDirectory(prefix="lmmhmc-test-jax-cache-")
 jax.config.update("jax_compilation_cache_dir", _JAX_CACHE.name)
+
+#: Reproducible property tests: the same examples on every run (see the module docstring).
+#: Loaded here, before the test modules are imported, so that their ``@settings`` inherit it.
+settings.register_profile("lmmhmc", derandomize=True, max_examples=100, deadline=None,
+                          print_blob=True)
+settings.load_profile("lmmhmc")
 
 #: Small, fast sampler settings (the command-line tests pass the same ones).
 FIT_SETTINGS = {"chains": 2, "draws": 200, "warmup": 200, "progress": False}

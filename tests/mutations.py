@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Test files run first, so that ``-x`` stops early on the quick model-definition checks.
-FIRST = ["tests/test_reference_density.py", "tests/test_marginal.py", "tests/test_ml.py",
+FIRST = ["tests/test_numpyro_model.py", "tests/test_marginal.py", "tests/test_ml.py",
          "tests/test_ml_reference.py"]
 
 

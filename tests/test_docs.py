@@ -5,7 +5,9 @@ Every ```python block of every page in ``docs/`` runs, page by page, in one name
 ``docs/make_figures.py`` (which generates the figures and printed outputs the pages show): a
 block preceded by ``<!-- skip -->`` is illustrative and not run. The examples use small
 sampler settings (2 chains x 200 draws, those of ``tests/conftest.py``), so the pages share
-one compiled sampler with each other and with the other tests.
+one compiled sampler with each other and with the other tests. What a block prints must be what
+the page shows: the committed ``docs/generated/`` file its next text block includes (up to the
+parts that vary between runs by nature, ``make_figures.VARYING``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,33 @@ _SNIPPET = re.compile(r'--8<--\s+"(docs/generated/[^"]+)"')
 @pytest.mark.filterwarnings("ignore:.*missing values.*dropped:UserWarning")  # formula.md shows it
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_page_examples_run(page: Path, tmp_path: Path) -> None:
-    make_figures.run_page(page, tmp_path, capture=False)
+    outputs = make_figures.run_page(page, tmp_path, capture=True)
+    stale = make_figures.stale_outputs(outputs)
+    assert not stale, (
+        f"{len(stale)} printed output(s) of {page.name} differ from the committed files; "
+        f"run python docs/make_figures.py {page.name} (seeded MCMC output is reproducible only "
+        "with the same CPU and package versions)\n" + "\n".join(stale.values()))
+
+
+def test_stale_outputs_show_a_diff_and_ignore_only_the_timestamp() -> None:
+    target = "docs/generated/getting-started/idata.txt"
+    committed = (ROOT / target).read_text(encoding="utf-8")
+    assert make_figures.stale_outputs({target: committed}, exact=True) == {}
+    stamped = re.sub(r"created_at:\s+\S+", "created_at:     2031-01-01T00:00:00.5+00:00", committed)
+    assert stamped != committed  # the file shows a time stamp ...
+    assert make_figures.stale_outputs({target: stamped}, exact=True) == {}  # ... may differ
+    changed = committed.replace("arviz_version:  ", "arviz_version:  9")
+    assert changed != committed
+    diff = make_figures.stale_outputs({target: changed}, exact=True)[target]
+    assert "-    arviz_version:  0" in diff and "+    arviz_version:  90" in diff
+    # on another platform the numbers are masked, the rest is still compared
+    assert make_figures.stale_outputs({target: changed}, exact=False) == {}
+    renamed = committed.replace("Dimensions", "Dims", 1)
+    assert make_figures.stale_outputs({target: renamed}, exact=False)
+    assert make_figures.normalise("x created_at: 1\n") == "x created_at: 1\n"  # narrow
+    missing = "docs/generated/no-such-page/out.txt"
+    assert make_figures.stale_outputs({missing: "1\n"}, exact=True)[missing].endswith("+1\n")
+    assert make_figures.mask_numbers("a  1.5e-3   -2 x1") == "a # # x#"
 
 
 def test_code_block_parser() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmmhmc.errors import FormulaError
@@ -136,3 +136,24 @@ def test_any_mix_of_terms_round_trips(fixed, bars, order) -> None:
         BarTerm(lhs, g, corr, f"{lhs} {'|' if corr else '||'} {g}") for lhs, g, corr in bars
     ]
     assert sorted(p.bars, key=repr) == sorted(expected, key=repr)
+
+
+def test_property_tests_are_reproducible(request: pytest.FixtureRequest) -> None:
+    """The profile of tests/conftest.py: the same examples on every run, no deadline."""
+    chosen = request.config.getoption("hypothesis_profile", None)
+    if chosen not in (None, "lmmhmc"):
+        pytest.skip(f"--hypothesis-profile={chosen} replaces the reproducible profile")
+    assert settings.default.derandomize and settings.default.print_blob
+    assert settings.default.deadline is None and settings.default.database is None
+    seen: list[list[int]] = [[], []]
+    run = [0]
+
+    @given(st.lists(st.integers(), max_size=5))
+    def record(xs: list[int]) -> None:
+        seen[run[0]].append(xs)
+
+    record()
+    run[0] = 1
+    record()
+    # a random profile would almost surely try other lists in a second run
+    assert len(seen[0]) == settings.default.max_examples and seen[0] == seen[1]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
+import lmmhmc
 from lmmhmc.errors import DataError, LmmhmcError
 from lmmhmc.predict import draw_indices
 
@@ -156,3 +158,164 @@ def test_bad_arguments(sleepstudy_fit) -> None:
         sleepstudy_fit.predict(new_levels="gaussian")
     with pytest.raises(DataError, match="column 'Days' not found in new data"):
         sleepstudy_fit.predict(pd.DataFrame({"Subject": ["308"]}))
+
+
+def _standard_normal_pvalue(z: np.ndarray) -> float:
+    """Kolmogorov-Smirnov p-value of ``z`` (all entries) against N(0, 1)."""
+    return stats.kstest(np.ravel(z), "norm").pvalue
+
+
+def test_sampled_new_levels_of_crossed_factors(crossed_fit) -> None:
+    """Each crossed term draws its own new levels, from its own sd, once per new level."""
+    u_subj, u_item = _flat(crossed_fit, "1|subj"), _flat(crossed_fit, "1|item")
+    v_subj = _flat(crossed_fit, "1|subj_sigma") ** 2
+    v_item = _flat(crossed_fit, "1|item_sigma") ** 2
+    n_a, n_b = 1500, 300
+    rng = np.random.default_rng(11)
+    a = pd.DataFrame({"subj": [f"a_s{i}" for i in range(n_a)],  # new subject, new item
+                      "item": [f"a_i{i}" for i in range(n_a)]})
+    b = pd.DataFrame({"subj": np.repeat([f"b_s{i}" for i in range(n_b)], 2),  # new subject twice,
+                      "item": np.tile(["i03", "i07"], n_b)})                   # with seen items
+    c = pd.DataFrame({"subj": np.repeat([f"c_s{i}" for i in range(n_b)], 2),  # new subject twice,
+                      "item": [f"c_i{i}" for i in range(2 * n_b)]})          # with new items
+    d = pd.DataFrame({"subj": ["s01", "s02"], "item": ["d_new", "d_new"]})  # a new item, twice
+    new = pd.concat([a, b, c, d], ignore_index=True)
+    new = new.assign(x=rng.normal(2.0, 1.0, len(new)), cond=np.where(np.arange(len(new)) % 2,
+                                                                      "a", "b"))
+    effect = (crossed_fit.predict(new, new_levels="sample", seed=12)
+              - crossed_fit.predict(new, include_random=False))
+    ea, eb = effect[:, :n_a], effect[:, n_a:n_a + 2 * n_b]
+    ec, ed = effect[:, n_a + 2 * n_b:-2], effect[:, -2:]
+
+    # (a) new subject and new item: N(0, s_subj^2 + s_item^2) of the draw. Per draw s,
+    # q_s = sum_rows e^2 / v_s is chi2 with 1500 degrees of freedom, independently over the
+    # 400 draws: a KS test of the 400 q_s (a p-value below 1e-4 has probability 1e-4 if the
+    # effects are right) and every q_s / 1500 within 5 sds sqrt(2 / 1500) = 0.037 of 1 (the
+    # largest of 400 normal deviates exceeds 5 sds with probability 2e-4). Leaving out s_item^2
+    # (ratio 0.7 here) or using another draw's sds fails both.
+    v = v_subj + v_item
+    q = np.sum(ea**2, axis=1) / v
+    assert stats.kstest(q, stats.chi2(n_a).cdf).pvalue > 1e-4
+    assert np.max(np.abs(q / n_a - 1.0)) < 5 * np.sqrt(2 / n_a)
+    assert _standard_normal_pvalue(ea / np.sqrt(v)[:, None]) > 1e-4  # 600,000 values
+
+    # (b) a new subject with a seen item: the item's recovered effect plus the subject's new
+    # effect, which its two rows share (their difference is exactly that of the seen items)
+    np.testing.assert_allclose(eb[:, 0::2] - eb[:, 1::2],
+                               np.repeat((u_item[:, 3] - u_item[:, 7])[:, None], n_b, axis=1),
+                               rtol=0, atol=1e-9)
+    z_subj = (eb[:, 0::2] - u_item[:, [3]]) / np.sqrt(v_subj)[:, None]
+    # 120,000 standard normals: the sd of their variance is sqrt(2 / 120000) = 0.004
+    assert _standard_normal_pvalue(z_subj) > 1e-4
+    assert np.mean(z_subj**2) == pytest.approx(1.0, abs=0.02)
+
+    # (c) one new subject with two new items: e1 - e2 = b1 - b2 ~ N(0, 2 s_item^2) and
+    # e1 + e2 = 2 a + b1 + b2 ~ N(0, 4 s_subj^2 + 2 s_item^2). Two unshared subject draws would
+    # give e1 + e2 the variance 2 s_subj^2 + 2 s_item^2 (standardized: about 0.6).
+    diff = (ec[:, 0::2] - ec[:, 1::2]) / np.sqrt(2 * v_item)[:, None]
+    total = (ec[:, 0::2] + ec[:, 1::2]) / np.sqrt(4 * v_subj + 2 * v_item)[:, None]
+    for z in (diff, total):  # 120,000 values each, as in (b)
+        assert _standard_normal_pvalue(z) > 1e-4
+        assert np.mean(z**2) == pytest.approx(1.0, abs=0.02)
+
+    # (d) a new item shared by two seen subjects: its draw is shared
+    np.testing.assert_allclose(ed[:, 0] - ed[:, 1], u_subj[:, 1] - u_subj[:, 2], rtol=0,
+                               atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def cake_fit(fit_settings):
+    """``angle ~ recipe + temp + (1 | recipe:replicate)`` on lme4's cake data without 9 of its
+    45 recipe:replicate combinations (each recipe and each replicate is still seen)."""
+    data = lmmhmc.datasets.load("cake")
+    held = set(_CAKE_HELD_OUT)
+    keep = [f"{r}:{p}" not in held for r, p in zip(data["recipe"], data["replicate"], strict=True)]
+    return lmmhmc.fit("angle ~ recipe + temp + (1 | recipe:replicate)", data[keep], seed=4,
+                      **fit_settings)
+
+
+_CAKE_HELD_OUT = ["A:13", "A:14", "A:15", "B:1", "B:2", "B:3", "C:7", "C:8", "C:9"]
+
+
+def test_sampled_new_levels_of_an_interaction_factor(cake_fit) -> None:
+    term = cake_fit.design.terms[0]
+    assert term.factor == "recipe:replicate" and term.n_levels == 36
+    assert not set(_CAKE_HELD_OUT) & set(term.levels)
+    seen = ["A:1", "B:15", "C:10"]
+    labels = _CAKE_HELD_OUT + seen
+    # every combination twice, at two temperatures; replicate as a plain integer column
+    new = pd.DataFrame({"recipe": [s.split(":")[0] for s in labels for _ in (0, 1)],
+                        "replicate": [int(s.split(":")[1]) for s in labels for _ in (0, 1)],
+                        "temp": [175.0, 225.0] * len(labels)})
+    effect = (cake_fit.predict(new, new_levels="sample", seed=8)
+              - cake_fit.predict(new, include_random=False))
+    # an intercept-only term: the two rows of a combination have the same effect
+    np.testing.assert_allclose(effect[:, 0::2], effect[:, 1::2], rtol=0, atol=1e-9)
+    effect = effect[:, 0::2]
+    u = _flat(cake_fit, "1|recipe:replicate")
+    codes = [int(np.flatnonzero(term.levels == s)[0]) for s in seen]
+    np.testing.assert_allclose(effect[:, len(_CAKE_HELD_OUT):], u[:, codes], rtol=0, atol=1e-9)
+    # a held-out combination of a seen recipe and a seen replicate is a new level: a fresh
+    # draw from N(0, s^2) of the posterior draw, independent between combinations
+    z = effect[:, :len(_CAKE_HELD_OUT)] / _flat(cake_fit, "1|recipe:replicate_sigma")[:, None]
+    # 9 x 400 = 3600 standard normals: KS at 1e-4; the sd of their variance is 0.024
+    assert _standard_normal_pvalue(z) > 1e-4
+    assert np.mean(z**2) == pytest.approx(1.0, abs=0.12)
+    # correlations between combinations over 400 draws: sd 1 / sqrt(400) = 0.05 each; the
+    # largest of 36 pairs stays below 5 sds (a shared draw would give 1)
+    corr = np.corrcoef(z.T)
+    assert np.max(np.abs(corr[np.triu_indices(len(_CAKE_HELD_OUT), 1)])) < 0.25
+    np.testing.assert_array_equal(  # "zero": the population level
+        cake_fit.predict(new.iloc[:2], new_levels="zero"),
+        cake_fit.predict(new.iloc[:2], include_random=False))
+    with pytest.raises(LmmhmcError, match=r"9 levels of 'recipe:replicate' not seen in training: "
+                                          r"'A:13', 'A:14', 'A:15', 'B:1', 'B:2' and 4 more"):
+        cake_fit.predict(new, new_levels="error")
+
+
+def test_sampled_new_levels_have_the_draws_correlation(sleepstudy_fit) -> None:
+    """u0 and u1 of new subjects have, in every posterior draw, that draw's sds and correlation.
+
+    Each of 5000 new subjects is predicted at Days 0 and 1: u0 = its effect at Days 0,
+    u1 = the difference.
+    """
+    n_new = 5000
+    new = pd.DataFrame({"Days": np.tile([0.0, 1.0], n_new),
+                        "Subject": np.repeat([f"new{i}" for i in range(n_new)], 2)})
+    effect = (sleepstudy_fit.predict(new, new_levels="sample", seed=21)
+              - sleepstudy_fit.predict(new, include_random=False)).reshape(400, n_new, 2)
+    u0, u1 = effect[..., 0], effect[..., 1] - effect[..., 0]
+    s0, s1 = _flat(sleepstudy_fit, "1|Subject_sigma"), _flat(sleepstudy_fit, "Days|Subject_sigma")
+    rho = _flat(sleepstudy_fit, "Subject_corr")[:, 0]
+    r = np.array([np.corrcoef(a, b)[0, 1] for a, b in zip(u0, u1, strict=True)])
+
+    # The draws with the most negative and the most positive correlation: the sampling error of
+    # a correlation of n pairs is (1 - rho^2) / sqrt(n); the tolerance is 5 of those (0.07 or
+    # less), far below the 2 |rho| > 0.6 of a sign error. The sds: relative error
+    # 1 / sqrt(2 n) = 1%, tolerance 5%; a transposed Cholesky factor would give u0 the sd
+    # s0 sqrt(1 + rho^2).
+    for s in (int(np.argmin(rho)), int(np.argmax(rho))):
+        assert abs(rho[s]) > 0.3
+        assert r[s] == pytest.approx(rho[s], abs=5 * (1 - rho[s] ** 2) / np.sqrt(n_new))
+        assert np.sqrt(np.mean(u0[s] ** 2)) == pytest.approx(s0[s], rel=5 / np.sqrt(2 * n_new))
+        assert np.sqrt(np.mean(u1[s] ** 2)) == pytest.approx(s1[s], rel=5 / np.sqrt(2 * n_new))
+
+    # Every draw: Fisher's z, (atanh r - atanh rho) sqrt(n - 3), is N(0, 1) (independently
+    # over the 400 draws); so is the standardized u1 after regressing out u0 (the conditional
+    # law N(rho s1 / s0 u0, s1^2 (1 - rho^2))). KS at 1e-4 and the largest of 400 deviates
+    # below 5.
+    fisher = (np.arctanh(r) - np.arctanh(rho)) * np.sqrt(n_new - 3)
+    assert stats.kstest(fisher, "norm").pvalue > 1e-4
+    assert np.max(np.abs(fisher)) < 5
+    cond = ((u1 - (rho * s1 / s0)[:, None] * u0)
+            / (s1 * np.sqrt(1 - rho**2))[:, None])
+    assert _standard_normal_pvalue(cond) > 1e-4  # 2,000,000 values
+    assert _standard_normal_pvalue(u0 / s0[:, None]) > 1e-4
+    # The same with the 7 evenly spaced draws of predict(draws=7)
+    take = draw_indices(400, 7)
+    few = (sleepstudy_fit.predict(new.iloc[:4000], new_levels="sample", seed=21, draws=7)
+           - sleepstudy_fit.predict(new.iloc[:4000], include_random=False, draws=7))
+    few = few.reshape(7, 2000, 2)
+    r7 = np.array([np.corrcoef(f[:, 0], f[:, 1] - f[:, 0])[0, 1] for f in few])
+    fisher7 = (np.arctanh(r7) - np.arctanh(rho[take])) * np.sqrt(2000 - 3)
+    assert np.max(np.abs(fisher7)) < 4.5  # 7 N(0, 1) deviates: P(max > 4.5) = 5e-5
