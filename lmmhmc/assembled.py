@@ -13,7 +13,8 @@ names, kernels or orders. It holds
   the kernel of every term that maximum likelihood profiles (the same object when the plan
   marginalizes every term);
 - the likelihood (:mod:`lmmhmc.likelihood`);
-- the NumPyro model's static :class:`~lmmhmc.numpyro_model.Structure` and its data pytree.
+- the NumPyro model's static :class:`~lmmhmc.numpyro_model.Structure` and its data pytree,
+  with the units of the sampler's internal scale (:mod:`lmmhmc.scaling`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from .marginal import MarginalKernel, prepare
 from .numpyro_model import Structure, make_model
 from .plan import Plan, elimination
 from .priors import Priors
+from .reparam import Scaled
+from .scaling import Units, units
 
 __all__ = ["AssembledModel", "assemble", "profile_kernel"]
 
@@ -47,7 +50,8 @@ class AssembledModel:
         Layout, likelihood and number of observations (the compiled programs' static key).
     data : dict
         The NumPyro model's data pytree: ``y``, ``X``, ``w``, per-term ``index`` and ``block``,
-        and ``kernel`` (the plan's marginal kernel, or None).
+        ``kernel`` (the plan's marginal kernel, or None) and ``units`` (``loc`` and ``unit`` of
+        every scalar parameter).
     ml_kernel : MarginalKernel
         Every term, for the profiled likelihood of ML and the conditional modes.
     """
@@ -68,6 +72,19 @@ class AssembledModel:
     def likelihood(self) -> Gaussian:
         """The response distribution."""
         return self.structure.likelihood
+
+    @property
+    def units(self) -> Units:
+        """The sampler's internal scale of every scalar parameter."""
+        u = self.data["units"]
+        return Units({k: float(v) for k, v in u["loc"].items()},
+                     {k: float(v) for k, v in u["unit"].items()})
+
+    def internal_priors(self) -> dict:
+        """The priors as the sampler sees them: on the internal scale (same probabilities)."""
+        u = self.data["units"]
+        return {name: Scaled(prior, u["loc"][name], u["unit"][name]) if name in u["unit"]
+                else prior for name, prior in self.priors.items()}
 
     @property
     def kernel(self) -> MarginalKernel | None:
@@ -109,6 +126,7 @@ def assemble(design: Design, plan: Plan, priors: Priors,
     layout = parameter_layout(design, plan.marginalized)
     structure = Structure(layout, likelihood or Gaussian(), design.n_obs)
     w = np.ones(design.n_obs) if design.weights is None else design.weights
+    scale = units(design)
     data = {
         "y": jnp.asarray(design.y),
         "X": jnp.asarray(design.X),
@@ -116,5 +134,7 @@ def assemble(design: Design, plan: Plan, priors: Priors,
         "index": tuple(jnp.asarray(t.index) for t in design.terms),
         "block": tuple(jnp.asarray(t.block) for t in design.terms),
         "kernel": kernel,
+        "units": {"loc": {k: jnp.asarray(v) for k, v in scale.loc.items()},
+                  "unit": {k: jnp.asarray(v) for k, v in scale.unit.items()}},
     }
     return AssembledModel(design, plan, priors, structure, data, ml_kernel)

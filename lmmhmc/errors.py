@@ -8,9 +8,11 @@ and the command-line interface can print them as one line.
 from __future__ import annotations
 
 import difflib
+import sys
+import warnings
 from collections.abc import Iterable
 
-__all__ = ["DataError", "FormulaError", "LmmhmcError"]
+__all__ = ["ConvergenceWarning", "DataError", "FormulaError", "LmmhmcError"]
 
 
 class LmmhmcError(ValueError):
@@ -23,6 +25,18 @@ class FormulaError(LmmhmcError):
 
 class DataError(LmmhmcError):
     """The data cannot be used with the formula (missing columns, bad values, ...)."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit failed a convergence check (see :mod:`lmmhmc.diagnostics`)."""
+
+
+def warn_user(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` attributed to the first caller outside lmmhmc (the user's line)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("lmmhmc"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1)
 
 
 def did_you_mean(name: str, choices: Iterable[object]) -> str:

@@ -20,6 +20,7 @@ import numpyro.distributions as dist
 
 from .assembled import AssembledModel, assemble
 from .chains import WARMUP_STEPS, ChainRunner, Settings
+from .errors import ConvergenceWarning, warn_user
 from .inference_data import to_inference_data
 from .ml import fit_ml
 from .options import DENSE_MASS_MAX_DIM, LOG_LIK_MAX_CELLS, FitOptions
@@ -65,7 +66,7 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
         parallel=o.chain_method == "parallel")
     key_mcmc, key_init, key_recover, key_pp = jax.random.split(jax.random.key(o.seed), 4)
     keys = jax.random.split(key_recover, o.chains * o.draws)
-    shaped = anchored_priors(assembled, None) if o.init == "ml" else dict(assembled.priors)
+    shaped = anchored_priors(assembled, None) if o.init == "ml" else assembled.internal_priors()
     start = start_shapes(assembled, shaped)
     lowered = [*runner.lower(assembled.data, shaped, start, key_mcmc),
                lower_recovery(assembled, shaped, start, keys, o.log_likelihood)]
@@ -92,6 +93,7 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
         timings["sampling"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         compiled[-1].result()
+    samples = assembled.units.to_external(samples)
     gradients = {"warmup": int(np.sum(stats.pop(WARMUP_STEPS))),
                  "sampling": int(np.sum(stats["num_steps"]))}
     n_draws = o.chains * o.draws
@@ -101,5 +103,10 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
     yrep = posterior_predictive(assembled, flat, effects, key_pp) if o.posterior_predictive \
         else None
     idata = to_inference_data(assembled, samples, effects, loglik, yrep, stats)
-    return FitResult(idata=idata, model=model, assembled=assembled, options=o,
-                     timings=timings, gradients=gradients, ml=ml)
+    result = FitResult(idata=idata, model=model, assembled=assembled, options=o,
+                       timings=timings, gradients=gradients, ml=ml)
+    problems = result.diagnostics.problems()
+    if problems:
+        warn_user("the fit may not have converged: " + "; ".join(problems)
+                  + " (FitResult.diagnostics has the figures)", ConvergenceWarning)
+    return result

@@ -4,8 +4,10 @@ Everything here is a pure function of a hashable :class:`Structure` (the static 
 likelihood, number of observations) and a data pytree (arrays and the prepared kernel), so that
 one compiled program serves every data set of the same shapes.
 
-For a posterior draw (fixed effects ``beta``, ``sigma``, per-term sds ``s_k`` and correlation
-Cholesky factors ``L_k``)::
+Every scalar parameter is sampled on its internal scale, ``theta = loc + unit * t``
+(:mod:`lmmhmc.scaling`; ``data["units"]``), with its prior carried there by
+:class:`lmmhmc.reparam.Scaled`. For a posterior draw (fixed effects ``beta``, ``sigma``,
+per-term sds ``s_k`` and correlation Cholesky factors ``L_k``)::
 
     Lambda_k = diag(s_k) L_k,                  G_k = Lambda_k Lambda_k^T
     u_k = z_k Lambda_k^T,  z_k ~ N(0, I)       (sampled terms, non-centered)
@@ -98,10 +100,12 @@ def make_model(structure: Structure):
     def model(data: dict, priors: dict) -> None:
         params = {}
         offsets = {layout.terms[k].offset for k in layout.sampled}
+        loc, unit = data["units"]["loc"], data["units"]["unit"]
         for name, shape in layout.site_shapes().items():
             prior = (dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape))
                      if name in offsets else priors[name])
-            params[name] = numpyro.sample(name, prior)
+            value = numpyro.sample(name, prior)
+            params[name] = loc[name] + unit[name] * value if name in unit else value
         lams = factors(layout, params)
         resid = residual(structure, data, params, sampled_effects(layout, params, lams))
         if data["kernel"] is None:

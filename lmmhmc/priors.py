@@ -4,7 +4,8 @@ Parameter names are those of the posterior (:mod:`lmmhmc.layout`): the fixed eff
 column names, ``sigma``, the random-effect sds (``1|Subject_sigma``) and the correlations
 (``Subject_corr``, an LKJ prior on the Cholesky factor of the correlation matrix).
 
-Defaults, with ``s_y = sd(y)`` and ``s_x = sd(x)`` of each non-constant column::
+Defaults, with ``s_y = sd(y)`` and ``s_x = sd(x)`` of each non-constant column (population sds,
+``ddof = 0``; :mod:`lmmhmc.scaling` holds them as the parameters' units)::
 
     slope b_x            ~ Normal(0, 2.5 s_y / s_x)
     Intercept            ~ Normal(mean(y), sqrt((2.5 s_y)^2 + sum_x (2.5 s_y mean(x) / s_x)^2))
@@ -24,8 +25,10 @@ import numpy as np
 import numpyro.distributions as dist
 
 from .design import Design
-from .errors import DataError, LmmhmcError
+from .errors import LmmhmcError
 from .layout import parameter_layout
+from .reparam import positive_support
+from .scaling import units
 
 STUDENT_T_DF = 3.0
 SCALE = 2.5
@@ -57,11 +60,6 @@ def describe(d: dist.Distribution) -> str:
     return f"{type(d).__name__}({', '.join(_fmt(getattr(d, p)) for p in params)})"
 
 
-def _positive(d: dist.Distribution) -> bool:
-    lower = getattr(d.support, "lower_bound", None)
-    return lower is not None and float(np.asarray(lower)) >= 0.0
-
-
 def _fmt(x) -> str:
     return f"{float(np.asarray(x)):.4g}"
 
@@ -90,30 +88,30 @@ class Priors(Mapping):
 
 
 def default_priors(design: Design) -> Priors:
-    """Data-scaled default priors for every parameter of ``design`` (see module docstring)."""
-    y, x = design.y, design.X
-    s_y = float(np.std(y))
-    if not np.isfinite(s_y) or s_y <= 0:
-        raise DataError(f"response '{design.response}' is constant: there is nothing to model")
+    """Data-scaled default priors for every parameter of ``design`` (see module docstring).
+
+    The scales are :data:`SCALE` times the parameters' units (:func:`lmmhmc.scaling.units`).
+    """
+    u = units(design).unit
+    x = design.X
     items: dict[str, dist.Distribution] = {}
     means, sds = x.mean(axis=0), x.std(axis=0)
     slopes = sds > 0
+    layout = parameter_layout(design)
+    s_y = u[layout.sigma]
     intercept_var = (SCALE * s_y) ** 2 + float(
         np.sum((SCALE * s_y * means[slopes] / sds[slopes]) ** 2)
     )
-    for j, name in enumerate(design.x_names):
+    for j, name in enumerate(layout.fixed):
         if slopes[j]:
-            items[name] = dist.Normal(0.0, SCALE * s_y / sds[j])
+            items[name] = dist.Normal(0.0, SCALE * u[name])
         else:  # the intercept (a constant column)
-            items[name] = dist.Normal(float(np.mean(y)), float(np.sqrt(intercept_var)))
-    layout = parameter_layout(design)
+            items[name] = dist.Normal(float(np.mean(design.y)), float(np.sqrt(intercept_var)))
     items[layout.sigma] = half_student_t(STUDENT_T_DF, SCALE * s_y)
-    for term, names in zip(design.terms, layout.terms, strict=True):
-        s_cols = term.block.std(axis=0)
-        for name, s_x in zip(names.sds, s_cols, strict=True):
-            items[name] = half_student_t(STUDENT_T_DF, SCALE * s_y / (s_x if s_x > 0 else 1.0))
-        if names.correlated:
-            items[names.corr] = dist.LKJCholesky(term.d, LKJ_ETA)
+    for term in layout.terms:
+        items.update({name: half_student_t(STUDENT_T_DF, SCALE * u[name]) for name in term.sds})
+        if term.correlated:
+            items[term.corr] = dist.LKJCholesky(term.d, LKJ_ETA)
     return Priors(items)
 
 
@@ -137,7 +135,7 @@ def resolve_priors(design: Design, overrides: Mapping[str, dist.Distribution] | 
             raise LmmhmcError(
                 f"prior for '{name}' must be numpyro's LKJCholesky({default.dimension}, eta)"
             )
-        if isinstance(default, dist.FoldedDistribution) and not _positive(value):
+        if isinstance(default, dist.FoldedDistribution) and not positive_support(value):
             raise LmmhmcError(
                 f"prior for '{name}' must have positive support (e.g. HalfNormal, Exponential)"
             )

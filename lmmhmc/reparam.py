@@ -95,6 +95,43 @@ class Anchored(dist.Distribution):
         return self.base.log_prob(value)
 
 
+class Scaled(dist.Distribution):
+    """A prior for ``theta`` seen on the internal scale ``t = (theta - loc) / unit``.
+
+    ``log p(t) = log p_base(loc + unit t) + log unit``: the same probabilities, so the
+    posterior of ``theta`` is unchanged (see :mod:`lmmhmc.scaling`). A prior on the positive
+    reals is one on ``t > -loc / unit``; any other is a prior on the real line.
+    """
+
+    pytree_data_fields = ("base", "loc", "unit")
+    pytree_aux_fields = ("positive",)
+
+    def __init__(self, base: dist.Distribution, loc, unit):
+        self.base = base
+        self.loc = loc
+        self.unit = unit
+        self.positive = positive_support(base)
+        super().__init__(batch_shape=base.batch_shape, event_shape=base.event_shape)
+
+    @property
+    def support(self) -> constraints.Constraint:
+        if self.positive:
+            return constraints.greater_than(-self.loc / self.unit)
+        return constraints.real
+
+    def sample(self, key, sample_shape=()):
+        return (self.base.sample(key, sample_shape) - self.loc) / self.unit
+
+    def log_prob(self, value):
+        return self.base.log_prob(self.loc + self.unit * value) + jnp.log(self.unit)
+
+
+def positive_support(d: dist.Distribution) -> bool:
+    """Whether ``d`` is a distribution on the non-negative reals."""
+    lower = getattr(d.support, "lower_bound", None)
+    return lower is not None and float(np.asarray(lower)) >= 0.0
+
+
 def starts(sds: Mapping[str, float], sigma: float) -> dict[str, float]:
     """Where the chains start ``sigma`` and every sd in ``sds`` (name -> ML estimate).
 
@@ -119,10 +156,15 @@ def _floored(sds: Mapping[str, float], sigma: float, scale: float) -> dict[str, 
 
 
 def anchor_priors(
-    priors: Mapping[str, dist.Distribution], sds: Mapping[str, float], sigma: float
+    priors: Mapping[str, dist.Distribution], sds: Mapping[str, float], sigma: float,
+    unit: Mapping[str, float] | None = None,
 ) -> dict[str, dist.Distribution]:
-    """``priors`` with ``sigma`` and every sd in ``sds`` anchored (see :func:`anchors`)."""
+    """``priors`` with ``sigma`` and every sd in ``sds`` anchored (see :func:`anchors`).
+
+    With ``unit``, the priors are on the sampler's internal scale (:mod:`lmmhmc.scaling`) and
+    each anchor is divided by its parameter's unit.
+    """
     out = dict(priors)
     for name, anchor in anchors(sds, sigma).items():
-        out[name] = Anchored(priors[name], anchor)
+        out[name] = Anchored(priors[name], anchor / (1.0 if unit is None else unit[name]))
     return out

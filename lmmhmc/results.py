@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from os import PathLike
 
 import arviz as az
@@ -20,6 +21,7 @@ from matplotlib.figure import Figure
 
 from . import plots, storage
 from .assembled import AssembledModel
+from .diagnostics import Diagnostics, diagnose
 from .errors import LmmhmcError
 from .layout import Layout
 from .ml import MLResult
@@ -126,10 +128,18 @@ class FitResult:
         return az.summary(self.idata, var_names=self.parameter_names(random_effects),
                           hdi_prob=hdi_prob)
 
-    def header(self) -> str:
-        """Formula, plan, sampler settings and divergences, as printed above the summary.
+    @cached_property
+    def diagnostics(self) -> Diagnostics:
+        """Convergence figures over every parameter and random effect (R-hat, bulk and tail
+        ESS, divergences, tree-depth hits, E-BFMI per chain); see :mod:`lmmhmc.diagnostics`."""
+        return diagnose(self.idata, self.parameter_names(True), self.options.max_tree_depth)
 
-        Divergent transitions and draws that hit the maximum tree depth come with advice.
+    def header(self) -> str:
+        """Formula, plan, sampler settings, divergences and convergence, as printed above the
+        summary.
+
+        Divergent transitions, draws that hit the maximum tree depth and failed convergence
+        checks come with advice.
         """
         s = self.settings
         lines = [
@@ -147,6 +157,9 @@ class FitResult:
                 f"Tree depth: {saturated} draws hit max_tree_depth={s['max_tree_depth']}; "
                 "sampling may be inefficient: refit with a larger max_tree_depth"
             )
+        problems = self.diagnostics.problems(transitions=False)
+        verdict = "; ".join(problems) if problems else "ok"
+        lines.append(f"Convergence: {self.diagnostics} ({verdict})")
         return "\n".join(lines)
 
     def _divergence_line(self) -> str:

@@ -39,12 +39,14 @@ def ml_sds(assembled: AssembledModel, ml: MLResult) -> dict[str, float]:
 
 
 def anchored_priors(assembled: AssembledModel, ml: MLResult | None) -> dict:
-    """The priors as the sampler sees them: every sd anchored at its ML estimate, or, without
-    an ML fit, anchored at 1 (the shapes and types of the compiled program's arguments)."""
-    priors = dict(assembled.priors)
+    """The priors as the sampler sees them: on the internal scale, every sd anchored at its ML
+    estimate, or, without an ML fit, at one unit (the shapes and types of the compiled
+    program's arguments)."""
+    priors, unit = assembled.internal_priors(), assembled.units.unit
     if ml is None:
-        return anchor_priors(priors, dict.fromkeys(assembled.layout.sd_names(), 1.0), 1.0)
-    return anchor_priors(priors, ml_sds(assembled, ml), ml.sigma)
+        return anchor_priors(priors, {name: unit[name] for name in assembled.layout.sd_names()},
+                             unit[assembled.layout.sigma], unit)
+    return anchor_priors(priors, ml_sds(assembled, ml), ml.sigma, unit)
 
 
 def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
@@ -85,12 +87,13 @@ def conditional_modes(assembled: AssembledModel, ml: MLResult) -> list[np.ndarra
 def ml_init(assembled: AssembledModel, priors: dict, ml: MLResult, chains: int,
             key: jax.Array) -> dict:
     """Unconstrained starting points near the ML estimate, jittered per chain (by the fixed
-    effects' standard errors, :data:`JITTER` for the rest)."""
+    effects' standard errors, :data:`JITTER` for the rest), on the internal scale."""
     model = assembled.numpyro_model()
-    params = _ml_params(assembled, ml)
+    units = assembled.units
+    params = units.to_internal(_ml_params(assembled, ml))
     unconstrained = jax.jit(lambda a, p: unconstrain_fn(model, a, {}, p))(
         (assembled.data, priors), params)
-    scale = {name: float(ml.se[name]) for name in assembled.layout.fixed}
+    scale = {name: float(ml.se[name]) / units.unit[name] for name in assembled.layout.fixed}
     keys = jax.random.split(key, len(unconstrained))
     out = {}
     for kk, (name, value) in zip(keys, sorted(unconstrained.items()), strict=True):

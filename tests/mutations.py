@@ -81,8 +81,8 @@ FAULTS = [
           "chol = params[t.corr].T if t.correlated else jnp.eye(t.d)"),
     Fault(8, "the LKJ prior's concentration ignored (eta = 1 instead of the prior's)",
           "lmmhmc/priors.py",
-          "items[names.corr] = dist.LKJCholesky(term.d, LKJ_ETA)",
-          "items[names.corr] = dist.LKJCholesky(term.d, 1.0)"),
+          "items[term.corr] = dist.LKJCholesky(term.d, LKJ_ETA)",
+          "items[term.corr] = dist.LKJCholesky(term.d, 1.0)"),
 ]
 
 _IGNORE = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", ".hypothesis",

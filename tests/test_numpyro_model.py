@@ -91,10 +91,24 @@ def package_potential(formula, data, *, weights=None, marginalize="auto", priors
     plan = make_plan(design, marginalize)
     assembled = assemble(design, plan, resolve_priors(design, priors))
     model_data = assembled.data
-    prior_tree = dict(assembled.priors)
+    units = assembled.units
+    # the sampler sees every scalar on its internal scale, theta = loc + unit * t, with the
+    # priors carried there (lmmhmc.scaling); the points below are mapped to it, so that the
+    # potential is a function of the reference's coordinates (up to the constant Jacobian)
+    prior_tree = assembled.internal_priors()
     if anchor_at is not None:
-        prior_tree = anchor_priors(prior_tree, *anchor_at)
+        prior_tree = anchor_priors(prior_tree, *anchor_at, units.unit)
     model = assembled.numpyro_model()
+    fixed = set(design.x_names)
+
+    def internal(p):
+        out = dict(p)
+        for name, unit in units.unit.items():
+            if name in fixed:
+                out[name] = (p[name] - units.loc[name]) / unit
+            elif anchor_at is None:  # log scale: log(s / unit); the anchored scale is the same
+                out[name] = p[name] - np.log(unit)
+        return out
 
     def unconstrained_sites(model_data, prior_tree):
         trace = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(
@@ -107,7 +121,7 @@ def package_potential(formula, data, *, weights=None, marginalize="auto", priors
     sites = {name: tuple(v.shape) for name, v in shapes.items()}
 
     def one(model_data, prior_tree, p):
-        return potential_energy(model, (model_data, prior_tree), {}, p)
+        return potential_energy(model, (model_data, prior_tree), {}, internal(p))
 
     batched = jax.jit(jax.vmap(one, in_axes=(None, None, 0)))
     batched_grad = jax.jit(jax.vmap(jax.grad(one, argnums=2), in_axes=(None, None, 0)))

@@ -1,0 +1,72 @@
+"""The sampler's units: every scalar parameter is sampled on a scale set by the data.
+
+HMC adapts its step size and mass matrix, but some of its numbers are absolute (the
+regularization of the adapted mass matrix towards the identity, the finite-difference steps of
+the starting metric, the first step size). A model of a response in nanoseconds and the same
+model in seconds should nevertheless be sampled identically. So the sampler sees every scalar
+parameter ``theta`` as ``theta = loc + unit * internal``, with units from the data::
+
+    fixed effect of column x     unit s_y / s_x         (s: standard deviations, ddof = 0)
+    intercept (constant column)  unit s_y, loc mean(y)
+    sigma                        unit s_y
+    sd of random column x        unit s_y / s_x         (s_x = 1 for a constant column)
+
+The posterior is unchanged: the priors are the user's, carried to the internal scale by
+:class:`lmmhmc.reparam.Scaled`, and the draws are reported on the data's scale. The default
+priors (:mod:`lmmhmc.priors`) are stated in the same units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .design import Design
+from .errors import DataError
+from .layout import parameter_layout
+
+__all__ = ["Units", "response_sd", "units"]
+
+
+@dataclass(frozen=True)
+class Units:
+    """``theta = loc + unit * internal`` for every scalar parameter, by name."""
+
+    loc: dict[str, float]
+    unit: dict[str, float]
+
+    def to_internal(self, params: dict) -> dict:
+        """Parameters (any of them; others pass through) on the internal scale."""
+        return {k: (v - self.loc[k]) / self.unit[k] if k in self.unit else v
+                for k, v in params.items()}
+
+    def to_external(self, params: dict) -> dict:
+        """Parameters (any of them; others pass through) on the data's scale."""
+        return {k: self.loc[k] + self.unit[k] * v if k in self.unit else v
+                for k, v in params.items()}
+
+
+def response_sd(design: Design) -> float:
+    """``sd(y)`` (ddof = 0); an error for a constant response."""
+    s_y = float(np.std(design.y))
+    if not np.isfinite(s_y) or s_y <= 0:
+        raise DataError(f"response '{design.response}' is constant: there is nothing to model")
+    return s_y
+
+
+def units(design: Design) -> Units:
+    """The units of every scalar parameter of ``design`` (module docstring)."""
+    s_y = response_sd(design)
+    layout = parameter_layout(design)
+    loc: dict[str, float] = {}
+    unit: dict[str, float] = {}
+    for name, s_x in zip(layout.fixed, design.X.std(axis=0), strict=True):
+        constant = not s_x > 0
+        loc[name] = float(np.mean(design.y)) if constant else 0.0
+        unit[name] = s_y if constant else s_y / float(s_x)
+    loc[layout.sigma], unit[layout.sigma] = 0.0, s_y
+    for term, names in zip(design.terms, layout.terms, strict=True):
+        for name, s_x in zip(names.sds, term.block.std(axis=0), strict=True):
+            loc[name], unit[name] = 0.0, s_y / (float(s_x) if s_x > 0 else 1.0)
+    return Units(loc, unit)
