@@ -8,16 +8,22 @@ jitted with the model's static :class:`~lmmhmc.numpyro_model.Structure` and the
 them once per structure and settings and reuses them for every chain (one after another, or
 side by side with ``pmap`` on several devices) and every later fit of the same shapes. Between
 segments, :class:`ChainRunner` advances its progress bars: the programs have no host callbacks.
+
+The priors enter as leaves in a canonical order (:class:`PriorSpec`): NumPyro orders a
+distribution's fields by a set, so the plain pytree, and with it the compiled program and its
+key in JAX's persistent cache, would differ between processes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import ParamInfo, constrain_fn, potential_energy
@@ -57,6 +63,49 @@ class Settings:
         return -(-self.total // PROGRESS_UPDATES) if self.progress else self.total
 
 
+@dataclass(frozen=True)
+class PriorSpec:
+    """How the priors pytree is rebuilt from its leaves in a canonical order (sorted by path).
+
+    Hashable (a static argument of the programs); the leaves' order, and so the programs'
+    parameters, does not depend on Python's string-hash order.
+    """
+
+    treedef: Any
+    order: tuple[int, ...]  # position of each treedef leaf among the canonical leaves
+
+    @classmethod
+    def of(cls, priors: dict) -> tuple[PriorSpec, list]:
+        """The spec of ``priors`` and its leaves in canonical order."""
+        leaves, treedef = jax.tree.flatten(priors)
+        keys = list(_leaf_keys(priors, ""))
+        canonical = sorted(range(len(keys)), key=keys.__getitem__)
+        order = [0] * len(keys)
+        for position, k in enumerate(canonical):
+            order[k] = position
+        return cls(treedef, tuple(order)), [leaves[k] for k in canonical]
+
+    def unflatten(self, leaves) -> dict:
+        """The priors from their canonical leaves."""
+        return self.treedef.unflatten([leaves[k] for k in self.order])
+
+
+def _leaf_keys(node, path: str):
+    """A name for every leaf of ``node``, in JAX's flattening order: a distribution's leaves
+    are named by its fields (JAX's own paths number them, in the fields' set order)."""
+    if isinstance(node, dist.Distribution):
+        names = type(node).gather_pytree_data_fields()
+        children = node.tree_flatten()[0]
+        for name, child in zip(names, children, strict=True):
+            yield from _leaf_keys(child, f"{path}.{name}")
+    elif isinstance(node, dict):
+        for key in sorted(node):  # JAX's order of a dict
+            yield from _leaf_keys(node[key], f"{path}[{key!r}]")
+    else:
+        for sub, _ in jax.tree_util.tree_flatten_with_path(node)[0]:
+            yield path + jax.tree_util.keystr(sub)
+
+
 class ChainRunner:
     """Runs the NUTS chains of one model structure and shows their progress.
 
@@ -85,10 +134,11 @@ class ChainRunner:
         """
         if self.parallel:
             return []
-        static = (self.structure, self.settings)
-        state = jax.eval_shape(partial(_start, *static), key, start, data, priors)
-        return [_start_jit.lower(*static, key, start, data, priors),
-                _segment_jit.lower(*static, state, data, priors, jnp.zeros((), jnp.int64))]
+        spec, leaves = PriorSpec.of(priors)
+        static = (self.structure, self.settings, spec)
+        state = jax.eval_shape(partial(_start, *static), key, start, data, leaves)
+        return [_start_jit.lower(*static, key, start, data, leaves),
+                _segment_jit.lower(*static, state, data, leaves, jnp.zeros((), jnp.int64))]
 
     def run(self, data: dict, priors: dict, init: dict, key: jax.Array) -> tuple[dict, dict]:
         """One chain per leading entry of ``init`` (unconstrained starting points).
@@ -115,7 +165,8 @@ class ChainRunner:
     def _run(self, start, segment, key, z0, data, priors, chain) -> dict:
         """Start one chain (or all, side by side) and run its segments; stack the draws."""
         st = self.settings
-        static = (self.structure, st)
+        spec, priors = PriorSpec.of(priors)
+        static = (self.structure, st, spec)
         state = start(*static, key, z0, data, priors)
         parts, warm, axis = [], 0, 1 if self.parallel else 0
         for first in range(0, st.total, st.segment):
@@ -176,9 +227,9 @@ def _nuts(structure: Structure, settings: Settings, start, inverse_mass, args, k
     return model, state, sample_kernel
 
 
-def _start(structure: Structure, settings: Settings, key, z0, data, priors):
+def _start(structure: Structure, settings: Settings, spec: PriorSpec, key, z0, data, leaves):
     """The HMC state of a chain at ``z0``, ready for warm-up."""
-    args = (data, priors)
+    args = (data, spec.unflatten(leaves))
     start, inverse_mass = z0, None
     if ravel_pytree(z0)[0].size <= LAPLACE_MAX_DIM:
         # the Laplace step also evaluates the potential and its gradient at z0, which NUTS
@@ -189,11 +240,12 @@ def _start(structure: Structure, settings: Settings, key, z0, data, priors):
     return _nuts(structure, settings, start, inverse_mass, args, key)[1]
 
 
-def _segment(structure: Structure, settings: Settings, state, data, priors, first):
+def _segment(structure: Structure, settings: Settings, spec: PriorSpec, state, data, leaves,
+             first):
     """Iterations ``first .. first + settings.segment - 1`` of a chain (those past the end are
     skipped): the new state, each iteration's constrained draw and statistics, and the
     warm-up's gradient evaluations."""
-    args = (data, priors)
+    args = (data, spec.unflatten(leaves))
     here = ParamInfo(state.z, state.potential_energy, state.z_grad)
     model, _, sample_kernel = _nuts(structure, settings, here, None, args, state.rng_key)
 
@@ -212,12 +264,12 @@ def _segment(structure: Structure, settings: Settings, state, data, priors, firs
     return state, records, jnp.sum(warm)
 
 
-_start_jit = jax.jit(_start, static_argnums=(0, 1))
-_segment_jit = jax.jit(_segment, static_argnums=(0, 1))
-_start_pmap = jax.pmap(_start, static_broadcasted_argnums=(0, 1),
-                       in_axes=(None, None, 0, 0, None, None))
-_segment_pmap = jax.pmap(_segment, static_broadcasted_argnums=(0, 1),
-                         in_axes=(None, None, 0, None, None, None))
+_start_jit = jax.jit(_start, static_argnums=(0, 1, 2))
+_segment_jit = jax.jit(_segment, static_argnums=(0, 1, 2))
+_start_pmap = jax.pmap(_start, static_broadcasted_argnums=(0, 1, 2),
+                       in_axes=(None, None, None, 0, 0, None, None))
+_segment_pmap = jax.pmap(_segment, static_broadcasted_argnums=(0, 1, 2),
+                         in_axes=(None, None, None, 0, None, None, None))
 
 
 def laplace_start(potential, z0, dense: bool) -> tuple[ParamInfo, jax.Array]:

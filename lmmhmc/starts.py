@@ -8,6 +8,8 @@ chain.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,9 +17,10 @@ from numpyro.infer import init_to_sample
 from numpyro.infer.util import initialize_model, unconstrain_fn
 
 from .assembled import AssembledModel
+from .chains import PriorSpec
 from .marginal import Affine
 from .ml import MLResult
-from .numpyro_model import factors
+from .numpyro_model import Structure, factors, make_model
 from .reparam import anchor_priors, starts
 
 __all__ = ["anchored_priors", "ml_init", "ml_sds", "prior_init", "start_shapes"]
@@ -88,11 +91,10 @@ def ml_init(assembled: AssembledModel, priors: dict, ml: MLResult, chains: int,
             key: jax.Array) -> dict:
     """Unconstrained starting points near the ML estimate, jittered per chain (by the fixed
     effects' standard errors, :data:`JITTER` for the rest), on the internal scale."""
-    model = assembled.numpyro_model()
     units = assembled.units
     params = units.to_internal(_ml_params(assembled, ml))
-    unconstrained = jax.jit(lambda a, p: unconstrain_fn(model, a, {}, p))(
-        (assembled.data, priors), params)
+    spec, leaves = PriorSpec.of(priors)
+    unconstrained = _unconstrain(assembled.structure, spec, assembled.data, leaves, params)
     scale = {name: float(ml.se[name]) / units.unit[name] for name in assembled.layout.fixed}
     keys = jax.random.split(key, len(unconstrained))
     out = {}
@@ -100,6 +102,12 @@ def ml_init(assembled: AssembledModel, priors: dict, ml: MLResult, chains: int,
         noise = jax.random.normal(kk, (chains,) + jnp.shape(value))
         out[name] = value + scale.get(name, JITTER) * noise
     return out
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _unconstrain(structure: Structure, spec: PriorSpec, data: dict, leaves, params: dict):
+    """The model's unconstrained coordinates of ``params`` (priors as canonical leaves)."""
+    return unconstrain_fn(make_model(structure), (data, spec.unflatten(leaves)), {}, params)
 
 
 def prior_init(assembled: AssembledModel, priors: dict, chains: int, key: jax.Array) -> dict:

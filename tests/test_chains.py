@@ -111,3 +111,34 @@ def test_parallel_chains_match_sequential_chains():
     # the draws agree up to floating-point rounding, not bit for bit
     np.testing.assert_allclose(outs[2]["sigma"], outs[1]["sigma"], rtol=1e-6)
     np.testing.assert_allclose(outs[2]["u"], outs[1]["u"], rtol=1e-5, atol=1e-7)
+
+
+def test_a_new_process_compiles_nothing_again(tmp_path):
+    """The compiled programs' keys do not depend on Python's string-hash seed: a second
+    process with another PYTHONHASHSEED finds every program of the same fit in the persistent
+    cache (no cache miss; NumPyro orders a distribution's fields by a set)."""
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import jax
+        events = []
+        jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+        import lmmhmc
+        jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        lmmhmc.fit("Reaction ~ Days + (Days | Subject)", lmmhmc.datasets.load("sleepstudy"),
+                   chains=2, draws=20, warmup=20, seed=1, progress=False)
+        json.dump({"misses": events.count("/jax/compilation_cache/cache_misses"),
+                   "hits": events.count("/jax/compilation_cache/cache_hits")}, sys.stdout)
+        """
+    )
+    counts = []
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        proc = subprocess.run([sys.executable, "-W", "ignore", "-c", script, str(tmp_path)],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        counts.append(__import__("json").loads(proc.stdout.strip().splitlines()[-1]))
+    assert counts[0]["misses"] > 0  # the first process compiles and fills the cache
+    assert counts[1] == {"misses": 0, "hits": counts[0]["misses"] + counts[0]["hits"]}, counts

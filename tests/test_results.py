@@ -52,8 +52,9 @@ def test_print_summary_starts_with_the_header(sleepstudy_fit, capsys) -> None:
     assert lines[3] == ("Sampler: NUTS, 2 chains x 200 draws (warm-up 200), "
                         "target_accept=0.8, seed=1")
     assert lines[4] == f"Divergences: {sleepstudy_fit.n_divergences}"
-    assert lines[6].split()[:2] == ["mean", "sd"]
-    assert lines[7].startswith("Intercept")
+    assert lines[5].startswith("Convergence: max R-hat")
+    assert lines[7].split()[:2] == ["mean", "sd"]
+    assert lines[8].startswith("Intercept")
 
 
 def test_header_advises_on_divergences_and_tree_depth(sleepstudy_fit) -> None:
