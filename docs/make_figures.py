@@ -58,6 +58,9 @@ PLATFORM = DOCS / "generated" / "platform.json"
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 SKIP = "<!-- skip -->"
+#: Terminal width the pages' code sees (``COLUMNS``): printed tables wrap at it
+#: (:func:`lmmhmc.results.format_table`), so the outputs do not depend on the terminal.
+COLUMNS = 120
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*?)[ \t]*$")
 _SNIPPET = re.compile(r'^--8<--\s+"(?P<path>docs/generated/[^"]+)"$')
 
@@ -137,7 +140,8 @@ def runnable(page: Path) -> list[Block]:
 def run_page(page: Path, workdir: Path, capture: bool = True) -> dict[str, str]:
     """Run the page's python blocks in one namespace with ``workdir`` as current directory.
 
-    Returns the printed output of each block that has an ``output`` target, by target.
+    Returns the printed output of each block that has an ``output`` target, by target. The
+    blocks see a terminal :data:`COLUMNS` characters wide.
     """
     import matplotlib
 
@@ -146,8 +150,9 @@ def run_page(page: Path, workdir: Path, capture: bool = True) -> dict[str, str]:
 
     namespace: dict = {"__name__": "__main__"}
     outputs: dict[str, str] = {}
-    cwd = Path.cwd()
+    cwd, columns = Path.cwd(), os.environ.get("COLUMNS")
     os.chdir(workdir)
+    os.environ["COLUMNS"] = str(COLUMNS)
     try:
         for block in runnable(page):
             code = compile(block.code, f"{page.name}:{block.line}", "exec")
@@ -162,6 +167,10 @@ def run_page(page: Path, workdir: Path, capture: bool = True) -> dict[str, str]:
                 outputs[block.output] = buffer.getvalue().rstrip() + "\n"
     finally:
         os.chdir(cwd)
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
         plt.close("all")
     return outputs
 

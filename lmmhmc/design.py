@@ -75,6 +75,12 @@ class GroupTerm:
         """Number of columns (random effects per level)."""
         return self.block.shape[1]
 
+    @property
+    def coefficients(self) -> list[str]:
+        """formulaic's names of the columns, as the fixed part names them: ``["Intercept",
+        "Days"]`` for the columns ``["1|Subject", "Days|Subject"]``."""
+        return [str(c) for c in self.spec.column_names]
+
 
 @dataclass(frozen=True, eq=False)
 class NewData:

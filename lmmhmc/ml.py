@@ -96,14 +96,32 @@ class MLResult:
     factors: list[np.ndarray] = field(repr=False, default_factory=list)
 
     def __str__(self) -> str:
+        """lme4's summary: the criterion, the random effects (standard deviations and
+        correlations per term, and the residual) and the fixed effects with their standard
+        errors and t values ``estimate / std. error``."""
         kind = "REML criterion" if self.reml else "deviance (-2 log L)"
-        lines = [f"{'REML' if self.reml else 'ML'} fit: {kind} = {self.objective:.4f}", ""]
-        lines.append(pd.DataFrame({"estimate": self.beta, "std. error": self.se}).to_string())
-        lines.append("")
-        for name, sd in self.sds.items():
-            lines.append(f"{name}: sd = " + ", ".join(f"{k}: {v:.4g}" for k, v in sd.items()))
-        lines.append(f"residual sd = {self.sigma:.4g}")
-        return "\n".join(lines)
+        fixed = pd.DataFrame({"Estimate": self.beta, "Std. Error": self.se,
+                              "t value": self.beta / self.se})
+        return "\n".join([
+            f"{'REML' if self.reml else 'ML'} fit: {kind} = {self.objective:.4f}", "",
+            "Random effects:", *self._random_effect_lines(), "",
+            "Fixed effects:", fixed.to_string(float_format="{:.5g}".format),
+        ])
+
+    def _random_effect_lines(self) -> list[str]:
+        """Groups, Name, Std.Dev. and Corr (the lower triangle, row by row), as lme4."""
+        rows = [["Groups", "Name", "Std.Dev.", "Corr"]]
+        for term, sds in self.sds.items():
+            corr = self.corrs.get(term)
+            for i, (name, sd) in enumerate(sds.items()):
+                cells = [] if corr is None else [f"{corr.iloc[i, j]:5.2f}" for j in range(i)]
+                rows.append([term if i == 0 else "", name, f"{sd:.5g}", " ".join(cells)])
+        rows.append(["Residual", "", f"{self.sigma:.5g}", ""])
+        widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
+        return [" " + "  ".join(cell.rjust(w) if k == 2 else cell.ljust(w)
+                                for k, (cell, w) in enumerate(zip(row, widths, strict=True))
+                                ).rstrip()
+                for row in rows]
 
 
 def fit_ml(design: Design, reml: bool = False, starts: int = 3,

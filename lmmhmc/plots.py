@@ -21,13 +21,17 @@ from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.figure import Figure
 
 from .errors import DataError, LmmhmcError, did_you_mean
+from .inference_data import OBS_DIM
 from .plan import resolve_term
 from .predict import predict
 
-__all__ = ["conditional_grid", "plot_conditional", "plot_forest", "plot_ranef", "plot_trace"]
+__all__ = ["conditional_grid", "plot_conditional", "plot_forest", "plot_ppc", "plot_ranef",
+           "plot_trace", "posterior_predictive_data", "split_by_scale"]
 
 #: Caterpillar plots label every level up to this many levels per panel.
 MAX_LEVEL_LABELS = 60
+#: Forest-plot panels hold parameters whose scales differ by at most this factor.
+SCALE_RATIO = 10.0
 
 
 def plot_trace(result, var_names: list[str] | None = None, kind: str = "trace") -> Figure:
@@ -57,8 +61,10 @@ def plot_trace(result, var_names: list[str] | None = None, kind: str = "trace") 
 def plot_forest(result, var_names: list[str] | None = None, hdi_prob: float = 0.94) -> Figure:
     """Forest plot: posterior HDIs of the parameters, chains combined.
 
-    By default one panel each for the fixed effects, the standard deviations (random effects
-    and residual) and the correlations, whose scales differ.
+    By default separate panels, each with its own x axis, for the fixed effects, the standard
+    deviations (random effects and residual) and the correlations; fixed effects (and standard
+    deviations) of very different scales get panels of their own (:func:`split_by_scale`), so
+    that an intercept of 250 does not squeeze a slope of 10 to a dot.
 
     Parameters
     ----------
@@ -79,12 +85,15 @@ def plot_forest(result, var_names: list[str] | None = None, hdi_prob: float = 0.
         layout = result.layout
         sds = layout.scale_names()
         names = result.parameter_names(random_effects=False)
-        panels = {
-            "Fixed effects": list(layout.fixed),
-            "Standard deviations": sds,
-            "Correlations": [n for n in names if n not in layout.fixed and n not in sds],
-        }
-        panels = {title: names for title, names in panels.items() if names}
+        panels = {}
+        for title, group in [("Fixed effects", list(layout.fixed)),
+                             ("Standard deviations", sds)]:
+            parts = split_by_scale(result, group, hdi_prob)
+            panels.update({title if len(parts) == 1 else f"{title}, {k + 1} of {len(parts)}":
+                           part for k, part in enumerate(parts)})
+        correlations = [n for n in names if n not in layout.fixed and n not in sds]
+        if correlations:
+            panels["Correlations"] = correlations
     rows = [len(names) for names in panels.values()]
     fig, axes = plt.subplots(len(panels), 1, squeeze=False,
                              figsize=(6.0, 0.5 * (sum(rows) + len(rows)) + 0.8),
@@ -96,6 +105,94 @@ def plot_forest(result, var_names: list[str] | None = None, hdi_prob: float = 0.
         ax.set_title(f"{title} ({hdi_prob:.0%} HDI)" if title else f"{hdi_prob:.0%} HDI")
     fig.tight_layout()
     return fig
+
+
+def split_by_scale(result, names: list[str], hdi_prob: float = 0.94) -> list[list[str]]:
+    """Posterior variables `names` in groups of similar scale, for separate forest panels.
+
+    A variable's scale is the largest absolute bound of its HDI, ``max(|lower|, |upper|)``.
+    Sorted by scale, a variable starts a new group when its scale exceeds :data:`SCALE_RATIO`
+    times the smallest scale of the current group. Groups, and the variables within them, keep
+    the order of `names`.
+
+    Returns
+    -------
+    list of list of str
+        The groups (none when `names` is empty).
+    """
+    post = result.idata.posterior
+    scale = {n: float(np.max(np.abs(az.hdi(post[n].values.ravel(), hdi_prob=hdi_prob))))
+             for n in names}
+    groups: list[list[str]] = []
+    for name in sorted(names, key=scale.__getitem__):
+        if groups and scale[name] <= SCALE_RATIO * max(scale[groups[-1][0]], 1e-300):
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    order = {n: i for i, n in enumerate(names)}
+    groups = [sorted(g, key=order.__getitem__) for g in groups]
+    return sorted(groups, key=lambda g: order[g[0]])
+
+
+def plot_ppc(result, kind: str = "kde", num_pp_samples: int = 100, seed: int = 0) -> Figure:
+    """Posterior predictive check: the observed response against replicated data sets.
+
+    :func:`arviz.plot_ppc` of :func:`posterior_predictive_data`: the distribution of the
+    observed response (black) over those of `num_pp_samples` replicated data sets ``y_rep``
+    drawn from the posterior predictive distribution (blue), and their mean (dashed).
+
+    Parameters
+    ----------
+    result : FitResult
+    kind : {"kde", "cumulative", "scatter"}
+        Density estimates, empirical distribution functions or points.
+    num_pp_samples : int
+        Replicated data sets shown (at most the number of posterior draws).
+    seed : int
+        Seed of the replicated data (and of ArviZ's choice among stored ones).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    idata, n = posterior_predictive_data(result, num_pp_samples, seed)
+    with _quiet_arviz():
+        axes = az.plot_ppc(idata, kind=kind, num_pp_samples=n, random_seed=seed)
+    fig = np.ravel(axes)[0].figure
+    fig.tight_layout()
+    return fig
+
+
+def posterior_predictive_data(result, num_pp_samples: int = 100,
+                              seed: int = 0) -> tuple[az.InferenceData, int]:
+    """The fit's InferenceData with replicated data sets, and how many to show.
+
+    A fit made with ``posterior_predictive=True`` is returned as it is. Otherwise
+    ``num_pp_samples`` evenly spaced posterior draws give one replicated data set each,
+    ``y_rep = mu + sigma / sqrt(w) * eps`` (:func:`lmmhmc.predict.predict` with
+    ``kind="response"``), in a new InferenceData (one chain) beside the fit's observed data;
+    the fit's own InferenceData is not changed.
+
+    Returns
+    -------
+    idata : arviz.InferenceData
+        With the groups ``posterior_predictive`` and ``observed_data``.
+    n : int
+        ``num_pp_samples``, at most the number of posterior draws.
+    """
+    idata = result.idata
+    stored = idata.get("posterior_predictive")
+    pool = stored if stored is not None else idata.posterior
+    n = min(num_pp_samples, pool.sizes["chain"] * pool.sizes["draw"])
+    if stored is not None:
+        return idata, n
+    y_rep = predict(result, kind="response", draws=n, seed=seed)
+    response = result.design.response
+    replicated = az.from_dict(posterior_predictive={response: y_rep[None]},
+                              dims={response: [OBS_DIM]},
+                              coords={OBS_DIM: idata.observed_data[OBS_DIM].values})
+    return az.InferenceData(posterior_predictive=replicated.posterior_predictive,
+                            observed_data=idata.observed_data), n
 
 
 def plot_ranef(result, term: str | None = None, hdi_prob: float = 0.94) -> Figure:

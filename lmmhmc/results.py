@@ -8,6 +8,7 @@ the columns ``mean``, ``sd`` (posterior standard deviation, ``ddof=1`` as ArviZ)
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,19 +24,22 @@ from . import plots, storage
 from .assembled import AssembledModel
 from .diagnostics import Diagnostics, diagnose
 from .errors import LmmhmcError
+from .hypothesis import difference
 from .layout import Layout
 from .ml import MLResult
 from .options import FitOptions
 from .plan import Plan
-from .predict import predict
+from .predict import draw_indices, predict
 from .priors import Priors
 
-__all__ = ["FitResult", "compare"]
+__all__ = ["FitResult", "compare", "format_table"]
 
 #: Columns of the statistics in the tidy tables.
 STAT_COLUMNS = ["mean", "sd", "hdi_lower", "hdi_upper"]
 #: Default probability mass of the highest-density intervals (ArviZ's default).
 HDI_PROB = 0.94
+#: Key columns of :meth:`FitResult.ranef` and :meth:`FitResult.coef`.
+RANEF_KEYS = ["term", "group", "level", "column", "coefficient"]
 
 
 @dataclass
@@ -176,7 +180,7 @@ class FitResult:
 
     def print_summary(self, random_effects: bool = False, hdi_prob: float = HDI_PROB) -> None:
         """Print :meth:`header` and :meth:`summary` (arguments as for :meth:`summary`)."""
-        print(f"{self.header()}\n\n{self.summary(random_effects, hdi_prob).to_string()}")
+        print(f"{self.header()}\n\n{format_table(self.summary(random_effects, hdi_prob))}")
 
     def fixef(self, hdi_prob: float = HDI_PROB) -> pd.DataFrame:
         """Posterior summaries of the fixed effects.
@@ -208,13 +212,47 @@ class FitResult:
         pandas.DataFrame
             Columns ``term`` (e.g. ``"Days | Subject"``), ``group`` (the grouping factor),
             ``level`` (its label), ``column`` (the posterior variable, e.g. ``"Days|Subject"``),
-            ``mean``, ``sd``, ``hdi_lower``, ``hdi_upper``; ordered by term, column, level.
+            ``coefficient`` (the column's name in the fixed part, e.g. ``"Days"``, which tells
+            the rows of a term's columns apart), ``mean``, ``sd``, ``hdi_lower``,
+            ``hdi_upper``; ordered by term, column, level.
         """
+        post = self.idata.posterior
         return _table([
-            _rows(self.idata.posterior[c], hdi_prob, term=t.text, group=t.factor,
-                  level=list(t.levels), column=c)
-            for t in self.design.terms for c in t.columns
-        ], hdi_prob, ["term", "group", "level", "column"])
+            _rows(post[c], hdi_prob, term=t.text, group=t.factor, level=list(t.levels),
+                  column=c, coefficient=name)
+            for t in self.design.terms for c, name in zip(t.columns, t.coefficients, strict=True)
+        ], hdi_prob, RANEF_KEYS)
+
+    def coef(self, hdi_prob: float = HDI_PROB) -> pd.DataFrame:
+        """Coefficients per group level: fixed plus random effect (lme4's and brms's ``coef``).
+
+        For each term, column and level ``j``, the draws of ``beta_c + u_{c, j}`` when the
+        fixed part has the column's coefficient ``c`` (``"1|Subject"`` matches ``Intercept``,
+        ``"Days|Subject"`` matches ``Days``), else of ``u_{c, j}`` alone (e.g. the columns of
+        ``(0 + cond || g)`` when the fixed part codes ``cond`` with an intercept).
+
+        Unlike lme4 and brms, fixed effects without a random counterpart in the term are not
+        repeated per level (they are the same at every level: see :meth:`fixef`).
+
+        Parameters
+        ----------
+        hdi_prob : float
+            Probability mass of the highest-density intervals.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The columns of :meth:`ranef`; the statistics are those of the coefficients.
+        """
+        post = self.idata.posterior
+        fixed = set(self.layout.fixed)
+        parts = []
+        for t in self.design.terms:
+            for c, name in zip(t.columns, t.coefficients, strict=True):
+                draws = post[c] + post[name] if name in fixed else post[c]
+                parts.append(_rows(draws.rename(c), hdi_prob, term=t.text, group=t.factor,
+                                   level=list(t.levels), column=c, coefficient=name))
+        return _table(parts, hdi_prob, RANEF_KEYS)
 
     def varcorr(self, hdi_prob: float = HDI_PROB) -> pd.DataFrame:
         """Random-effect standard deviations and correlations, and the residual sd.
@@ -255,9 +293,9 @@ class FitResult:
         return "\n".join([
             self.header(), "",
             f"Fixed effects (posterior mean, sd, {HDI_PROB:.0%} HDI):",
-            fixed.to_string(float_format="{:.4g}".format), "",
+            format_table(fixed, float_format="{:.4g}".format), "",
             "Random effects and residual:",
-            vc[STAT_COLUMNS].to_string(float_format="{:.4g}".format), "",
+            format_table(vc[STAT_COLUMNS], float_format="{:.4g}".format), "",
             "summary() adds MCSE, ESS and R-hat; ranef() gives the random effects per level.",
         ])
 
@@ -316,6 +354,105 @@ class FitResult:
         """Widely applicable information criterion (:func:`arviz.waic`); see :meth:`loo`."""
         return az.waic(_with_log_likelihood(self), pointwise=pointwise, scale=scale)
 
+    def bayes_R2(
+        self,
+        hdi_prob: float = HDI_PROB,
+        summary: bool = True,
+        residuals: bool = False,
+        draws: int | None = None,
+    ) -> pd.DataFrame | np.ndarray:
+        """Bayesian R-squared (Gelman, Goodrich, Gabry & Vehtari 2019), as brms's ``bayes_R2``.
+
+        Per posterior draw ``s``, with ``mu_s`` the fitted linear predictor of the training
+        observations (random effects included, :meth:`predict` with ``kind="mean"``)::
+
+            R2_s = var(mu_s) / (var(mu_s) + e_s),    e_s = sigma_s^2 mean(1 / w)
+
+        variances over the observations with ``ddof=1``. ``e_s`` is the model's residual
+        variance, averaged over the observation weights ``w`` (residual variance
+        ``sigma^2 / w_i``; ``w = 1`` without weights). With ``residuals=True``,
+        ``e_s = var(y - mu_s)``, the variance of the realized residuals, as brms computes it.
+
+        Parameters
+        ----------
+        hdi_prob : float
+            Probability mass of the highest-density interval.
+        summary : bool
+            Return the summary; ``False`` returns the draws.
+        residuals : bool
+            Residual variance from the realized residuals instead of ``sigma``.
+        draws : int, optional
+            Use this many evenly spaced posterior draws (see :meth:`predict`); all by default.
+
+        Returns
+        -------
+        pandas.DataFrame or numpy.ndarray
+            One row ``"R2"`` with ``mean``, ``sd``, ``hdi_lower``, ``hdi_upper``; or the draws
+            ``R2_s``, shape ``(draws,)``, chain by chain.
+        """
+        mu = self.predict(kind="mean", draws=draws)
+        explained = mu.var(axis=1, ddof=1)
+        if residuals:
+            unexplained = (self.design.y - mu).var(axis=1, ddof=1)
+        else:
+            post = self.idata.posterior
+            sigma = post[self.layout.sigma].values.ravel()[draw_indices(_n_draws(post), draws)]
+            weights = self.design.weights
+            unexplained = sigma**2 * (1.0 if weights is None else np.mean(1.0 / weights))
+        r2 = explained / (explained + unexplained)
+        if not summary:
+            return r2
+        draws_r2 = xr.DataArray(r2[None], dims=("chain", "draw"), name="R2")
+        return _table([_rows(draws_r2, hdi_prob)], hdi_prob).set_axis(["R2"])
+
+    def hypothesis(self, hypotheses: str | Sequence[str],
+                   hdi_prob: float = HDI_PROB) -> pd.DataFrame:
+        """Test hypotheses about the parameters on the posterior draws (brms's ``hypothesis``).
+
+        A hypothesis compares two arithmetic expressions of parameters (named as the rows of
+        :meth:`summary`, or a random effect ``"1|Subject[308]"``) with one of ``<``, ``<=``,
+        ``>``, ``>=``, ``=``: ``"Days > 5"``, ``"Intercept - 250 = 0"``, ``"int[T.low] < 0"``,
+        ``"Intercept + 1|Subject[308] > 250"``. Per draw ``s`` it gives
+        ``delta_s = lhs_s - rhs_s``. One-sided hypotheses get the posterior probability
+        ``P = Pr(delta > 0 | y)`` (or ``< 0``) and the evidence ratio ``P / (1 - P)``. Point
+        hypotheses (``=``) get neither: brms's Savage-Dickey ratio needs prior draws, which
+        lmmhmc does not make; read their interval instead.
+
+        Parameters
+        ----------
+        hypotheses : str or sequence of str
+            One hypothesis or several.
+        hdi_prob : float
+            Probability mass of the highest-density interval of ``delta``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per hypothesis: ``hypothesis`` (as given), ``mean`` and ``sd`` of
+            ``delta`` (brms's Estimate and Est.Error), ``hdi_lower``, ``hdi_upper`` (a
+            highest-density interval, where brms shows an equal-tailed one),
+            ``excludes_zero`` (the interval excludes 0, brms's star), ``post_prob`` and
+            ``evid_ratio`` (NaN for ``=``).
+
+        Raises
+        ------
+        LmmhmcError
+            If a hypothesis has no comparison or several, an unknown parameter, or anything
+            besides names, numbers, ``+ - * /`` and parentheses (no code is evaluated).
+        """
+        texts = [hypotheses] if isinstance(hypotheses, str) else list(hypotheses)
+        parts = []
+        for text in texts:
+            delta, direction = difference(text, self.idata.posterior)
+            part = _rows(delta, hdi_prob, hypothesis=text)
+            part["excludes_zero"] = (part["hdi_lower"] > 0) | (part["hdi_upper"] < 0)
+            prob = {">": float((delta > 0).mean()), "<": float((delta < 0).mean())}
+            part["post_prob"] = prob.get(direction, np.nan)
+            with np.errstate(divide="ignore"):
+                part["evid_ratio"] = part["post_prob"] / (1.0 - part["post_prob"])
+            parts.append(part)
+        return _table(parts, hdi_prob, ["hypothesis"])
+
     # ------------------------------------------------------------------ plots, saving
 
     def plot_trace(self, var_names: list[str] | None = None, kind: str = "trace") -> Figure:
@@ -335,6 +472,10 @@ class FitResult:
                          n_points: int = 100) -> Figure:
         """Conditional-effects plot; see :func:`lmmhmc.plots.plot_conditional`."""
         return plots.plot_conditional(self, var, hdi_prob=hdi_prob, n_points=n_points)
+
+    def plot_ppc(self, kind: str = "kde", num_pp_samples: int = 100, seed: int = 0) -> Figure:
+        """Posterior predictive check; see :func:`lmmhmc.plots.plot_ppc`."""
+        return plots.plot_ppc(self, kind=kind, num_pp_samples=num_pp_samples, seed=seed)
 
     def save(self, path: str | PathLike) -> None:
         """Write the fit to a netCDF file that :func:`lmmhmc.load` reads back.
@@ -376,6 +517,22 @@ def compare(results: Mapping[str, FitResult], **kwargs) -> pd.DataFrame:
         ArviZ's comparison table, best model first.
     """
     return az.compare({name: _with_log_likelihood(r) for name, r in results.items()}, **kwargs)
+
+
+def format_table(table: pd.DataFrame, **kwargs) -> str:
+    """`table` as text: every row and column, wrapped at the terminal's width.
+
+    Columns that do not fit in ``shutil.get_terminal_size().columns`` characters (the
+    ``COLUMNS`` environment variable, else the terminal, else 80) continue in blocks below, as
+    pandas prints a wide frame; none is elided. `kwargs` go to
+    :meth:`pandas.DataFrame.to_string`.
+    """
+    return table.to_string(line_width=shutil.get_terminal_size().columns, **kwargs)
+
+
+def _n_draws(posterior: xr.Dataset) -> int:
+    """Number of posterior draws, chains x draws per chain."""
+    return posterior.sizes["chain"] * posterior.sizes["draw"]
 
 
 def _with_log_likelihood(result: FitResult) -> az.InferenceData:

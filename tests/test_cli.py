@@ -8,6 +8,7 @@ import pytest
 
 from lmmhmc import datasets
 from lmmhmc.cli import main
+from lmmhmc.results import format_table
 
 
 def test_describe_bundled_dataset(capsys: pytest.CaptureFixture[str]) -> None:
@@ -118,7 +119,7 @@ def test_fit_prints_saves_and_plots(
     assert main(argv) == 0
     printed = capsys.readouterr().out
     # same data, settings and seed as the sleepstudy_fit fixture: the same posterior
-    expected = f"{sleepstudy_fit.header()}\n\n{sleepstudy_fit.summary().to_string()}\n"
+    expected = f"{sleepstudy_fit.header()}\n\n{format_table(sleepstudy_fit.summary())}\n"
     assert printed.startswith(expected)
     assert f"Saved the fit to {out}" in printed
     for name in ("trace", "forest", "ranef"):

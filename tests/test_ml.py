@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 import lmmhmc
@@ -86,3 +87,24 @@ def test_profiled_criterion_matches_dense(reml):
     if reml:
         ref += np.linalg.slogdet(xvx)[1]
     assert float(dev) == pytest.approx(ref, rel=1e-10)
+
+
+def test_ml_result_prints_like_lme4() -> None:
+    columns = ["1|Subject", "Days|Subject"]
+    ml = lmmhmc.ml.MLResult(
+        reml=True, beta=pd.Series([251.405, 10.467], index=["Intercept", "Days"]),
+        se=pd.Series([6.825, 1.546], index=["Intercept", "Days"]), sigma=25.592,
+        sds={"Days | Subject": pd.Series([24.741, 5.922], index=columns)},
+        corrs={"Days | Subject": pd.DataFrame([[1.0, 0.066], [0.066, 1.0]], index=columns,
+                                              columns=columns)},
+        objective=1743.6283, theta=np.zeros(3), converged=True, n_evals=1, seconds=0.0)
+    lines = str(ml).splitlines()
+    assert lines[:3] == ["REML fit: REML criterion = 1743.6283", "", "Random effects:"]
+    assert lines[3].split() == ["Groups", "Name", "Std.Dev.", "Corr"]
+    assert lines[4].split() == ["Days", "|", "Subject", "1|Subject", "24.741"]
+    assert lines[5].split() == ["Days|Subject", "5.922", "0.07"]
+    assert lines[6].split() == ["Residual", "25.592"]
+    assert lines[7:9] == ["", "Fixed effects:"]
+    assert lines[9].split() == ["Estimate", "Std.", "Error", "t", "value"]
+    t_values = [float(line.split()[-1]) for line in lines[10:12]]
+    np.testing.assert_allclose(t_values, [251.405 / 6.825, 10.467 / 1.546], rtol=1e-4)

@@ -92,9 +92,10 @@ def test_fixef_equals_posterior_means(sleepstudy_fit) -> None:
 def test_ranef_per_level_and_column(sleepstudy_fit) -> None:
     post = sleepstudy_fit.idata.posterior
     table = sleepstudy_fit.ranef()
-    assert list(table.columns) == ["term", "group", "level", "column", "mean", "sd",
-                                   "hdi_lower", "hdi_upper"]
+    assert list(table.columns) == ["term", "group", "level", "column", "coefficient", "mean",
+                                   "sd", "hdi_lower", "hdi_upper"]
     assert len(table) == 2 * 18
+    assert list(table["coefficient"].unique()) == ["Intercept", "Days"]
     assert set(table["term"]) == {"Days | Subject"} and set(table["group"]) == {"Subject"}
     assert list(table["column"].unique()) == ["1|Subject", "Days|Subject"]
     levels = list(sleepstudy_fit.design.terms[0].levels)
@@ -200,7 +201,173 @@ def test_tables_of_models_without_fixed_or_random_effects(sleepstudy_fit) -> Non
     assert no_fixed.fixef().empty
     assert list(no_fixed.fixef().columns) == ["term", "mean", "sd", "hdi_lower", "hdi_upper"]
     no_random = _with_model(sleepstudy_fit, lmmhmc.Model("Reaction ~ Days", data))
-    assert no_random.ranef().empty and len(no_random.ranef().columns) == 8
+    assert no_random.ranef().empty and len(no_random.ranef().columns) == 9
+    assert no_random.coef().empty
     assert list(no_random.varcorr()["parameter"]) == ["sigma"]
     with pytest.raises(LmmhmcError, match="no random effects to plot"):
         no_random.plot_ranef()
+
+
+def _stats(draws: np.ndarray, hdi_prob: float = 0.94) -> list[float]:
+    """Mean, sd (ddof=1) and HDI of draws over all axes."""
+    flat = np.ravel(draws)
+    return [flat.mean(), flat.std(ddof=1), *az.hdi(flat, hdi_prob=hdi_prob)]
+
+
+def test_coef_is_fixed_plus_random_effect_per_draw(sleepstudy_fit) -> None:
+    post = sleepstudy_fit.idata.posterior
+    table = sleepstudy_fit.coef(hdi_prob=0.9)
+    assert list(table.columns) == list(sleepstudy_fit.ranef().columns)
+    assert table.attrs["hdi_prob"] == 0.9 and len(table) == 2 * 18
+    levels = list(post["Subject__factor_dim"].values)
+    for fixed, random in [("Intercept", "1|Subject"), ("Days", "Days|Subject")]:
+        part = table[table["column"] == random]
+        assert list(part["level"]) == levels and set(part["coefficient"]) == {fixed}
+        draws = post[fixed].values[..., None] + post[random].values  # (chain, draw, level)
+        expected = [_stats(draws[..., j], 0.9) for j in range(len(levels))]
+        np.testing.assert_allclose(part[["mean", "sd", "hdi_lower", "hdi_upper"]], expected,
+                                   rtol=1e-10)
+    # subject 309's own slope is far below the population's
+    slope = table[(table["level"] == "309") & (table["coefficient"] == "Days")].iloc[0]
+    assert slope["mean"] < 5 < float(post["Days"].mean())
+
+
+def test_coef_without_a_fixed_counterpart_is_the_random_effect(sleepstudy_fit) -> None:
+    model = lmmhmc.Model("Reaction ~ 0 + Days + (Days | Subject)", sleepstudy_fit.model.data)
+    table = _with_model(sleepstudy_fit, model).coef()
+    ranef = sleepstudy_fit.ranef()
+    intercepts = table["column"] == "1|Subject"
+    np.testing.assert_allclose(table.loc[intercepts, "mean"],
+                               ranef.loc[intercepts, "mean"], rtol=1e-12)
+    assert not np.allclose(table.loc[~intercepts, "mean"], ranef.loc[~intercepts, "mean"])
+
+
+def test_coef_of_crossed_intercepts(crossed_fit) -> None:
+    post = crossed_fit.idata.posterior
+    table = crossed_fit.coef()
+    item = table[table["group"] == "item"]
+    expected = (post["Intercept"] + post["1|item"]).mean(dim=("chain", "draw")).values
+    np.testing.assert_allclose(item["mean"], expected, rtol=1e-12)
+
+
+def _sleepstudy_mu(result) -> np.ndarray:
+    """Linear predictor of every draw and observation, from the posterior arrays: (S, N)."""
+    post = result.idata.posterior
+    data = result.model.data
+    levels = list(post["Subject__factor_dim"].values)
+    j = np.array([levels.index(str(s)) for s in data["Subject"]])
+    days = data["Days"].to_numpy(dtype=float)
+
+    def flat(name):
+        values = post[name].values
+        return values.reshape((-1,) + values.shape[2:])
+
+    return (flat("Intercept")[:, None] + flat("Days")[:, None] * days
+            + flat("1|Subject")[:, j] + flat("Days|Subject")[:, j] * days)
+
+
+def test_bayes_r2_per_draw(sleepstudy_fit) -> None:
+    mu = _sleepstudy_mu(sleepstudy_fit)
+    sigma = sleepstudy_fit.idata.posterior["sigma"].values.ravel()
+    explained = np.var(mu, axis=1, ddof=1)
+    expected = explained / (explained + sigma**2)
+    draws = sleepstudy_fit.bayes_R2(summary=False)
+    np.testing.assert_allclose(draws, expected, rtol=1e-9)
+    table = sleepstudy_fit.bayes_R2(hdi_prob=0.9)
+    assert list(table.index) == ["R2"] and table.attrs["hdi_prob"] == 0.9
+    np.testing.assert_allclose(table.loc["R2"], _stats(expected, 0.9), rtol=1e-9)
+    assert 0.6 < table.loc["R2", "mean"] < 0.9
+    # brms's variant: the variance of the realized residuals
+    y = sleepstudy_fit.model.data["Reaction"].to_numpy()
+    residual = np.var(y - mu, axis=1, ddof=1)
+    np.testing.assert_allclose(sleepstudy_fit.bayes_R2(summary=False, residuals=True),
+                               explained / (explained + residual), rtol=1e-9)
+    # a subset of evenly spaced draws
+    take = lmmhmc.predict.draw_indices(400, 50)
+    np.testing.assert_allclose(sleepstudy_fit.bayes_R2(summary=False, draws=50), expected[take],
+                               rtol=1e-9)
+
+
+def test_bayes_r2_with_weights_averages_the_residual_variance(sleepstudy_fit) -> None:
+    data = sleepstudy_fit.model.data
+    w = np.linspace(0.5, 2.0, len(data))
+    weighted = _with_model(sleepstudy_fit, lmmhmc.Model(sleepstudy_fit.model.formula, data,
+                                                        weights=w))
+    explained = np.var(_sleepstudy_mu(sleepstudy_fit), axis=1, ddof=1)
+    sigma2 = sleepstudy_fit.idata.posterior["sigma"].values.ravel() ** 2
+    np.testing.assert_allclose(weighted.bayes_R2(summary=False),
+                               explained / (explained + sigma2 * np.mean(1 / w)), rtol=1e-9)
+
+
+def test_hypothesis_matches_the_posterior_fractions(sleepstudy_fit) -> None:
+    post = sleepstudy_fit.idata.posterior
+    days, icpt = post["Days"].values.ravel(), post["Intercept"].values.ravel()
+    sd0, sd1 = (post[n].values.ravel() for n in ["1|Subject_sigma", "Days|Subject_sigma"])
+    u309 = post["Days|Subject"].sel(Subject__factor_dim="309").values.ravel()
+    corr = post["Subject_corr"].values.ravel()
+    cases = {  # hypothesis: (lhs - rhs per draw, the fraction it states)
+        "Days > 5": (days - 5, np.mean(days > 5)),
+        "Days >= 5": (days - 5, np.mean(days > 5)),
+        "12 < Days": (12 - days, np.mean(days > 12)),
+        "Intercept - 250 = 0": (icpt - 250, np.nan),
+        "Intercept == 25 * (Days / 1)": (icpt - 25 * days, np.nan),
+        "1|Subject_sigma > 2 * Days|Subject_sigma": (sd0 - 2 * sd1, np.mean(sd0 > 2 * sd1)),
+        "Days + Days|Subject[309] < 0": (days + u309, np.mean(days + u309 < 0)),
+        "Subject_corr[1|Subject, Days|Subject] > 0": (corr, np.mean(corr > 0)),
+        "-Days < -5": (5 - days, np.mean(days > 5)),
+    }
+    table = sleepstudy_fit.hypothesis(list(cases), hdi_prob=0.9)
+    assert list(table.columns) == ["hypothesis", "mean", "sd", "hdi_lower", "hdi_upper",
+                                   "excludes_zero", "post_prob", "evid_ratio"]
+    assert list(table["hypothesis"]) == list(cases) and table.attrs["hdi_prob"] == 0.9
+    for (_, row), (delta, prob) in zip(table.iterrows(), cases.values(), strict=True):
+        stats = _stats(delta, 0.9)
+        np.testing.assert_allclose(row[["mean", "sd", "hdi_lower", "hdi_upper"]].astype(float),
+                                   stats, rtol=1e-10, atol=1e-12)
+        assert row["excludes_zero"] == (stats[2] > 0 or stats[3] < 0)
+        np.testing.assert_equal(row["post_prob"], prob)
+        with np.errstate(divide="ignore"):
+            np.testing.assert_equal(row["evid_ratio"], prob / (1 - prob))
+    one = sleepstudy_fit.hypothesis("Days > 5")
+    assert len(one) == 1 and one["post_prob"].iloc[0] == np.mean(days > 5)
+
+
+def test_hypothesis_names_with_brackets_and_parentheses(crossed_fit) -> None:
+    post = crossed_fit.idata.posterior
+    effect = post["cond[T.b]"].values.ravel()
+    slope = post["center(x)"].values.ravel()
+    table = crossed_fit.hypothesis(["cond[T.b] > 0", "center(x) - cond[T.b] < 0.1"])
+    assert table["post_prob"].tolist() == [np.mean(effect > 0), np.mean(slope - effect < 0.1)]
+    assert table["mean"].iloc[1] == pytest.approx(np.mean(slope - effect - 0.1), rel=1e-10)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("Days", "needs exactly one comparison"),
+    ("Days > 1 > 0", "found 2"),
+    ("Dayz > 1", "unknown parameter 'Dayz' in hypothesis 'Dayz > 1'; did you mean 'Days'"),
+    ("Days|Subject[999] > 0", "unknown parameter 'Days|Subject\\[999\\]'"),
+    ("Days|Subjct_sigma > 0", "unknown parameter 'Days|Subjct_sigma'; did you mean"),
+    ("__import__('os').system('true') > 0", "only parameter names, numbers"),
+    ("Days ** 2 > 1", "only parameter names, numbers"),
+    ("Days > 'a'", "only parameter names, numbers"),
+    ("Days > ", "only parameter names, numbers"),
+])
+def test_hypothesis_refuses_anything_else(sleepstudy_fit, text: str, message: str) -> None:
+    with pytest.raises(LmmhmcError, match=message):
+        sleepstudy_fit.hypothesis(text)
+
+
+def test_printed_tables_wrap_at_the_terminal_width(sleepstudy_fit, capsys,
+                                                  monkeypatch) -> None:
+    summary = sleepstudy_fit.summary()
+    monkeypatch.setenv("COLUMNS", "70")
+    sleepstudy_fit.print_summary()
+    table = capsys.readouterr().out.split("\n\n", 1)[1]
+    assert max(len(line) for line in table.splitlines()) <= 70
+    for column in summary.columns:  # every column is shown, none elided
+        assert column in table
+    assert "..." not in table
+    monkeypatch.setenv("COLUMNS", "200")
+    sleepstudy_fit.print_summary()
+    assert capsys.readouterr().out.endswith(summary.to_string() + "\n")
+
