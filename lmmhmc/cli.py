@@ -38,6 +38,8 @@ from lmmhmc.results import HDI_PROB, FitResult
 __all__ = ["main", "read_data"]
 
 _CSV_SUFFIXES = {".csv", ".gz", ".txt", ".tsv"}
+# Delimiters other than the comma that a data file may use.
+_DELIMITERS = (";", "\t", "|")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,13 +84,24 @@ def read_data(source: str) -> pd.DataFrame:
     """
     path = Path(source)
     if path.is_file():
-        try:
-            return pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read '{source}' as CSV: {exc}") from exc
+        return _read_csv(path)
     if path.suffix in _CSV_SUFFIXES or len(path.parts) > 1:
         raise DataError(f"data file '{source}' not found")
     return datasets.load(source)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Read a CSV file; a file read as one column whose header holds ``;``, a tab or ``|`` is
+    read again with that delimiter."""
+    try:
+        frame = pd.read_csv(path)
+        header = str(frame.columns[0]) if frame.shape[1] == 1 else ""
+        found = [d for d in _DELIMITERS if d in header]
+        if found:
+            frame = pd.read_csv(path, sep=max(found, key=header.count))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read '{path}' as CSV: {exc}") from exc
+    return frame
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ All checks on the formula and the data happen here, before any JAX code runs.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from formulaic.parser.types import Factor
 from formulaic.transforms import TRANSFORMS
 from formulaic.utils.variables import Variable, get_required_variables
 
-from lmmhmc.errors import DataError, FormulaError, did_you_mean
+from lmmhmc.errors import DataError, DataWarning, FormulaError, did_you_mean, warn
 from lmmhmc.formula import BarTerm, parse_formula
 
 __all__ = ["Design", "GroupTerm", "NewData", "build_design"]
@@ -258,7 +259,7 @@ def build_design(
         message = f"{rows} missing values (in {_quoted(where)})"
         if na_action == "raise":
             raise DataError(message)
-        warnings.warn(f"{message}; dropped", UserWarning, stacklevel=2)
+        warn(f"{message}; dropped", DataWarning)
         frame = frame.loc[~missing]
         w = None if w is None else w[~missing]
         if len(frame) == 0:
@@ -556,11 +557,28 @@ def _level_labels(term: GroupTerm, newdata: pd.DataFrame) -> pd.Series:
     return labels
 
 
+def _check_numeric_columns(spec, newdata: pd.DataFrame) -> None:
+    """Raise DataError for a column of `newdata` that was numeric in training but is not now."""
+    for name, (kind, _) in spec.encoder_state.items():
+        if kind != Factor.Kind.NUMERICAL or name not in newdata.columns:
+            continue
+        values = newdata[name]
+        if _is_numeric(values):
+            continue
+        bad = [v for v in values.dropna() if not isinstance(v, numbers.Number)]
+        if bad or isinstance(values.dtype, pd.CategoricalDtype):
+            example = f"{bad[0]!r}, " if bad else ""
+            raise DataError(
+                f"column '{name}' of the new data must be numeric, as in training; it has "
+                f"{example}dtype {values.dtype}: convert it, e.g. with pd.to_numeric")
+
+
 def _encode_matrix(spec, newdata: pd.DataFrame, names: list[str], what: str) -> np.ndarray:
     """Model matrix of `newdata` from a training spec, checked for unseen levels and NaN.
 
     `names` are the training column labels, used in the error message.
     """
+    _check_numeric_columns(spec, newdata)
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("error", DataMismatchWarning)
         try:
@@ -569,6 +587,9 @@ def _encode_matrix(spec, newdata: pd.DataFrame, names: list[str], what: str) -> 
             raise DataError(
                 f"new data has a categorical level not seen in training: {exc}"
             ) from exc
+        except FormulaicError as exc:
+            raise DataError(f"cannot encode the new data like the training data "
+                            f"({_first_line(exc)}); check the columns' types") from exc
     X = np.ascontiguousarray(matrix.to_numpy(dtype=np.float64))
     _check_finite(X, names, f"new data, {what}")
     return X

@@ -22,7 +22,7 @@ from .assembled import AssembledModel, assemble
 from .chains import WARMUP_STEPS, ChainRunner, Settings
 from .inference_data import to_inference_data
 from .ml import fit_ml
-from .options import DENSE_MASS_MAX_DIM, LOG_LIK_MAX_CELLS, FitOptions
+from .options import DENSE_MASS_MAX_DIM, LOG_LIK_MAX_CELLS, FitOptions, check_devices
 from .plan import make_plan
 from .priors import resolve_priors
 from .recovery import lower_recovery, posterior_predictive, recover_all
@@ -52,6 +52,7 @@ def _resolved(assembled: AssembledModel, options: FitOptions) -> FitOptions:
     method = o.chain_method
     if method == "auto":
         method = "parallel" if jax.local_device_count() >= o.chains > 1 else "sequential"
+    check_devices(method, o.chains, jax.local_device_count())
     loglik = o.log_likelihood if o.log_likelihood is not None else (
         o.chains * o.draws * assembled.design.n_obs <= LOG_LIK_MAX_CELLS)
     return o.replace(dense_mass=bool(dense), chain_method=method, log_likelihood=bool(loglik))

@@ -411,7 +411,8 @@ def test_bad_arguments(toy: pd.DataFrame) -> None:
 
 
 def test_model_exposes_design_and_describes_it(sleep: pd.DataFrame) -> None:
-    model = lmmhmc.Model("Reaction ~ Days + (Days | Subject) + (0 + Days || Subject:Days)", sleep)
+    model = lmmhmc.Model("Reaction ~ Days + (Days | Subject) + (0 + Days || Subject:Week)",
+                         sleep.assign(Week=sleep["Days"] // 7))
     assert model.design.terms is model.design.terms and len(model.design.terms) == 2
     text = repr(model)
     assert str(model) == text
@@ -420,8 +421,8 @@ def test_model_exposes_design_and_describes_it(sleep: pd.DataFrame) -> None:
     assert "fixed effects (2): Intercept, Days" in text
     assert "factor Subject: 18 levels (308, 309, 310, 330, 331, ...)" in text
     assert "columns (2, correlated): 1|Subject, Days|Subject" in text
-    assert "factor Subject:Days: 180 levels" in text
-    assert "columns (1): Days|Subject:Days" in text
+    assert "factor Subject:Week: 36 levels" in text
+    assert "columns (1): Days|Subject:Week" in text
 
 
 def test_model_reports_dropped_rows_and_weights(sleep: pd.DataFrame) -> None:
@@ -441,3 +442,15 @@ def test_brms_style_weights_in_response_get_a_clear_error():
     data = lmmhmc.datasets.load("sleepstudy").assign(w=1.0)
     with pytest.raises(FormulaError, match="weights='w'"):
         lmmhmc.Model("Reaction | weights(w) ~ Days + (1 | Subject)", data)
+
+
+def test_new_data_with_text_in_a_numeric_column_names_the_column(sleep: pd.DataFrame) -> None:
+    design = lmmhmc.Model("Reaction ~ Days + (Days | Subject)", sleep).design
+    for values in (["a", "b", "c"], ["1", "2", "3"], pd.Categorical([1, 2, 3])):
+        newdata = sleep.head(3).assign(Days=values)
+        with pytest.raises(DataError, match="column 'Days' of the new data must be numeric, as "
+                                            "in training; .*pd.to_numeric"):
+            design.encode(newdata)
+    scaled = lmmhmc.Model("Reaction ~ center(Days) + (1 | Subject)", sleep).design
+    with pytest.raises(DataError, match="cannot encode the new data .*check the columns' types"):
+        scaled.encode(sleep.head(3).assign(Days=["a", "b", "c"]))
