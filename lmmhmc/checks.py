@@ -23,6 +23,7 @@ __all__ = [
     "check_few_levels",
     "check_model",
     "check_one_observation_per_level",
+    "check_scales",
     "check_response_family",
 ]
 
@@ -30,6 +31,9 @@ __all__ = [
 MIN_LEVELS = 3
 #: Largest median of a 0-based integer response that is taken for counts.
 COUNT_MAX_MEDIAN = 20
+#: Largest magnitude of a response spread or a predictor that double precision handles safely
+#: (its square, times the observations, must not overflow).
+MAX_SCALE = 1e100
 #: Relative tolerance of "constant within a level" and "in the span of the fixed part".
 _TOL = 1e-10
 
@@ -51,6 +55,7 @@ def check_model(design: Design, allow_one_per_level: bool = False) -> None:
         factor has one observation per level.
     """
     check_constant_response(design)
+    check_scales(design)
     check_exact_fit(design)
     check_one_observation_per_level(design, allow_one_per_level)
     check_response_family(design)
@@ -66,6 +71,21 @@ def check_constant_response(design: Design) -> None:
         raise DataError(
             f"response '{design.response}' is constant (every value is {y[0]:g}); a mixed model "
             "needs a response that varies: check the response column and the rows kept")
+
+
+def check_scales(design: Design) -> None:
+    """Raise DataError for a response or a predictor on a scale that overflows the kernels."""
+    sd = float(np.std(design.y))
+    if not 1.0 / MAX_SCALE < sd < MAX_SCALE:
+        raise DataError(f"response '{design.response}' varies on an extreme scale (sd {sd:.3g}); "
+                        "rescale it, e.g. to thousands or to standard units")
+    columns = [(design.X, design.x_names, "fixed-effect")]
+    columns += [(t.block, t.columns, "random-effect") for t in design.terms]
+    for matrix, names, kind in columns:
+        for name, size in zip(names, np.max(np.abs(matrix), axis=0, initial=0.0), strict=True):
+            if size > MAX_SCALE:
+                raise DataError(f"{kind} column '{name}' has values as large as {size:.3g}; "
+                                "rescale it, e.g. with scale()")
 
 
 def check_exact_fit(design: Design) -> None:

@@ -151,3 +151,13 @@ def test_a_fixed_part_that_reproduces_the_response_errs(sleep: pd.DataFrame) -> 
     with pytest.raises(DataError, match=r"the fixed part \(Intercept, Reaction\) reproduces the "
                                         r"response 'Reaction' exactly"):
         lmmhmc.Model("Reaction ~ Reaction + (1 | Subject)", sleep)
+
+
+def test_extreme_scales_err(sleep: pd.DataFrame) -> None:
+    formula = "Reaction ~ Days + (1 | Subject)"
+    for factor in (1e200, 1e-200):
+        with pytest.raises(DataError, match="response 'Reaction' varies on an extreme scale"):
+            lmmhmc.Model(formula, sleep.assign(Reaction=sleep["Reaction"] * factor))
+    with pytest.raises(DataError, match="fixed-effect column 'Days' has values as large as 9e"
+                                        ".*rescale"):
+        lmmhmc.Model(formula, sleep.assign(Days=sleep["Days"] * 1e200))

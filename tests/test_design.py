@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import lmmhmc
 from lmmhmc import datasets
 from lmmhmc.design import build_design
-from lmmhmc.errors import DataError, FormulaError
+from lmmhmc.errors import ArgumentError, DataError, FormulaError
 
 
 @pytest.fixture(scope="module")
@@ -401,9 +401,9 @@ def test_dropping_rows_drops_unused_categories(toy: pd.DataFrame) -> None:
 
 
 def test_bad_arguments(toy: pd.DataFrame) -> None:
-    with pytest.raises(TypeError, match="pandas DataFrame"):
+    with pytest.raises(ArgumentError, match="pandas DataFrame"):  # also a TypeError
         build_design("y ~ x + (1 | g)", toy.to_dict())
-    with pytest.raises(ValueError, match="na_action"):
+    with pytest.raises(ArgumentError, match="na_action"):
         build_design("y ~ x + (1 | g)", toy, na_action="omit")
 
 
@@ -454,3 +454,21 @@ def test_new_data_with_text_in_a_numeric_column_names_the_column(sleep: pd.DataF
     scaled = lmmhmc.Model("Reaction ~ center(Days) + (1 | Subject)", sleep).design
     with pytest.raises(DataError, match="cannot encode the new data .*check the columns' types"):
         scaled.encode(sleep.head(3).assign(Days=["a", "b", "c"]))
+
+
+def test_columns_that_cannot_be_numbers_are_data_errors(toy: pd.DataFrame) -> None:
+    dated = toy.assign(t=pd.date_range("2020-01-01", periods=len(toy)))
+    with pytest.raises(DataError, match="column 't' holds dates or times .*datetime"):
+        build_design("y ~ t + (1 | g)", dated)
+    assert build_design("y ~ x + (1 | t)", dated.assign(t=dated["t"].dt.month)).terms
+    with pytest.raises(DataError, match=r"fixed-effect column 'cond\[0\]' is not numeric"):
+        build_design("y ~ cond[0] + (1 | g)", toy)
+    with pytest.raises(DataError, match="data has several columns named 'x'; rename them"):
+        build_design("y ~ x + (1 | g)", pd.concat([toy, toy[["x"]]], axis=1))
+
+
+def test_rank_check_is_scale_free(toy: pd.DataFrame) -> None:
+    huge = toy.assign(big=1e300, x=toy["x"] * 1e300)
+    with pytest.raises(DataError, match="'big' are linear combinations of 'Intercept'"):
+        build_design("y ~ x + big + (1 | g)", huge)
+    assert build_design("y ~ x + (1 | g)", huge).X.shape[1] == 2
