@@ -45,6 +45,8 @@ def fit(
 ) -> FitResult:
     """Fit a linear mixed model by NUTS with the random effects marginalized.
 
+    The defaults are those of :class:`lmmhmc.options.FitOptions`.
+
     Parameters
     ----------
     formula : str
@@ -80,8 +82,6 @@ def fit(
         5e7.
     posterior_predictive : bool
         Keep replicated responses, one per draw.
-
-    The defaults are those of :class:`lmmhmc.options.FitOptions`.
 
     Returns
     -------
