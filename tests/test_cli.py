@@ -32,7 +32,7 @@ def test_describe_warns_about_dropped_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "d.csv"
-    path.write_text("y,x,g\n1,1,a\n2,,a\n3,3,b\n4,4,b\n5,5,c\n6,6,c\n")
+    path.write_text("y,x,g\n1.5,1,a\n2,,a\n3.1,3,b\n4,4.5,b\n5.2,5,c\n6,6.3,c\n")
     assert main(["describe", "y ~ x + (1 | g)", "--data", str(path)]) == 0
     captured = capsys.readouterr()
     assert "observations: 5" in captured.out
