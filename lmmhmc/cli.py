@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         Exit status: 0 on success, 2 on an error in the formula, the data, the arguments or
-        a missing file.
+        a missing file, 130 when interrupted (Ctrl-C).
     """
     args = _parser().parse_args(argv)
     try:
@@ -62,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LmmhmcError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"interrupted: {exc or 'by the user'}", file=sys.stderr)
+        return 130
 
 
 def read_data(source: str) -> pd.DataFrame:

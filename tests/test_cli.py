@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import lmmhmc
 from lmmhmc import datasets
 from lmmhmc.cli import main, read_data
 
@@ -187,3 +188,14 @@ def test_hdi_prob_must_be_a_probability(capsys: pytest.CaptureFixture[str]) -> N
         main(["summary", "fit.nc", "--hdi-prob", "94"])
     assert exc.value.code == 2
     assert "must be a number between 0 and 1, got '94'" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_with_status_130(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt("sampling interrupted by the user after 4 of 160 iterations")
+
+    monkeypatch.setattr(lmmhmc.Model, "fit", interrupted)
+    assert main(["fit", "Reaction ~ Days + (1 | Subject)", "--data", "sleepstudy"]) == 130
+    assert capsys.readouterr().err == (
+        "interrupted: sampling interrupted by the user after 4 of 160 iterations\n")
