@@ -56,8 +56,8 @@ def check_model(design: Design, allow_one_per_level: bool = False) -> None:
     """
     check_constant_response(design)
     check_scales(design)
-    check_exact_fit(design)
     check_one_observation_per_level(design, allow_one_per_level)
+    check_exact_fit(design)
     check_response_family(design)
     check_few_levels(design)
     check_confounded_factors(design)
@@ -89,18 +89,26 @@ def check_scales(design: Design) -> None:
 
 
 def check_exact_fit(design: Design) -> None:
-    """Raise DataError if the fixed effects alone reproduce the response (no residual left).
+    """Raise DataError if the fixed effects or a random intercept reproduce the response.
 
-    For example ``y ~ y + (1 | g)`` or a predictor that is a copy of the response.
+    For example ``y ~ y + (1 | g)``, a predictor that is a copy of the response, or a response
+    constant within every level of a factor with a random intercept: no residual is left, and
+    the likelihood grows without bound as ``sigma`` goes to 0.
     """
-    if not design.X.shape[1]:
-        return
-    resid = design.y - design.X @ np.linalg.lstsq(design.X, design.y, rcond=None)[0]
-    if np.linalg.norm(resid) <= _TOL * np.linalg.norm(design.y):
-        raise DataError(
-            f"the fixed part ({', '.join(design.x_names)}) reproduces the response "
-            f"'{design.response}' exactly, so there is no variance left for the random effects "
-            "and the residual: remove the response (or a copy of it) from the predictors")
+    if design.X.shape[1]:
+        resid = design.y - design.X @ np.linalg.lstsq(design.X, design.y, rcond=None)[0]
+        if np.linalg.norm(resid) <= _TOL * np.linalg.norm(design.y):
+            raise DataError(
+                f"the fixed part ({', '.join(design.x_names)}) reproduces the response "
+                f"'{design.response}' exactly, so there is no variance left for the random "
+                "effects and the residual: remove the response (or a copy of it) from the "
+                "predictors")
+    for t in design.terms:
+        if f"1|{t.factor}" in t.columns and _constant_within(t, design.y):
+            raise DataError(
+                f"response '{design.response}' is constant within every level of '{t.factor}', "
+                f"so '({t.text})' reproduces it exactly and no residual variance is left: "
+                "check the response, or remove the term")
 
 
 def check_one_observation_per_level(design: Design, allow: bool = False) -> None:
@@ -196,7 +204,10 @@ def check_constant_slopes(design: Design) -> None:
 
 
 def _constant_within(term: GroupTerm, column: np.ndarray) -> bool:
-    """True if ``column`` takes one value within each level of ``term``'s factor."""
+    """True if ``column`` takes one value within each level of ``term``'s factor (and some
+    level has several observations)."""
+    if np.bincount(term.index).max() < 2:
+        return False
     high = np.full(term.n_levels, -np.inf)
     low = np.full(term.n_levels, np.inf)
     np.maximum.at(high, term.index, column)

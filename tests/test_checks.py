@@ -147,10 +147,14 @@ def test_parallel_chains_need_as_many_devices(sleep: pd.DataFrame) -> None:
                    chain_method="parallel")
 
 
-def test_a_fixed_part_that_reproduces_the_response_errs(sleep: pd.DataFrame) -> None:
+def test_a_model_that_reproduces_the_response_errs(sleep: pd.DataFrame) -> None:
     with pytest.raises(DataError, match=r"the fixed part \(Intercept, Reaction\) reproduces the "
                                         r"response 'Reaction' exactly"):
         lmmhmc.Model("Reaction ~ Reaction + (1 | Subject)", sleep)
+    subject_means = sleep.groupby("Subject", observed=True)["Reaction"].transform("mean")
+    with pytest.raises(DataError, match=r"response 'mean' is constant within every level of "
+                                        r"'Subject', so '\(Days \| Subject\)' reproduces it"):
+        lmmhmc.Model("mean ~ Days + (Days | Subject)", sleep.assign(mean=subject_means))
 
 
 def test_extreme_scales_err(sleep: pd.DataFrame) -> None:
