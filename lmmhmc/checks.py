@@ -92,8 +92,9 @@ def check_exact_fit(design: Design) -> None:
     """Raise DataError if the fixed effects or a random intercept reproduce the response.
 
     For example ``y ~ y + (1 | g)``, a predictor that is a copy of the response, or a response
-    constant within every level of a factor with a random intercept: no residual is left, and
-    the likelihood grows without bound as ``sigma`` goes to 0.
+    constant within every level of a factor with a random intercept (or the fixed part plus
+    such a constant): no residual is left, and the likelihood grows without bound as
+    ``sigma`` goes to 0.
     """
     if design.X.shape[1]:
         resid = design.y - design.X @ np.linalg.lstsq(design.X, design.y, rcond=None)[0]
@@ -104,11 +105,26 @@ def check_exact_fit(design: Design) -> None:
                 "effects and the residual: remove the response (or a copy of it) from the "
                 "predictors")
     for t in design.terms:
-        if f"1|{t.factor}" in t.columns and _constant_within(t, design.y):
+        if f"1|{t.factor}" in t.columns and np.bincount(t.index).max() > 1 \
+                and _fits_within(t, design.X, design.y):
             raise DataError(
-                f"response '{design.response}' is constant within every level of '{t.factor}', "
-                f"so '({t.text})' reproduces it exactly and no residual variance is left: "
-                "check the response, or remove the term")
+                f"the fixed part and the intercepts of '({t.text})' reproduce the response "
+                f"'{design.response}' exactly (e.g. it is constant within every level of "
+                f"'{t.factor}'), so no residual variance is left: check the response, or remove "
+                "the term")
+
+
+def _fits_within(term: GroupTerm, X: np.ndarray, y: np.ndarray) -> bool:
+    """True if ``X`` and one intercept per level of ``term`` reproduce ``y`` exactly: the
+    least-squares fit of the deviations from the level means leaves no residual."""
+    counts = np.bincount(term.index, minlength=term.n_levels)[:, None]
+    both = np.column_stack([X, y])
+    sums = np.zeros((term.n_levels, both.shape[1]))
+    np.add.at(sums, term.index, both)
+    within = both - (sums / np.maximum(counts, 1))[term.index]
+    xw, yw = within[:, :-1], within[:, -1]
+    resid = yw - xw @ np.linalg.lstsq(xw, yw, rcond=None)[0] if X.shape[1] else yw
+    return bool(np.linalg.norm(resid) <= _TOL * np.linalg.norm(y))
 
 
 def check_one_observation_per_level(design: Design, allow: bool = False) -> None:

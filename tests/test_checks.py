@@ -152,9 +152,13 @@ def test_a_model_that_reproduces_the_response_errs(sleep: pd.DataFrame) -> None:
                                         r"response 'Reaction' exactly"):
         lmmhmc.Model("Reaction ~ Reaction + (1 | Subject)", sleep)
     subject_means = sleep.groupby("Subject", observed=True)["Reaction"].transform("mean")
-    with pytest.raises(DataError, match=r"response 'mean' is constant within every level of "
-                                        r"'Subject', so '\(Days \| Subject\)' reproduces it"):
+    message = (r"the fixed part and the intercepts of '\(Days \| Subject\)' reproduce the "
+               r"response '{}' exactly")
+    with pytest.raises(DataError, match=message.format("mean")):
         lmmhmc.Model("mean ~ Days + (Days | Subject)", sleep.assign(mean=subject_means))
+    with pytest.raises(DataError, match=message.format("shifted")):
+        lmmhmc.Model("shifted ~ Days + (Days | Subject)",
+                     sleep.assign(shifted=subject_means + 2.5 * sleep["Days"]))
 
 
 def test_extreme_scales_err(sleep: pd.DataFrame) -> None:
