@@ -23,8 +23,8 @@ __all__ = [
     "check_few_levels",
     "check_model",
     "check_one_observation_per_level",
-    "check_scales",
     "check_response_family",
+    "check_scales",
 ]
 
 #: Fewest levels for which a grouping factor's sd is not mostly its prior.
@@ -46,13 +46,14 @@ def check_model(design: Design, allow_one_per_level: bool = False) -> None:
     design : Design
     allow_one_per_level : bool
         Warn instead of raising for a grouping factor with one observation per level (as
-        lme4's ``check.nobs.vs.nlev = "ignore"``).
+        lme4's ``check.nobs.vs.nlev = "warning"``).
 
     Raises
     ------
     DataError
-        If the response is constant, the fixed part reproduces it exactly, or a grouping
-        factor has one observation per level.
+        If the response is constant or on an extreme scale, a predictor is on an extreme
+        scale, a grouping factor has one observation per level, or the fixed part (with a
+        factor's intercepts) reproduces the response exactly.
     """
     check_constant_response(design)
     check_scales(design)
