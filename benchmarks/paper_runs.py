@@ -74,7 +74,7 @@ def lmmhmc_methods(formula: str, data: pd.DataFrame) -> tuple[int, list[Method],
     import lmmhmc
     from lmmhmc.plan import make_plan
 
-    design = lmmhmc.Model(formula, data).design
+    design = lmmhmc.Model(formula, data, allow_one_per_level=True).design
     auto = make_plan(design, "auto").marginalized
     methods, aliases = [("auto", "auto")], {}
     for k, term in enumerate(design.terms):
@@ -311,7 +311,7 @@ def _n_obs(formula: str, data: pd.DataFrame) -> int:
     """The number of observations lmmhmc's model of ``formula`` keeps."""
     import lmmhmc
 
-    return int(lmmhmc.Model(formula, data).design.n_obs)
+    return int(lmmhmc.Model(formula, data, allow_one_per_level=True).design.n_obs)
 
 
 def _add(record: dict, path: Path, runs: list, label: str, rec: dict) -> None:

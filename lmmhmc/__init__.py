@@ -13,18 +13,21 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from lmmhmc import datasets  # noqa: E402  (after enabling float64)
+from lmmhmc.errors import checked_arguments  # noqa: E402
 from lmmhmc.io import load, save  # noqa: E402
 from lmmhmc.model import Model  # noqa: E402
 from lmmhmc.options import DEFAULTS, FitOptions  # noqa: E402
 from lmmhmc.results import FitResult, compare  # noqa: E402
 
 
+@checked_arguments
 def fit(
     formula: str,
     data,
     *,
     weights=None,
     na_action: str = "drop",
+    allow_one_per_level: bool = False,
     priors: Mapping | None = None,
     marginalize: str | Sequence[str] = DEFAULTS.marginalize,
     chains: int = DEFAULTS.chains,
@@ -50,7 +53,7 @@ def fit(
         lme4 syntax, e.g. ``"rt ~ cond + (1 + cond | subject) + (1 | item)"``.
     data : pandas.DataFrame
         The observations.
-    weights, na_action
+    weights, na_action, allow_one_per_level
         As for :class:`Model`.
     priors : dict, optional
         Parameter name -> numpyro distribution, replacing the defaults
@@ -84,7 +87,9 @@ def fit(
     -------
     FitResult
     """
-    return Model(formula, data, weights=weights, na_action=na_action).fit(
+    model = Model(formula, data, weights=weights, na_action=na_action,
+                  allow_one_per_level=allow_one_per_level)
+    return model.fit(
         priors=priors, marginalize=marginalize, chains=chains, draws=draws, warmup=warmup,
         seed=seed, target_accept=target_accept, progress=progress, init=init,
         dense_mass=dense_mass, max_tree_depth=max_tree_depth, chain_method=chain_method,

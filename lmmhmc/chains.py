@@ -123,6 +123,8 @@ class ChainRunner:
         self.settings = settings
         self.parallel = parallel
         self._bars: list[tqdm] = []
+        self._done = 0  # iterations run so far, all chains together
+        self._width = 1  # chains advanced by one segment call
 
     def lower(self, data: dict, priors: dict, start: dict, key: jax.Array):
         """The chain's programs traced and lowered for these shapes, to compile ahead.
@@ -145,11 +147,14 @@ class ChainRunner:
 
         Returns the constrained posterior draws and the sampler statistics (:data:`STATS`),
         each as NumPy arrays of shape ``(chains, draws, ...)``; the statistics also hold
-        :data:`WARMUP_STEPS` of shape ``(chains,)``.
+        :data:`WARMUP_STEPS` of shape ``(chains,)``. A ``KeyboardInterrupt`` (Ctrl-C) closes
+        the progress bars and is raised again as a one-line ``KeyboardInterrupt`` saying how
+        far the chains got, without the traceback inside JAX.
         """
         chains = int(jax.tree.leaves(init)[0].shape[0])
         keys = jax.random.split(key, chains)
         self._open_bars(chains)
+        self._done, self._width = 0, chains if self.parallel else 1
         try:
             if self.parallel:
                 out = self._run(_start_pmap, _segment_pmap, keys, init, data, priors, 0)
@@ -158,6 +163,10 @@ class ChainRunner:
                                   jax.tree.map(lambda a, c=c: a[c], init), data, priors, c)
                         for c in range(chains)]
                 out = jax.tree.map(lambda *a: np.stack(a), *runs)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(
+                f"sampling interrupted by the user after {self._done} of "
+                f"{chains * self.settings.total} iterations (all chains together)") from None
         finally:
             self._close_bars()
         return out["draw"], out["stats"]
@@ -177,6 +186,7 @@ class ChainRunner:
             parts.append(jax.tree.map(
                 lambda a, keep=keep, axis=axis: np.asarray(a).take(
                     np.arange(a.shape[axis])[keep], axis=axis), records))
+            self._done += self._width * (min(first + st.segment, st.total) - first)
             self._advance(chain, min(first + st.segment, st.total))
         out = jax.tree.map(lambda *a: np.concatenate(a, axis=axis), *parts)
         out["stats"][WARMUP_STEPS] = warm

@@ -38,6 +38,8 @@ from lmmhmc.results import HDI_PROB, FitResult
 __all__ = ["main", "read_data"]
 
 _CSV_SUFFIXES = {".csv", ".gz", ".txt", ".tsv"}
+# Delimiters other than the comma that a data file may use.
+_DELIMITERS = (";", "\t", "|")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         Exit status: 0 on success, 2 on an error in the formula, the data, the arguments or
-        a missing file.
+        a missing file, 130 when interrupted (Ctrl-C).
     """
     args = _parser().parse_args(argv)
     try:
@@ -60,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LmmhmcError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"interrupted: {exc or 'by the user'}", file=sys.stderr)
+        return 130
 
 
 def read_data(source: str) -> pd.DataFrame:
@@ -82,13 +87,24 @@ def read_data(source: str) -> pd.DataFrame:
     """
     path = Path(source)
     if path.is_file():
-        try:
-            return pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read '{source}' as CSV: {exc}") from exc
+        return _read_csv(path)
     if path.suffix in _CSV_SUFFIXES or len(path.parts) > 1:
         raise DataError(f"data file '{source}' not found")
     return datasets.load(source)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Read a CSV file; a file read as one column whose header holds ``;``, a tab or ``|`` is
+    read again with that delimiter."""
+    try:
+        frame = pd.read_csv(path)
+        header = str(frame.columns[0]) if frame.shape[1] == 1 else ""
+        found = [d for d in _DELIMITERS if d in header]
+        if found:
+            frame = pd.read_csv(path, sep=max(found, key=header.count))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read '{path}' as CSV: {exc}") from exc
+    return frame
 
 
 def _parser() -> argparse.ArgumentParser:

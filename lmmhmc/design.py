@@ -10,6 +10,7 @@ All checks on the formula and the data happen here, before any JAX code runs.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,8 +24,15 @@ from formulaic.parser.types import Factor
 from formulaic.transforms import TRANSFORMS
 from formulaic.utils.variables import Variable, get_required_variables
 
-from lmmhmc.errors import DataError, FormulaError, did_you_mean
-from lmmhmc.formula import BarTerm, parse_formula
+from lmmhmc.errors import (
+    ArgumentError,
+    DataError,
+    DataWarning,
+    FormulaError,
+    did_you_mean,
+    warn,
+)
+from lmmhmc.formula import BarTerm, ParsedFormula, parse_formula
 
 __all__ = ["Design", "GroupTerm", "NewData", "build_design"]
 
@@ -184,7 +192,8 @@ class Design:
             a predictor is missing or not finite.
         """
         if not isinstance(newdata, pd.DataFrame):
-            raise TypeError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+            raise ArgumentError(
+                f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
         needed = set(self.fixed_spec.required_variables)
         for term in self.terms:
             needed |= set(term.spec.required_variables) | set(term.factor.split(":"))
@@ -235,20 +244,14 @@ def build_design(
         ``na_action="raise"``) missing values.
     """
     if not isinstance(data, pd.DataFrame):
-        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+        raise ArgumentError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     if na_action not in ("drop", "raise"):
-        raise ValueError(f"na_action must be 'drop' or 'raise', got {na_action!r}")
+        raise ArgumentError(f"na_action must be 'drop' or 'raise', got {na_action!r}")
     parsed = parse_formula(formula)
 
-    used = _formula_variables(parsed.response, "response")
-    used += _formula_variables(parsed.fixed, "fixed part")
-    for bar in parsed.bars:
-        used += _formula_variables(bar.lhs, f"random-effect term '({bar.text})'")
-        used += bar.factor_names
-    if isinstance(weights, str):
-        used.append(weights)
-    used = list(dict.fromkeys(used))
+    used, predictors = _used_columns(parsed, weights)
     _check_columns(used, data, "data")
+    _check_not_dates(data, predictors)
     if len(data) == 0:
         raise DataError("data has no rows")
 
@@ -264,7 +267,7 @@ def build_design(
         message = f"{rows} missing values (in {_quoted(where)})"
         if na_action == "raise":
             raise DataError(message)
-        warnings.warn(f"{message}; dropped", UserWarning, stacklevel=2)
+        warn(f"{message}; dropped", DataWarning)
         frame = frame.loc[~missing]
         w = None if w is None else w[~missing]
         if len(frame) == 0:
@@ -289,6 +292,29 @@ def build_design(
         fixed_spec=fixed_spec,
         n_dropped=n_dropped,
     )
+
+
+def _used_columns(parsed: ParsedFormula, weights: object) -> tuple[list[str], list[str]]:
+    """The columns the model reads, and those of them the response and the predictors read."""
+    predictors = _formula_variables(parsed.response, "response")
+    predictors += _formula_variables(parsed.fixed, "fixed part")
+    factors = []
+    for bar in parsed.bars:
+        predictors += _formula_variables(bar.lhs, f"random-effect term '({bar.text})'")
+        factors += bar.factor_names
+    used = predictors + factors + ([weights] if isinstance(weights, str) else [])
+    return list(dict.fromkeys(used)), list(dict.fromkeys(predictors))
+
+
+def _check_not_dates(data: pd.DataFrame, names: list[str]) -> None:
+    """Raise DataError for a date or time-span column used as a response or a predictor."""
+    for name in names:
+        dtype = data[name].dtype
+        if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+            raise DataError(
+                f"column '{name}' holds dates or times (dtype {dtype}); convert it to numbers, "
+                "e.g. days since the first, or to a category with C() (a grouping factor may "
+                "be a date)")
 
 
 def _first_line(exc: Exception) -> str:
@@ -337,11 +363,14 @@ def _formula_variables(text: str, where: str) -> list[str]:
 
 
 def _check_columns(names: Iterable[str], data: pd.DataFrame, what: str) -> None:
-    """Raise DataError naming the first of `names` that is not a column of `data`."""
+    """Raise DataError naming the first of `names` that is not a column of `data`, or that is
+    the name of several columns."""
     columns = [str(c) for c in data.columns]
     for name in names:
         if name not in data.columns:
             raise DataError(f"column '{name}' not found in {what}{did_you_mean(name, columns)}")
+        if np.sum(data.columns == name) > 1:
+            raise DataError(f"{what} has several columns named '{name}'; rename them")
 
 
 def _check_duplicate_columns(terms: list[GroupTerm]) -> None:
@@ -406,17 +435,29 @@ def _fixed_part(
             f"{_quoted(lhs.columns)}"
         )
     name = str(lhs.columns[0])
-    y = lhs.to_numpy(dtype=np.float64)[:, 0]
+    y = _as_float(lhs, "response")[:, 0]
     n_bad = int(np.sum(~np.isfinite(y)))
     if n_bad:
         raise DataError(
             f"response '{name}' has non-finite values (inf or nan) in {n_bad} of {len(y)} rows"
         )
-    X = np.ascontiguousarray(rhs.to_numpy(dtype=np.float64))
+    X = _as_float(rhs, "fixed-effect column")
     x_names = [str(c) for c in rhs.columns]
     _check_finite(X, x_names, "fixed-effect column")
     _check_rank(X, x_names)
     return y, name, X, x_names, rhs.model_spec
+
+
+def _as_float(matrix: pd.DataFrame, what: str) -> np.ndarray:
+    """A model matrix as a contiguous float64 array; DataError naming a column that is not
+    numeric (e.g. ``a[0]`` of a text column)."""
+    for name in matrix.columns:
+        column = matrix[name]
+        if not _is_numeric(column):
+            raise DataError(
+                f"{what} '{name}' is not numeric (dtype {column.dtype}); convert the column it "
+                "is computed from to numbers or to a category with C()")
+    return np.ascontiguousarray(matrix.to_numpy(dtype=np.float64))
 
 
 def _is_numeric(values: pd.Series) -> bool:
@@ -442,6 +483,9 @@ def _check_rank(X: np.ndarray, names: list[str]) -> None:
     the aliased columns and the earlier columns they are combinations of.
     """
     n, p = X.shape
+    # columns scaled to a largest entry of 1: aliasing does not depend on scale, overflow does
+    scale = np.max(np.abs(X), axis=0, initial=0.0)
+    X = X / np.where(scale > 0, scale, 1.0)
     # Fast path: the diagonal of R (unpivoted QR) is each column's residual norm after the
     # earlier columns; it can only underestimate it after an aliased column, so a clean pass
     # proves full rank and anything else is re-checked column by column below.
@@ -488,7 +532,7 @@ def _group_term(bar: BarTerm, frame: pd.DataFrame) -> GroupTerm:
     columns = [f"{name}|{bar.factor}" for name in names]
     if not columns:
         raise FormulaError(f"random-effect term '({bar.text})' has no columns")
-    block = np.ascontiguousarray(matrix.to_numpy(dtype=np.float64))
+    block = _as_float(matrix, "random-effect column")
     _check_finite(block, columns, "random-effect column")
     index, levels = _factorize(frame, bar.factor_names)
     if len(levels) < 2:
@@ -562,11 +606,28 @@ def _level_labels(term: GroupTerm, newdata: pd.DataFrame) -> pd.Series:
     return labels
 
 
+def _check_numeric_columns(spec, newdata: pd.DataFrame) -> None:
+    """Raise DataError for a column of `newdata` that was numeric in training but is not now."""
+    for name, (kind, _) in spec.encoder_state.items():
+        if kind != Factor.Kind.NUMERICAL or name not in newdata.columns:
+            continue
+        values = newdata[name]
+        if _is_numeric(values):
+            continue
+        bad = [v for v in values.dropna() if not isinstance(v, numbers.Number)]
+        if bad or isinstance(values.dtype, pd.CategoricalDtype):
+            example = f"{bad[0]!r}, " if bad else ""
+            raise DataError(
+                f"column '{name}' of the new data must be numeric, as in training; it has "
+                f"{example}dtype {values.dtype}: convert it, e.g. with pd.to_numeric")
+
+
 def _encode_matrix(spec, newdata: pd.DataFrame, names: list[str], what: str) -> np.ndarray:
     """Model matrix of `newdata` from a training spec, checked for unseen levels and NaN.
 
     `names` are the training column labels, used in the error message.
     """
+    _check_numeric_columns(spec, newdata)
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("error", DataMismatchWarning)
         try:
@@ -575,6 +636,9 @@ def _encode_matrix(spec, newdata: pd.DataFrame, names: list[str], what: str) -> 
             raise DataError(
                 f"new data has a categorical level not seen in training: {exc}"
             ) from exc
-    X = np.ascontiguousarray(matrix.to_numpy(dtype=np.float64))
+        except FormulaicError as exc:
+            raise DataError(f"cannot encode the new data like the training data "
+                            f"({_first_line(exc)}); check the columns' types") from exc
+    X = _as_float(matrix, f"new data, {what}")
     _check_finite(X, names, f"new data, {what}")
     return X

@@ -20,10 +20,10 @@ import numpyro.distributions as dist
 
 from .assembled import AssembledModel, assemble
 from .chains import WARMUP_STEPS, ChainRunner, Settings
-from .errors import ConvergenceWarning, warn_user
+from .errors import ConvergenceWarning, warn
 from .inference_data import to_inference_data
 from .ml import fit_ml
-from .options import DENSE_MASS_MAX_DIM, LOG_LIK_MAX_CELLS, FitOptions
+from .options import DENSE_MASS_MAX_DIM, LOG_LIK_MAX_CELLS, FitOptions, check_devices
 from .plan import make_plan
 from .priors import resolve_priors
 from .recovery import lower_recovery, posterior_predictive, recover_all
@@ -53,6 +53,7 @@ def _resolved(assembled: AssembledModel, options: FitOptions) -> FitOptions:
     method = o.chain_method
     if method == "auto":
         method = "parallel" if jax.local_device_count() >= o.chains > 1 else "sequential"
+    check_devices(method, o.chains, jax.local_device_count())
     loglik = o.log_likelihood if o.log_likelihood is not None else (
         o.chains * o.draws * assembled.design.n_obs <= LOG_LIK_MAX_CELLS)
     return o.replace(dense_mass=bool(dense), chain_method=method, log_likelihood=bool(loglik))
@@ -107,6 +108,6 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
                        timings=timings, gradients=gradients, ml=ml)
     problems = result.diagnostics.problems()
     if problems:
-        warn_user("the fit may not have converged: " + "; ".join(problems)
-                  + " (FitResult.diagnostics has the figures)", ConvergenceWarning)
+        warn("the fit may not have converged: " + "; ".join(problems)
+             + " (FitResult.diagnostics has the figures)", ConvergenceWarning)
     return result

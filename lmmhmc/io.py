@@ -70,10 +70,11 @@ def load(path: str | PathLike) -> FitResult:
         match the stored posterior (e.g. after an incompatible change of pandas).
     """
     idata, meta = read(path)
-    with warnings.catch_warnings():  # the fit already reported dropped rows
+    # the fit already reported dropped rows and passed the checks (lmmhmc.checks)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = Model(meta["formula"], meta["data"], weights=meta["weights"],
-                      na_action=meta["na_action"])
+                      na_action=meta["na_action"], allow_one_per_level=True)
     _check_design(model.design, idata, Path(path))
     plan, options = meta["plan"], meta.get("options")
     if meta["format"] == 1:  # lmmhmc 0.1.0: plan the same terms again; settings, not options

@@ -7,7 +7,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from lmmhmc.checks import check_model
 from lmmhmc.design import Design, build_design
+from lmmhmc.errors import checked_arguments
 from lmmhmc.options import DEFAULTS, FitOptions
 
 __all__ = ["Model"]
@@ -19,8 +21,10 @@ _SHOW_LEVELS = 5
 class Model:
     """A linear mixed model given in lme4 syntax.
 
-    Building a Model parses the formula and validates the data (see
-    :func:`lmmhmc.design.build_design`); nothing is sampled yet.
+    Building a Model parses the formula, validates the data (see
+    :func:`lmmhmc.design.build_design`) and checks that the model is identified (see
+    :mod:`lmmhmc.checks`: errors where lme4 refuses a model, :class:`~lmmhmc.errors.LmmhmcWarning`
+    where the data cannot inform part of it); nothing is sampled yet.
 
     Parameters
     ----------
@@ -32,6 +36,10 @@ class Model:
         Column name or vector of positive observation weights.
     na_action : {"drop", "raise"}
         What to do with rows that have missing values in the used columns.
+    allow_one_per_level : bool
+        Fit a grouping factor with one observation per level (its random effects are
+        confounded with the residual) with a warning, instead of raising
+        :class:`~lmmhmc.errors.DataError` as lme4 does.
 
     Attributes
     ----------
@@ -41,6 +49,8 @@ class Model:
     weights : str, array-like or None
         As given.
     na_action : str
+        As given.
+    allow_one_per_level : bool
         As given.
     design : Design
         Response, fixed-effects matrix and random-effect terms.
@@ -54,6 +64,7 @@ class Model:
     ((180, 2), 18)
     """
 
+    @checked_arguments
     def __init__(
         self,
         formula: str,
@@ -61,13 +72,17 @@ class Model:
         *,
         weights: str | np.ndarray | None = None,
         na_action: str = "drop",
+        allow_one_per_level: bool = False,
     ) -> None:
         self.formula = formula
         self.data = data
         self.weights = weights
         self.na_action = na_action
+        self.allow_one_per_level = allow_one_per_level
         self.design: Design = build_design(formula, data, weights=weights, na_action=na_action)
+        check_model(self.design, allow_one_per_level)
 
+    @checked_arguments
     def fit_ml(self, reml: bool = False, starts: int = 3):
         """Maximum-likelihood (or REML) estimates, as lme4's ``lmer``.
 
@@ -84,6 +99,7 @@ class Model:
 
         return default_priors(self.design)
 
+    @checked_arguments
     def fit(
         self,
         *,

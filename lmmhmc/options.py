@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import LmmhmcError
 
-__all__ = ["DEFAULTS", "FitOptions"]
+__all__ = ["DEFAULTS", "FitOptions", "check_devices"]
 
 #: ``chain_method`` values.
 CHAIN_METHODS = ("auto", "parallel", "sequential")
@@ -93,6 +93,16 @@ class FitOptions:
     def as_dict(self) -> dict:
         """The options as a plain dict."""
         return asdict(self)
+
+
+def check_devices(chain_method: str, chains: int, devices: int) -> None:
+    """Raise LmmhmcError if ``chain_method="parallel"`` has fewer JAX devices than chains."""
+    if chain_method == "parallel" and devices < chains:
+        raise LmmhmcError(
+            f"chain_method='parallel' runs one chain per JAX device, but JAX sees {devices} "
+            f"device(s) for {chains} chains: on CPU set XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={chains} before importing lmmhmc (or "
+            "jax), or use chain_method='sequential' (or 'auto')")
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -228,12 +228,24 @@ def make_plan(
         if marginalize == "all":
             return plan(every, "user: all")
         if marginalize != "auto":
-            return plan((resolve_term(design, marginalize),), "user")
+            return plan((_marginalized_term(design, marginalize),), "user")
     else:
-        return plan({resolve_term(design, m) for m in marginalize}, "user")
+        return plan({_marginalized_term(design, m) for m in marginalize}, "user")
     if gradient_cost(design, every)[0] <= budget:
         return plan(every, "auto: joint kernel within budget")
     return plan(_affordable_subset(design, budget), "auto: largest affordable subset")
+
+
+def _marginalized_term(design: Design, name: object) -> int:
+    """:func:`resolve_term` for ``marginalize=``, whose error also lists its keywords."""
+    if not isinstance(name, str):
+        raise LmmhmcError(f"marginalize takes term names (str), got {name!r}")
+    try:
+        return resolve_term(design, name)
+    except LmmhmcError as exc:
+        raise LmmhmcError(
+            f"marginalize={name!r}: {exc}; marginalize takes 'auto', 'all', 'none' or a list "
+            "of these terms (by text or factor)") from None
 
 
 def _affordable_subset(design: Design, budget: float) -> tuple[int, ...]:

@@ -90,9 +90,9 @@ def predict(
         finite (:class:`lmmhmc.errors.DataError`).
     """
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise LmmhmcError(f"kind must be one of {KINDS}, got {kind!r}")
     if new_levels not in NEW_LEVELS:
-        raise ValueError(f"new_levels must be one of {NEW_LEVELS}, got {new_levels!r}")
+        raise LmmhmcError(f"new_levels must be one of {NEW_LEVELS}, got {new_levels!r}")
     design, layout = result.design, result.layout
     post = result.idata.posterior
     n_total = post.sizes["chain"] * post.sizes["draw"]
@@ -163,7 +163,7 @@ def draw_indices(n_total: int, draws: int | None) -> np.ndarray:
     if draws is None:
         return np.arange(n_total)
     if not isinstance(draws, int | np.integer) or not 1 <= draws <= n_total:
-        raise ValueError(f"draws must be an integer from 1 to {n_total}, got {draws!r}")
+        raise LmmhmcError(f"draws must be an integer from 1 to {n_total}, got {draws!r}")
     return np.round(np.linspace(0, n_total - 1, draws)).astype(np.int64)
 
 

@@ -142,3 +142,35 @@ def test_a_new_process_compiles_nothing_again(tmp_path):
         counts.append(__import__("json").loads(proc.stdout.strip().splitlines()[-1]))
     assert counts[0]["misses"] > 0  # the first process compiles and fills the cache
     assert counts[1] == {"misses": 0, "hits": counts[0]["misses"] + counts[0]["hits"]}, counts
+
+
+def test_ctrl_c_stops_sampling_with_a_short_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmmhmc import chains
+
+    class Interrupted:
+        """The segment program, interrupted (Ctrl-C) at its third call."""
+
+        def __init__(self, program) -> None:
+            self.program, self.lower, self.calls = program, program.lower, 0
+
+        def __call__(self, *args):
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return self.program(*args)
+
+    monkeypatch.setattr(chains, "_segment_jit", Interrupted(chains._segment_jit))
+    closed, close = [], chains.ChainRunner._close_bars
+
+    def close_bars(self) -> None:
+        closed.append(len(self._bars))
+        close(self)
+
+    monkeypatch.setattr(chains.ChainRunner, "_close_bars", close_bars)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        lmmhmc.fit(SLEEP, load("sleepstudy"), chains=2, draws=40, warmup=40, progress=True)
+    # 40 segments of 2 iterations per chain; the third segment call was interrupted
+    assert str(caught.value) == ("sampling interrupted by the user after 4 of 160 iterations "
+                                 "(all chains together)")
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert closed == [2]

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+import lmmhmc
 from lmmhmc import datasets
-from lmmhmc.cli import main
+from lmmhmc.cli import main, read_data
 from lmmhmc.results import format_table
 
 
@@ -33,13 +34,24 @@ def test_describe_warns_about_dropped_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "d.csv"
-    path.write_text("y,x,g\n1,1,a\n2,,a\n3,3,b\n4,4,b\n")
+    path.write_text("y,x,g\n1.5,1,a\n2,,a\n3.1,3,b\n4,4.5,b\n5.2,5,c\n6,6.3,c\n")
     assert main(["describe", "y ~ x + (1 | g)", "--data", str(path)]) == 0
     captured = capsys.readouterr()
-    assert "observations: 3" in captured.out
+    assert "observations: 5" in captured.out
     assert captured.err == "warning: 1 row has missing values (in 'x'); dropped\n"
     assert main(["describe", "y ~ x + (1 | g)", "--data", str(path), "--na-action", "raise"]) == 2
     assert capsys.readouterr().err.startswith("error: 1 row has missing values")
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_csv_with_another_delimiter(
+    delimiter: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "d.csv"
+    datasets.load("sleepstudy").to_csv(path, index=False, sep=delimiter)
+    assert read_data(str(path)).columns.tolist() == ["Reaction", "Days", "Subject"]
+    assert main(["describe", "Reaction ~ Days + (Days | Subject)", "--data", str(path)]) == 0
+    assert "observations: 180" in capsys.readouterr().out
 
 
 def test_describe_with_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -155,7 +167,9 @@ def test_fit_csv_with_named_terms(
          "error: column 'Dys' not found in data; did you mean 'Days'?\n"),
         (["fit", "Reaction ~ Days + (1 | Subject)", "--data", "sleepstudy",
           "--marginalize", "Sbj"],
-         "error: no grouping term 'Sbj' in the model; terms are '1 | Subject'\n"),
+         "error: marginalize='Sbj': no grouping term 'Sbj' in the model; terms are "
+         "'1 | Subject'; marginalize takes 'auto', 'all', 'none' or a list of these terms (by "
+         "text or factor)\n"),
         (["fit", "Reaction ~ Days + (1 | Subject)", "--data", "sleepstudy", "--chains", "0"],
          "error: chains must be an integer >= 1, got 0\n"),
         (["summary", "nowhere.nc"], "error: file 'nowhere.nc' not found\n"),
@@ -175,3 +189,14 @@ def test_hdi_prob_must_be_a_probability(capsys: pytest.CaptureFixture[str]) -> N
         main(["summary", "fit.nc", "--hdi-prob", "94"])
     assert exc.value.code == 2
     assert "must be a number between 0 and 1, got '94'" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_with_status_130(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt("sampling interrupted by the user after 4 of 160 iterations")
+
+    monkeypatch.setattr(lmmhmc.Model, "fit", interrupted)
+    assert main(["fit", "Reaction ~ Days + (1 | Subject)", "--data", "sleepstudy"]) == 130
+    assert capsys.readouterr().err == (
+        "interrupted: sampling interrupted by the user after 4 of 160 iterations\n")

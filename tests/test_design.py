@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import lmmhmc
 from lmmhmc import datasets
 from lmmhmc.design import build_design
-from lmmhmc.errors import DataError, FormulaError
+from lmmhmc.errors import ArgumentError, DataError, FormulaError
 
 
 @pytest.fixture(scope="module")
@@ -401,9 +401,9 @@ def test_dropping_rows_drops_unused_categories(toy: pd.DataFrame) -> None:
 
 
 def test_bad_arguments(toy: pd.DataFrame) -> None:
-    with pytest.raises(TypeError, match="pandas DataFrame"):
+    with pytest.raises(ArgumentError, match="pandas DataFrame"):  # also a TypeError
         build_design("y ~ x + (1 | g)", toy.to_dict())
-    with pytest.raises(ValueError, match="na_action"):
+    with pytest.raises(ArgumentError, match="na_action"):
         build_design("y ~ x + (1 | g)", toy, na_action="omit")
 
 
@@ -411,7 +411,8 @@ def test_bad_arguments(toy: pd.DataFrame) -> None:
 
 
 def test_model_exposes_design_and_describes_it(sleep: pd.DataFrame) -> None:
-    model = lmmhmc.Model("Reaction ~ Days + (Days | Subject) + (0 + Days || Subject:Days)", sleep)
+    model = lmmhmc.Model("Reaction ~ Days + (Days | Subject) + (0 + Days || Subject:Week)",
+                         sleep.assign(Week=sleep["Days"] // 7))
     assert model.design.terms is model.design.terms and len(model.design.terms) == 2
     text = repr(model)
     assert str(model) == text
@@ -420,8 +421,8 @@ def test_model_exposes_design_and_describes_it(sleep: pd.DataFrame) -> None:
     assert "fixed effects (2): Intercept, Days" in text
     assert "factor Subject: 18 levels (308, 309, 310, 330, 331, ...)" in text
     assert "columns (2, correlated): 1|Subject, Days|Subject" in text
-    assert "factor Subject:Days: 180 levels" in text
-    assert "columns (1): Days|Subject:Days" in text
+    assert "factor Subject:Week: 36 levels" in text
+    assert "columns (1): Days|Subject:Week" in text
 
 
 def test_model_reports_dropped_rows_and_weights(sleep: pd.DataFrame) -> None:
@@ -441,3 +442,33 @@ def test_brms_style_weights_in_response_get_a_clear_error():
     data = lmmhmc.datasets.load("sleepstudy").assign(w=1.0)
     with pytest.raises(FormulaError, match="weights='w'"):
         lmmhmc.Model("Reaction | weights(w) ~ Days + (1 | Subject)", data)
+
+
+def test_new_data_with_text_in_a_numeric_column_names_the_column(sleep: pd.DataFrame) -> None:
+    design = lmmhmc.Model("Reaction ~ Days + (Days | Subject)", sleep).design
+    for values in (["a", "b", "c"], ["1", "2", "3"], pd.Categorical([1, 2, 3])):
+        newdata = sleep.head(3).assign(Days=values)
+        with pytest.raises(DataError, match="column 'Days' of the new data must be numeric, as "
+                                            "in training; .*pd.to_numeric"):
+            design.encode(newdata)
+    scaled = lmmhmc.Model("Reaction ~ center(Days) + (1 | Subject)", sleep).design
+    with pytest.raises(DataError, match="cannot encode the new data .*check the columns' types"):
+        scaled.encode(sleep.head(3).assign(Days=["a", "b", "c"]))
+
+
+def test_columns_that_cannot_be_numbers_are_data_errors(toy: pd.DataFrame) -> None:
+    dated = toy.assign(t=pd.date_range("2020-01-01", periods=len(toy)))
+    with pytest.raises(DataError, match="column 't' holds dates or times .*datetime"):
+        build_design("y ~ t + (1 | g)", dated)
+    assert build_design("y ~ x + (1 | t)", dated.assign(t=dated["t"].dt.month)).terms
+    with pytest.raises(DataError, match=r"fixed-effect column 'cond\[0\]' is not numeric"):
+        build_design("y ~ cond[0] + (1 | g)", toy)
+    with pytest.raises(DataError, match="data has several columns named 'x'; rename them"):
+        build_design("y ~ x + (1 | g)", pd.concat([toy, toy[["x"]]], axis=1))
+
+
+def test_rank_check_is_scale_free(toy: pd.DataFrame) -> None:
+    huge = toy.assign(big=1e300, x=toy["x"] * 1e300)
+    with pytest.raises(DataError, match="'big' are linear combinations of 'Intercept'"):
+        build_design("y ~ x + big + (1 | g)", huge)
+    assert build_design("y ~ x + (1 | g)", huge).X.shape[1] == 2

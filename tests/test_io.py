@@ -119,3 +119,50 @@ def test_load_errors(sleepstudy_fit, tmp_path: Path) -> None:
     text.write_text("not netcdf")
     with pytest.raises(LmmhmcError, match="cannot read .* as an lmmhmc result"):
         lmmhmc.load(text)
+
+
+def test_a_failed_save_leaves_the_earlier_file_intact(sleepstudy_fit, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "fit.nc"
+    sleepstudy_fit.save(path)
+    before = path.read_bytes()
+
+    def disk_full(self, filename, *args, **kwargs):
+        Path(filename).write_bytes(b"half a file")  # the write starts, then fails midway
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(az.InferenceData, "to_netcdf", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        sleepstudy_fit.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["fit.nc"]  # no temporary file left
+    monkeypatch.undo()
+    assert lmmhmc.load(path).design.n_obs == sleepstudy_fit.design.n_obs
+
+
+def test_damaged_or_foreign_files_give_a_clear_error(sleepstudy_fit, tmp_path: Path) -> None:
+    good = tmp_path / "good.nc"
+    sleepstudy_fit.save(good)
+    content = good.read_bytes()
+    truncated = tmp_path / "truncated.nc"
+    truncated.write_bytes(content[: len(content) // 2])
+    damaged = tmp_path / "damaged.nc"
+    rng = np.random.default_rng(0)
+    middle = len(content) // 3
+    damaged.write_bytes(content[:middle] + rng.bytes(4000) + content[middle + 4000:])
+    foreign = tmp_path / "foreign.nc"
+    az.from_dict(posterior={"mu": np.zeros((1, 5))}).to_netcdf(str(foreign))
+    for path in (truncated, damaged):
+        try:
+            lmmhmc.load(path)
+        except LmmhmcError as exc:
+            assert str(exc).startswith(f"cannot read '{path}' as an lmmhmc result")
+    with pytest.raises(LmmhmcError, match="cannot read .* damaged, truncated"):
+        lmmhmc.load(truncated)
+    with pytest.raises(LmmhmcError, match="was not written by lmmhmc"):
+        lmmhmc.load(foreign)
+    with h5py.File(good, "a") as f:  # metadata that is not a pickle
+        del f[METADATA]
+        f.create_dataset(METADATA, data=np.frombuffer(b"garbage", np.uint8))
+    with pytest.raises(LmmhmcError, match="cannot read .* as an lmmhmc result"):
+        lmmhmc.load(good)

@@ -158,6 +158,11 @@ def test_bad_arguments(sleepstudy_fit) -> None:
         sleepstudy_fit.predict(new_levels="gaussian")
     with pytest.raises(DataError, match="column 'Days' not found in new data"):
         sleepstudy_fit.predict(pd.DataFrame({"Subject": ["308"]}))
+    with pytest.raises(DataError, match="column 'Days' of the new data must be numeric, as in "
+                                        "training; it has 'three'"):
+        sleepstudy_fit.predict(pd.DataFrame({"Subject": ["308"], "Days": ["three"]}))
+    with pytest.raises(LmmhmcError, match="kind must be one of"):  # the package's own error
+        sleepstudy_fit.predict(kind="link")
 
 
 def _standard_normal_pvalue(z: np.ndarray) -> float:
