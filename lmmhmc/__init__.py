@@ -24,6 +24,7 @@ def fit(
     data,
     *,
     weights=None,
+    offset=None,
     na_action: str = "drop",
     priors: Mapping | None = None,
     marginalize: str | Sequence[str] = DEFAULTS.marginalize,
@@ -50,8 +51,10 @@ def fit(
         lme4 syntax, e.g. ``"rt ~ cond + (1 + cond | subject) + (1 | item)"``.
     data : pandas.DataFrame
         The observations.
-    weights, na_action
-        As for :class:`Model`.
+    weights, offset, na_action
+        As for :class:`Model`: observation weights, a known offset of the linear predictor
+        (a column name or a vector; added to the formula's ``offset(...)`` terms) and the
+        handling of missing values.
     priors : dict, optional
         Parameter name -> numpyro distribution, replacing the defaults
         (:func:`lmmhmc.priors.default_priors`).
@@ -84,7 +87,7 @@ def fit(
     -------
     FitResult
     """
-    return Model(formula, data, weights=weights, na_action=na_action).fit(
+    return Model(formula, data, weights=weights, offset=offset, na_action=na_action).fit(
         priors=priors, marginalize=marginalize, chains=chains, draws=draws, warmup=warmup,
         seed=seed, target_accept=target_accept, progress=progress, init=init,
         dense_mass=dense_mass, max_tree_depth=max_tree_depth, chain_method=chain_method,
