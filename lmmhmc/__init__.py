@@ -26,6 +26,7 @@ def fit(
     data,
     *,
     weights=None,
+    offset=None,
     na_action: str = "drop",
     allow_one_per_level: bool = False,
     priors: Mapping | None = None,
@@ -53,8 +54,11 @@ def fit(
         lme4 syntax, e.g. ``"rt ~ cond + (1 + cond | subject) + (1 | item)"``.
     data : pandas.DataFrame
         The observations.
-    weights, na_action, allow_one_per_level
-        As for :class:`Model`.
+    weights, offset, na_action, allow_one_per_level
+        As for :class:`Model`: observation weights, a known offset of the linear predictor
+        (a column name or a vector; added to the formula's ``offset(...)`` terms), the
+        handling of missing values, and whether a grouping factor with one observation per
+        level is allowed (with a warning).
     priors : dict, optional
         Parameter name -> numpyro distribution, replacing the defaults
         (:func:`lmmhmc.priors.default_priors`).
@@ -87,7 +91,7 @@ def fit(
     -------
     FitResult
     """
-    model = Model(formula, data, weights=weights, na_action=na_action,
+    model = Model(formula, data, weights=weights, offset=offset, na_action=na_action,
                   allow_one_per_level=allow_one_per_level)
     return model.fit(
         priors=priors, marginalize=marginalize, chains=chains, draws=draws, warmup=warmup,

@@ -49,7 +49,8 @@ class AssembledModel:
     structure : Structure
         Layout, likelihood and number of observations (the compiled programs' static key).
     data : dict
-        The NumPyro model's data pytree: ``y``, ``X``, ``w``, per-term ``index`` and ``block``,
+        The NumPyro model's data pytree: ``y``, ``X``, ``offset`` (zeros without one), ``w``,
+        per-term ``index`` and ``block``,
         ``kernel`` (the plan's marginal kernel, or None) and ``units`` (``loc`` and ``unit`` of
         every scalar parameter).
     ml_kernel : MarginalKernel
@@ -97,12 +98,16 @@ class AssembledModel:
 
 
 def fixed_columns(design: Design) -> np.ndarray:
-    """The columns ``[X, y]`` whose projections every kernel precomputes."""
-    return np.column_stack([design.X, design.y])
+    """The columns ``[X, y - o]`` whose projections every kernel precomputes.
+
+    The offset ``o`` (:attr:`Design.offset`) shifts the response, so the Gaussian algebra of
+    the kernels, of maximum likelihood and of recovery sees ``y - o`` throughout.
+    """
+    return np.column_stack([design.X, design.shifted_y])
 
 
 def profile_kernel(design: Design, order=None) -> MarginalKernel:
-    """The kernel of every term that ML profiles, with columns ``[X, y]`` precomputed.
+    """The kernel of every term that ML profiles, with columns ``[X, y - o]`` precomputed.
 
     ``order`` is the elimination (:func:`lmmhmc.plan.elimination` of the terms by default).
     """
@@ -130,6 +135,7 @@ def assemble(design: Design, plan: Plan, priors: Priors,
     data = {
         "y": jnp.asarray(design.y),
         "X": jnp.asarray(design.X),
+        "offset": jnp.asarray(design.offset),
         "w": jnp.asarray(w),
         "index": tuple(jnp.asarray(t.index) for t in design.terms),
         "block": tuple(jnp.asarray(t.block) for t in design.terms),

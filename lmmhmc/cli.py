@@ -175,12 +175,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments that define a model: formula, data, weights, missing-value handling."""
+    """The arguments that define a model: formula, data, weights, offset, missing values."""
     parser.add_argument("formula", help='lme4 syntax, e.g. "Reaction ~ Days + (Days | Subject)"')
     parser.add_argument(
         "--data", required=True, help="CSV file, or a bundled data set (see `lmmhmc datasets`)"
     )
     parser.add_argument("--weights", help="column of positive observation weights")
+    parser.add_argument("--offset", metavar="COLUMN",
+                        help="column of a known offset of the linear predictor (added to the "
+                             "formula's offset() terms)")
     parser.add_argument(
         "--na-action",
         choices=["drop", "raise"],
@@ -213,7 +216,8 @@ def _model(args: argparse.Namespace) -> Model:
     data = read_data(args.data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = Model(args.formula, data, weights=args.weights, na_action=args.na_action)
+        model = Model(args.formula, data, weights=args.weights, offset=args.offset,
+                      na_action=args.na_action)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     return model

@@ -1,9 +1,9 @@
 """The design of a linear mixed model: response, fixed effects and tree-structured random effects.
 
-For the model ``y = X beta + sum_k Z_k u_k + eps``, each random-effect term ``Z_k`` has exactly one
-non-zero block of ``d_k`` entries per row (the observation's level of the grouping factor), so it
-is stored as an integer level ``index`` per observation and an ``N x d_k`` covariate ``block``,
-never as a dense ``N x (L_k d_k)`` matrix.
+For the model ``y = X beta + o + sum_k Z_k u_k + eps`` (``o`` a known offset, 0 without one),
+each random-effect term ``Z_k`` has exactly one non-zero block of ``d_k`` entries per row (the
+observation's level of the grouping factor), so it is stored as an integer level ``index`` per
+observation and an ``N x d_k`` covariate ``block``, never as a dense ``N x (L_k d_k)`` matrix.
 
 All checks on the formula and the data happen here, before any JAX code runs.
 """
@@ -106,12 +106,16 @@ class NewData:
     labels : list of numpy.ndarray
         Per term, the level label of each row (object array; None for a missing value), so
         that rows of the same unseen level can be told apart.
+    offset : numpy.ndarray
+        float64 ``(M,)``: the formula's offsets evaluated on the new rows (zeros without
+        any); an ``offset=`` argument of the training model is not part of it.
     """
 
     X: np.ndarray
     index: list[np.ndarray]
     block: list[np.ndarray]
     labels: list[np.ndarray]
+    offset: np.ndarray
 
     @property
     def n_obs(self) -> int:
@@ -145,6 +149,16 @@ class Design:
         Specification of the fixed part.
     n_dropped : int
         Rows dropped for missing values.
+    offset : numpy.ndarray
+        float64 ``(N,)``: the known offset ``o`` of the linear predictor, the sum of the
+        formula's ``offset(...)`` terms and the ``offset=`` argument; zeros without any.
+    offset_terms : tuple of str
+        The expressions of the formula's ``offset(...)`` terms.
+    offset_specs : tuple of formulaic.ModelSpec
+        Their specifications, to evaluate them on new data.
+    offset_argument : numpy.ndarray or None
+        float64 ``(N,)``: the part of ``offset`` given by the ``offset=`` argument; None
+        without one (new data then needs no offset argument).
     """
 
     formula: str
@@ -156,11 +170,26 @@ class Design:
     weights: np.ndarray | None
     fixed_spec: object
     n_dropped: int
+    offset: np.ndarray
+    offset_terms: tuple[str, ...] = ()
+    offset_specs: tuple = ()
+    offset_argument: np.ndarray | None = None
 
     @property
     def n_obs(self) -> int:
         """Number of observations N (after dropping missing values)."""
         return self.y.shape[0]
+
+    @property
+    def has_offset(self) -> bool:
+        """Whether the model has an offset (in the formula or as an argument)."""
+        return bool(self.offset_terms) or self.offset_argument is not None
+
+    @property
+    def shifted_y(self) -> np.ndarray:
+        """``y - offset``: the response that the Gaussian model's algebra, maximum likelihood
+        and the parameters' units (:mod:`lmmhmc.scaling`) see."""
+        return self.y - self.offset
 
     def require_terms(self) -> None:
         """Raise unless the formula has at least one random-effect term (as lme4 does)."""
@@ -195,6 +224,8 @@ class Design:
             raise ArgumentError(
                 f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
         needed = set(self.fixed_spec.required_variables)
+        for spec in self.offset_specs:
+            needed |= set(spec.required_variables)
         for term in self.terms:
             needed |= set(term.spec.required_variables) | set(term.factor.split(":"))
         _check_columns(sorted(needed), newdata, "new data")
@@ -205,8 +236,11 @@ class Design:
         block = [
             _encode_matrix(t.spec, newdata, t.columns, "random-effect column") for t in self.terms
         ]
+        offset = sum((_encode_matrix(spec, newdata, [f"offset({expr})"], "offset")[:, 0]
+                      for expr, spec in zip(self.offset_terms, self.offset_specs, strict=True)),
+                     np.zeros(len(newdata)))
         return NewData(X=X, index=index, block=block,
-                       labels=[lab.to_numpy() for lab in labels])
+                       labels=[lab.to_numpy() for lab in labels], offset=offset)
 
 
 def build_design(
@@ -214,6 +248,7 @@ def build_design(
     data: pd.DataFrame,
     *,
     weights: str | np.ndarray | None = None,
+    offset: str | np.ndarray | None = None,
     na_action: str = "drop",
 ) -> Design:
     """Build and validate the design of an lme4-style formula on a data frame.
@@ -221,14 +256,19 @@ def build_design(
     Parameters
     ----------
     formula : str
-        lme4 syntax, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
+        lme4 syntax, e.g. ``"Reaction ~ Days + (Days | Subject)"``; ``offset(expr)`` terms
+        add known offsets to the linear predictor.
     data : pandas.DataFrame
         The observations.
     weights : str or array-like, optional
         Name of a column of `data`, or an array of length ``len(data)``, of positive weights.
+    offset : str or array-like, optional
+        Name of a numeric column of `data`, or an array of length ``len(data)``: a known
+        offset added to the linear predictor (and to the formula's ``offset()`` terms), as
+        lme4's ``offset=`` argument.
     na_action : {"drop", "raise"}
-        Drop rows with missing values in the used columns (with a warning giving the count, as
-        lme4 does) or raise :class:`DataError`.
+        Drop rows with missing values in the used columns (the offsets' included; with a
+        warning giving the count, as lme4 does) or raise :class:`DataError`.
 
     Returns
     -------
@@ -240,7 +280,7 @@ def build_design(
         Malformed formula or random-effect term, or duplicate random-effect columns.
     DataError
         Unknown column, non-numeric response, grouping factor with one level, empty data,
-        rank-deficient fixed effects, non-finite values, bad weights, or (with
+        rank-deficient fixed effects, non-finite values, bad weights or offsets, or (with
         ``na_action="raise"``) missing values.
     """
     if not isinstance(data, pd.DataFrame):
@@ -248,39 +288,26 @@ def build_design(
     if na_action not in ("drop", "raise"):
         raise ArgumentError(f"na_action must be 'drop' or 'raise', got {na_action!r}")
     parsed = parse_formula(formula)
-
-    used, predictors = _used_columns(parsed, weights)
+    arguments = {"weights": weights, "offset": offset}
+    used, predictors = _used_columns(parsed, arguments)
     _check_columns(used, data, "data")
     _check_not_dates(data, predictors)
     if len(data) == 0:
         raise DataError("data has no rows")
-
-    frame = data[used]
-    w = None if weights is None or isinstance(weights, str) else _weights_array(weights, len(data))
-    missing = frame.isna().to_numpy().any(axis=1)
-    if w is not None:
-        missing |= np.isnan(w)
-    n_dropped = int(missing.sum())
-    if n_dropped:
-        where = [c for c in used if frame[c].isna().any()] + ([] if w is None else ["weights"])
-        rows = "1 row has" if n_dropped == 1 else f"{n_dropped} rows have"
-        message = f"{rows} missing values (in {_quoted(where)})"
-        if na_action == "raise":
-            raise DataError(message)
-        warn(f"{message}; dropped", DataWarning)
-        frame = frame.loc[~missing]
-        w = None if w is None else w[~missing]
-        if len(frame) == 0:
-            raise DataError(f"no rows left after dropping {n_dropped} with missing values")
-    frame = _drop_unused_categories(frame.reset_index(drop=True))
+    vectors = {name: _numeric_vector(value, len(data), name) for name, value in arguments.items()
+               if value is not None and not isinstance(value, str)}
+    frame, vectors, n_dropped = _drop_missing(data[used], vectors, na_action)
 
     y, response, X, x_names, fixed_spec = _fixed_part(parsed.response, parsed.fixed, frame)
     terms = [_group_term(bar, frame) for bar in parsed.bars]
     _check_duplicate_columns(terms)
-    if isinstance(weights, str):
-        w = _weights_array(frame[weights], len(frame), weights)
+    w = _argument_vector(weights, "weights", frame, vectors)
     if w is not None and not (np.all(np.isfinite(w)) and np.all(w > 0)):
         raise DataError("weights must be finite and positive")
+    argument = _argument_vector(offset, "offset", frame, vectors)
+    if argument is not None:
+        _check_offset(argument, f"column '{offset}'" if isinstance(offset, str) else "argument")
+    total, specs = _formula_offsets(parsed.offsets, frame)
     return Design(
         formula=formula,
         response=response,
@@ -291,18 +318,26 @@ def build_design(
         weights=w,
         fixed_spec=fixed_spec,
         n_dropped=n_dropped,
+        offset=total if argument is None else total + argument,
+        offset_terms=parsed.offsets,
+        offset_specs=specs,
+        offset_argument=argument,
     )
 
 
-def _used_columns(parsed: ParsedFormula, weights: object) -> tuple[list[str], list[str]]:
-    """The columns the model reads, and those of them the response and the predictors read."""
+def _used_columns(parsed: ParsedFormula,
+                  arguments: dict[str, object]) -> tuple[list[str], list[str]]:
+    """The data columns a model reads (formula and column-name arguments), in order, and
+    those of them the response, the predictors and the offsets read."""
     predictors = _formula_variables(parsed.response, "response")
     predictors += _formula_variables(parsed.fixed, "fixed part")
+    for expr in parsed.offsets:
+        predictors += _formula_variables(_offset_formula(expr), f"offset 'offset({expr})'")
     factors = []
     for bar in parsed.bars:
         predictors += _formula_variables(bar.lhs, f"random-effect term '({bar.text})'")
         factors += bar.factor_names
-    used = predictors + factors + ([weights] if isinstance(weights, str) else [])
+    used = predictors + factors + [v for v in arguments.values() if isinstance(v, str)]
     return list(dict.fromkeys(used)), list(dict.fromkeys(predictors))
 
 
@@ -315,6 +350,77 @@ def _check_not_dates(data: pd.DataFrame, names: list[str]) -> None:
                 f"column '{name}' holds dates or times (dtype {dtype}); convert it to numbers, "
                 "e.g. days since the first, or to a category with C() (a grouping factor may "
                 "be a date)")
+
+
+def _drop_missing(
+    frame: pd.DataFrame, vectors: dict[str, np.ndarray], na_action: str
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], int]:
+    """Drop the rows with a missing value in `frame` or in the argument `vectors` (or raise).
+
+    Returns the remaining rows (index reset, unused categories dropped), the vectors on them,
+    and the number of rows dropped.
+    """
+    missing = frame.isna().to_numpy().any(axis=1)
+    for values in vectors.values():
+        missing |= np.isnan(values)
+    n_dropped = int(missing.sum())
+    if n_dropped:
+        where = [c for c in frame.columns if frame[c].isna().any()]
+        where += [name for name, values in vectors.items() if np.isnan(values).any()]
+        rows = "1 row has" if n_dropped == 1 else f"{n_dropped} rows have"
+        message = f"{rows} missing values (in {_quoted(where)})"
+        if na_action == "raise":
+            raise DataError(message)
+        warn(f"{message}; dropped", DataWarning)
+        frame = frame.loc[~missing]
+        vectors = {name: values[~missing] for name, values in vectors.items()}
+        if len(frame) == 0:
+            raise DataError(f"no rows left after dropping {n_dropped} with missing values")
+    return _drop_unused_categories(frame.reset_index(drop=True)), vectors, n_dropped
+
+
+def _argument_vector(value: object, name: str, frame: pd.DataFrame,
+                     vectors: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The argument `name` (weights, offset) on the kept rows: None, a column, or the array."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _numeric_vector(frame[value], len(frame), name, value)
+    return vectors[name]
+
+
+def _offset_formula(expr: str) -> str:
+    """The formulaic formula of an offset expression: one column, evaluated as Python."""
+    return f"0 + {{{expr}}}"
+
+
+def _formula_offsets(exprs: tuple[str, ...], frame: pd.DataFrame) -> tuple[np.ndarray, tuple]:
+    """The sum of the formula's offsets on `frame` and each offset's formulaic specification.
+
+    Raises
+    ------
+    DataError
+        If an offset is not one numeric column or has non-finite values.
+    """
+    total, specs = np.zeros(len(frame)), []
+    for expr in exprs:
+        matrix = _materialize(_offset_formula(expr), frame, f"offset 'offset({expr})'")
+        if matrix.shape[1] != 1:
+            raise DataError(f"offset 'offset({expr})' must be numeric: it evaluates to the "
+                            f"columns {_quoted(map(str, matrix.columns))}")
+        values = matrix.to_numpy(dtype=np.float64)[:, 0]
+        _check_offset(values, f"'offset({expr})'")
+        total = total + values
+        specs.append(matrix.model_spec)
+    return total, tuple(specs)
+
+
+def _check_offset(values: np.ndarray, what: str) -> None:
+    """Raise DataError if an offset has non-finite values (after dropping missing rows)."""
+    n_bad = int(np.sum(~np.isfinite(values)))
+    if n_bad:
+        raise DataError(f"offset {what} has non-finite values (inf or nan) in {n_bad} of "
+                        f"{len(values)} rows")
 
 
 def _first_line(exc: Exception) -> str:
@@ -390,17 +496,18 @@ def _check_duplicate_columns(terms: list[GroupTerm]) -> None:
             seen[column] = term.text
 
 
-def _weights_array(values: object, n: int, name: str = "weights") -> np.ndarray:
-    """Weights as a float64 vector of length `n` (missing values as NaN)."""
-    if isinstance(values, pd.Series) and not pd.api.types.is_numeric_dtype(values.dtype):
-        raise DataError(f"weights column '{name}' is not numeric")
+def _numeric_vector(values: object, n: int, what: str, column: str | None = None) -> np.ndarray:
+    """An argument (``what``: weights, offset) as a float64 vector of length `n` (missing values
+    as NaN); ``column`` names the data column it was read from."""
+    if isinstance(values, pd.Series) and not _is_numeric(values):
+        raise DataError(f"{what} column '{column}' is not numeric")
     try:
-        w = np.asarray(values, dtype=np.float64)
+        v = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise DataError(f"{name} must be numeric") from exc
-    if w.ndim != 1 or w.shape[0] != n:
-        raise DataError(f"{name} must be a vector of length {n} (the rows of data), got {w.shape}")
-    return w
+        raise DataError(f"{what} must be numeric") from exc
+    if v.ndim != 1 or v.shape[0] != n:
+        raise DataError(f"{what} must be a vector of length {n} (the rows of data), got {v.shape}")
+    return v
 
 
 def _drop_unused_categories(frame: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,11 @@ Supported bar terms:
 ``(1 | a:b)``             grouping by the observed combinations of ``a`` and ``b``
 ``(1 | a/b)``             nested: ``(1 | a) + (1 | a:b)``; ``a/b/c`` adds ``a:b:c``
 ========================  ===============================================================
+
+A summand ``offset(expr)`` of the right-hand side is an *offset*: a known term of the linear
+predictor with coefficient 1 (lme4's, brms's and bambi's ``offset()``). Its expression is
+handed back separately, for formulaic to evaluate as a Python expression; several offsets add
+up.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ _QUOTES = "'\"`"
 _NAME = re.compile(r"^(?:[A-Za-z_.][\w.]*|`[^`]+`)$")
 # Text ending in the mantissa of a number in scientific notation, e.g. "1e" of "1e-3".
 _EXPONENT = re.compile(r"(?<![\w.])\d+\.?\d*[eE]$")
+# The start of an offset term, ``offset(``.
+_OFFSET = re.compile(r"^offset\s*\(")
+# ``offset(`` anywhere, as a call (not the end of a longer name).
+_OFFSET_CALL = re.compile(r"(?<![\w.])offset\s*\(")
 
 
 @dataclass(frozen=True)
@@ -78,11 +87,15 @@ class ParsedFormula:
         ``"0"`` (or ``"-1"``) when the user removed the intercept and wrote nothing else.
     bars : list of BarTerm
         The random-effect terms in formula order, nested terms expanded.
+    offsets : tuple of str
+        The expressions inside the ``offset(...)`` terms, in formula order (empty without
+        offsets), e.g. ``("np.log(n)",)``.
     """
 
     response: str
     fixed: str
     bars: list[BarTerm]
+    offsets: tuple[str, ...] = ()
 
 
 def parse_formula(formula: str) -> ParsedFormula:
@@ -108,6 +121,8 @@ def parse_formula(formula: str) -> ParsedFormula:
     >>> p = parse_formula("y ~ x + (1 | a/b)")
     >>> p.fixed, [b.text for b in p.bars]
     ('x', ['1 | a', '1 | a:b'])
+    >>> parse_formula("y ~ x + offset(np.log(n)) + (1 | g)").offsets
+    ('np.log(n)',)
     """
     if not isinstance(formula, str):
         raise FormulaError(f"formula must be a string, got {type(formula).__name__}")
@@ -124,15 +139,26 @@ def parse_formula(formula: str) -> ParsedFormula:
 
     fixed: list[str] = []
     bars: list[BarTerm] = []
+    offsets: list[str] = []
     for sign, piece in _summands(rhs):
-        inner = _bar_content(piece)
-        if inner is None:
+        offset = _offset_content(piece)
+        inner = None if offset is not None else _bar_content(piece)
+        if offset is not None:
+            if sign == "-":
+                raise FormulaError(f"offset term '{piece}' cannot be subtracted; write "
+                                   "'offset(-x)' for a negative offset")
+            offsets.append(offset)
+        elif inner is None:
+            if _OFFSET_CALL.search(piece):
+                raise FormulaError(f"offset in '{piece}' must be a separate term of the sum, "
+                                   "like 'x + offset(o)'")
             fixed.append(piece if not fixed and sign == "+" else f"{sign} {piece}")
         elif sign == "-":
             raise FormulaError(f"random-effect term '{piece}' cannot be subtracted")
         else:
             bars.extend(_expand_bar(inner, piece))
-    return ParsedFormula(response=response, fixed=" ".join(fixed) or "1", bars=bars)
+    return ParsedFormula(response=response, fixed=" ".join(fixed) or "1", bars=bars,
+                         offsets=tuple(offsets))
 
 
 def _squash(text: str) -> str:
@@ -202,6 +228,28 @@ def _summands(rhs: str) -> list[tuple[str, str]]:
         if not text:
             raise FormulaError(f"misplaced '{sign}' (empty term) in '{_squash(rhs)}'")
     return [(sign, _squash(text)) for sign, text in pieces]
+
+
+def _offset_content(piece: str) -> str | None:
+    """The expression inside a summand ``offset(expr)``, or None for any other summand.
+
+    Raises
+    ------
+    FormulaError
+        If the offset is empty or holds a random-effect bar ``|``.
+    """
+    match = _OFFSET.match(piece)
+    if match is None:
+        return None
+    start = match.end() - 1
+    if _closing(piece[start:]) != len(piece) - 1 - start:
+        return None  # e.g. "offset(a) * b": not a whole offset term
+    inner = _squash(piece[start + 1 : -1])
+    if not inner:
+        raise FormulaError(f"offset term '{piece}' is empty; write 'offset(column)'")
+    if any(ch == "|" and d >= 0 for ch, d in zip(inner, _depths(inner), strict=True)):
+        raise FormulaError(f"offset term '{piece}' cannot hold a random-effect bar '|'")
+    return inner
 
 
 def _bar_content(piece: str) -> str | None:

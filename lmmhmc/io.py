@@ -2,10 +2,10 @@
 
 The metadata rebuilds the rest of the :class:`~lmmhmc.results.FitResult`::
 
-    formula, data (the training DataFrame as given), weights, na_action,
+    formula, data (the training DataFrame as given), weights, offset, na_action,
     plan, priors, options, timings, gradients, ml, versions
 
-On load the model is rebuilt with ``Model(formula, data, weights=weights, na_action=na_action)``
+On load the model is rebuilt with ``Model(formula, data, weights=..., offset=..., na_action=...)``
 and assembled with the same plan and priors, so the design (transforms, categorical encodings,
 level order) is exactly the one of the fit, and a loaded result summarises and predicts as the
 original did.
@@ -74,7 +74,8 @@ def load(path: str | PathLike) -> FitResult:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = Model(meta["formula"], meta["data"], weights=meta["weights"],
-                      na_action=meta["na_action"], allow_one_per_level=True)
+                      offset=meta.get("offset"), na_action=meta["na_action"],
+                      allow_one_per_level=True)
     _check_design(model.design, idata, Path(path))
     plan, options = meta["plan"], meta.get("options")
     if meta["format"] == 1:  # lmmhmc 0.1.0: plan the same terms again; settings, not options

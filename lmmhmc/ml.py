@@ -10,7 +10,8 @@ so ``beta`` and ``sigma`` are profiled out exactly::
     ML:   -2 l = log|V| + N (1 + log(2 pi RSS / N))
     REML: -2 l = log|V| + log|X^T V^-1 X| + (N - p) (1 + log(2 pi RSS / (N - p)))
 
-``theta`` is optimised by L-BFGS-B with JAX gradients.
+``theta`` is optimised by L-BFGS-B with JAX gradients. With an offset ``o``, ``y`` is
+``y - o`` throughout (:func:`lmmhmc.assembled.fixed_columns`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def profiled_deviance(kernel: MarginalKernel, layout: Layout, n: int, p: int, th
                       reml: bool):
     """Profiled deviance at ``theta`` and the GLS pieces ``(beta, RSS / dof, X^T V^-1 X)``.
 
-    ``kernel`` marginalizes every term, with the columns ``F = [X, y]`` precomputed
+    ``kernel`` marginalizes every term, with the columns ``F = [X, y - o]`` precomputed
     (:func:`lmmhmc.assembled.profile_kernel`).
     """
     logdet, gram = kernel.gram(Affine(jnp.eye(p + 1)), 1.0, theta_to_factors(theta, layout))
@@ -138,7 +139,7 @@ def fit_ml(design: Design, reml: bool = False, starts: int = 3,
         Number of starting points for ``theta`` (1, 0.1 and 5 times lme4's start); the best
         optimum is kept.
     kernel : MarginalKernel, optional
-        The kernel of every term with ``[X, y]`` precomputed (a fit passes its assembled
+        The kernel of every term with ``[X, y - o]`` precomputed (a fit passes its assembled
         model's); prepared here when omitted.
     """
     with single_threaded_blas():

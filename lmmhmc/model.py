@@ -34,6 +34,9 @@ class Model:
         The observations.
     weights : str or array-like, optional
         Column name or vector of positive observation weights.
+    offset : str or array-like, optional
+        Column name or vector (length ``len(data)``) of a known offset of the linear
+        predictor, added to the formula's ``offset(...)`` terms (lme4's ``offset=``).
     na_action : {"drop", "raise"}
         What to do with rows that have missing values in the used columns.
     allow_one_per_level : bool
@@ -47,6 +50,8 @@ class Model:
     data : pandas.DataFrame
         The data frame as given (not copied).
     weights : str, array-like or None
+        As given.
+    offset : str, array-like or None
         As given.
     na_action : str
         As given.
@@ -71,15 +76,18 @@ class Model:
         data: pd.DataFrame,
         *,
         weights: str | np.ndarray | None = None,
+        offset: str | np.ndarray | None = None,
         na_action: str = "drop",
         allow_one_per_level: bool = False,
     ) -> None:
         self.formula = formula
         self.data = data
         self.weights = weights
+        self.offset = offset
         self.na_action = na_action
         self.allow_one_per_level = allow_one_per_level
-        self.design: Design = build_design(formula, data, weights=weights, na_action=na_action)
+        self.design: Design = build_design(formula, data, weights=weights, offset=offset,
+                                           na_action=na_action)
         check_model(self.design, allow_one_per_level)
 
     @checked_arguments
@@ -136,7 +144,8 @@ class Model:
     def __repr__(self) -> str:
         d = self.design
         dropped = f", {d.n_dropped} dropped for missing values" if d.n_dropped else ""
-        weighted = ", weighted" if d.weights is not None else ""
+        weighted = (", weighted" if d.weights is not None else "") + (
+            ", with offset" if d.has_offset else "")
         lines = [
             f"lmmhmc.Model: {d.formula}",
             f"  observations: {d.n_obs} (response: {d.response}{weighted}{dropped})",

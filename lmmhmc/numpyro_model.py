@@ -11,7 +11,7 @@ per-term sds ``s_k`` and correlation Cholesky factors ``L_k``)::
 
     Lambda_k = diag(s_k) L_k,                  G_k = Lambda_k Lambda_k^T
     u_k = z_k Lambda_k^T,  z_k ~ N(0, I)       (sampled terms, non-centered)
-    mu = X beta + sum_k Z_k u_k                (:func:`linear_predictor`)
+    mu = X beta + o + sum_k Z_k u_k            (:func:`linear_predictor`; o the known offset)
     log p(y | theta, u_sampled) = likelihood with the marginalized terms integrated out
 """
 
@@ -57,19 +57,22 @@ def fixed_effects(layout: Layout, params: dict) -> jax.Array:
     return jnp.stack([params[n] for n in layout.fixed]) if layout.fixed else jnp.zeros(0)
 
 
-def linear_predictor(X: jax.Array, beta: jax.Array, index, block, effects: dict) -> jax.Array:
-    """``X beta + sum_k Z_k u_k`` for one draw, from the sparse (index, block) form.
+def linear_predictor(X: jax.Array, beta: jax.Array, offset: jax.Array, index, block,
+                     effects: dict) -> jax.Array:
+    """``X beta + o + sum_k Z_k u_k`` for one draw, from the sparse (index, block) form.
 
     Parameters
     ----------
     X : (rows, p) array
     beta : (p,) array
+    offset : (rows,) array
+        The known offset ``o`` of every row (zeros without one).
     index, block : sequences
         Per term: each row's level (rows,) and covariate row (rows, d).
     effects : dict
         Term position -> effects (levels, d); only these terms enter.
     """
-    mu = X @ beta
+    mu = X @ beta + offset
     for k, u in effects.items():
         mu = mu + jnp.sum(u[index[k]] * block[k], axis=-1)
     return mu
@@ -81,16 +84,16 @@ def sampled_effects(layout: Layout, params: dict, lams: list[jax.Array]) -> dict
 
 
 def residual(structure: Structure, data: dict, params: dict, effects: dict):
-    """``r = y - X beta - sum_k Z_k u_k`` over the sampled terms' ``effects``.
+    """``r = y - X beta - o - sum_k Z_k u_k`` over the sampled terms' ``effects``.
 
     With no sampled terms the residual is returned as :class:`Affine` coefficients
-    ``[-beta, 1]`` of the kernel's precomputed columns ``[X, y]``, so that the marginal
+    ``[-beta, 1]`` of the kernel's precomputed columns ``[X, y - o]``, so that the marginal
     likelihood costs nothing per observation.
     """
-    beta = fixed_effects(structure.layout, params)
     if not effects and data["kernel"] is not None:
+        beta = fixed_effects(structure.layout, params)
         return Affine(jnp.concatenate([-beta, jnp.ones(1)]))
-    return data["y"] - linear_predictor(data["X"], beta, data["index"], data["block"], effects)
+    return data["y"] - mean(structure, data, params, effects)
 
 
 def make_model(structure: Structure):
@@ -141,9 +144,11 @@ def recover(structure: Structure, data: dict, params: dict, key: jax.Array) -> d
 
 
 def mean(structure: Structure, data: dict, params: dict, effects: dict) -> jax.Array:
-    """The linear predictor of the training rows for one draw and its random effects."""
+    """The linear predictor of the training rows (offset included) for one draw and its
+    random effects."""
     beta = fixed_effects(structure.layout, params)
-    return linear_predictor(data["X"], beta, data["index"], data["block"], effects)
+    return linear_predictor(data["X"], beta, data["offset"], data["index"], data["block"],
+                            effects)
 
 
 def pointwise_log_likelihood(structure: Structure, data: dict, params: dict,

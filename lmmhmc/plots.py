@@ -248,7 +248,8 @@ def plot_conditional(result, var: str, hdi_prob: float = 0.94, n_points: int = 1
     The posterior mean and HDI of the population-level linear predictor (random effects
     excluded) on the scale of the formula's left-hand side, with `var` varied over its range
     (numeric) or levels (categorical) and every other predictor held at its reference value
-    (see :func:`conditional_grid`).
+    (see :func:`conditional_grid`). The formula's offsets are evaluated on the grid; an
+    ``offset=`` argument of the model is held at its training mean.
 
     Parameters
     ----------
@@ -265,7 +266,9 @@ def plot_conditional(result, var: str, hdi_prob: float = 0.94, n_points: int = 1
     matplotlib.figure.Figure
     """
     grid, categorical = conditional_grid(result, var, n_points)
-    mu = predict(result, grid, include_random=False)
+    argument = result.design.offset_argument
+    offset = None if argument is None else np.full(len(grid), argument.mean())
+    mu = predict(result, grid, include_random=False, offset=offset)
     mean = mu.mean(axis=0)
     band = az.hdi(mu[None], hdi_prob=hdi_prob)  # (rows, 2)
     fig, ax = plt.subplots(figsize=(5.0, 3.8))

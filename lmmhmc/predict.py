@@ -3,7 +3,7 @@
 For posterior draw ``s`` and a row with fixed-effect covariates ``x`` and, per grouping term
 ``k``, level ``j_k`` and covariate row ``z_k``::
 
-    mean      mu_s = x . beta_s + sum_k z_k . u_{k, j_k, s}
+    mean      mu_s = x . beta_s + o + sum_k z_k . u_{k, j_k, s}      (o: the row's offset)
     response  y_s  = mu_s + sigma_s / sqrt(w) * eps,    eps ~ N(0, 1)
 
 A level not seen in training has no posterior of its own. ``new_levels="sample"`` draws its
@@ -12,6 +12,11 @@ of the same new level share them): ``u_{k, new, s} ~ N(0, G_{k, s})`` with
 ``G_{k, s} = diag(s_{k, s}) R_{k, s} diag(s_{k, s})``, as brms's
 ``sample_new_levels = "gaussian"``. ``"zero"`` uses the population level (effects 0), and
 ``"error"`` refuses. A missing grouping value always means the population level of that term.
+
+The offset ``o`` of a new row is the sum of the formula's ``offset(...)`` terms evaluated on
+it and, for a model fitted with an ``offset=`` argument, the ``offset=`` given to
+:func:`predict` (required then, as the model cannot know it). The training rows use the
+training offset.
 
 The linear predictor is :func:`lmmhmc.numpyro_model.linear_predictor`, the routine of the
 model's likelihood, mapped over the draws; new observations come from the fit's likelihood.
@@ -45,6 +50,7 @@ def predict(
     draws: int | None = None,
     seed: int = 0,
     weights: str | np.ndarray | None = None,
+    offset: str | np.ndarray | None = None,
 ) -> np.ndarray:
     """Posterior draws of the linear predictor or of new observations.
 
@@ -57,11 +63,12 @@ def predict(
         grouping column (not the response). Transforms (``center(x)``, ``log(x)``, ...) and
         categorical encodings are those of the training data.
     kind : {"mean", "response"}
-        ``"mean"``: the linear predictor ``X beta + Z u`` (the expected response, on the scale
+        ``"mean"``: the linear predictor ``X beta + o + Z u`` (the expected response, on the scale
         of the formula's left-hand side, e.g. ``log(rt)``). ``"response"``: new observations,
         the mean plus ``N(0, sigma^2 / w)`` noise.
     include_random : bool
-        Add the random effects; ``False`` gives the population-level prediction ``X beta``.
+        Add the random effects; ``False`` gives the population-level prediction
+        ``X beta + o``.
     new_levels : {"sample", "zero", "error"}
         Effects of grouping levels not seen in training: drawn from ``N(0, G_k)`` per
         posterior draw, set to zero, or an error naming them.
@@ -74,6 +81,11 @@ def predict(
         Observation weights for ``kind="response"``: a column of `newdata` or an array of
         one positive weight per row. Defaults to the training weights when `newdata` is
         omitted and to 1 otherwise.
+    offset : str or array-like, optional
+        With `newdata`, for a model fitted with an ``offset=`` argument (and required then):
+        a column of `newdata` or an array of one finite value per row, added to the offsets
+        of the formula's ``offset(...)`` terms (which are evaluated on `newdata`). Without
+        `newdata` the training offset is used.
 
     Returns
     -------
@@ -87,7 +99,7 @@ def predict(
     LmmhmcError
         With ``new_levels="error"``, if `newdata` holds levels not seen in training; if a
         column is missing, a categorical predictor has an unseen level or a predictor is not
-        finite (:class:`lmmhmc.errors.DataError`).
+        finite (:class:`lmmhmc.errors.DataError`); if an offset is missing or not finite.
     """
     if kind not in KINDS:
         raise LmmhmcError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -104,11 +116,15 @@ def predict(
         return values.reshape((n_total,) + values.shape[2:])[take]
 
     if newdata is None:
+        if offset is not None:
+            raise LmmhmcError("offset= applies to newdata; the training rows use the training "
+                              "offset")
         X, index, block = design.X, [t.index for t in design.terms], [t.block for t in design.terms]
-        labels = [None] * len(design.terms)
+        labels, rows_offset = [None] * len(design.terms), design.offset
     else:
         encoded = design.encode(newdata)
         X, index, block, labels = encoded.X, encoded.index, encoded.block, encoded.labels
+        rows_offset = encoded.offset + _argument_offset(design, newdata, offset)
     beta = np.reshape([param(n) for n in layout.fixed], (len(layout.fixed), len(take))).T
     rng = np.random.default_rng(seed)
     effects, codes = {}, {}
@@ -121,7 +137,7 @@ def predict(
             new = _population_draws(sds, pairs, t.pairs(), n_new, rng)
             zero = np.zeros((len(take), 1, t.d))
             effects[k] = np.concatenate([u, new, zero], axis=1)
-    mu = _linear_predictors(X, beta, codes, {k: block[k] for k in codes}, effects)
+    mu = _linear_predictors(X, beta, rows_offset, codes, {k: block[k] for k in codes}, effects)
     if kind == "mean":
         return np.asarray(mu)
     w = _weights(design, newdata, weights, X.shape[0])
@@ -131,7 +147,7 @@ def predict(
 
 
 @jax.jit
-def _linear_predictors(X, beta, index: dict, block: dict, effects: dict) -> jax.Array:
+def _linear_predictors(X, beta, offset, index: dict, block: dict, effects: dict) -> jax.Array:
     """:func:`lmmhmc.numpyro_model.linear_predictor` of every draw: ``(draws, rows)``.
 
     One draw at a time, so that a draw's prediction does not depend on which other draws are
@@ -140,7 +156,7 @@ def _linear_predictors(X, beta, index: dict, block: dict, effects: dict) -> jax.
 
     def one(args):
         b, eff = args
-        return nm.linear_predictor(X, b, index, block, eff)
+        return nm.linear_predictor(X, b, offset, index, block, eff)
 
     return jax.lax.map(one, (beta, effects))
 
@@ -244,3 +260,23 @@ def _weights(design, newdata: pd.DataFrame | None, weights, n_rows: int) -> np.n
     if w.shape != (n_rows,) or not (np.all(np.isfinite(w)) and np.all(w > 0)):
         raise LmmhmcError(f"weights must be {n_rows} finite positive numbers, one per row")
     return w
+
+
+def _argument_offset(design, newdata: pd.DataFrame, offset) -> np.ndarray | float:
+    """The ``offset=`` part of the new rows' offset (see :func:`predict`); 0 without one."""
+    if offset is None:
+        if design.offset_argument is not None:
+            raise LmmhmcError("the model was fitted with an offset= argument: pass offset= (a "
+                              "column of newdata or one value per row) for the new rows")
+        return 0.0
+    if isinstance(offset, str):
+        if offset not in newdata.columns:
+            raise DataError(f"offset column '{offset}' not found in new data")
+        offset = newdata[offset]
+    try:
+        o = np.asarray(offset, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError("offset must be numeric") from exc
+    if o.shape != (len(newdata),) or not np.all(np.isfinite(o)):
+        raise DataError(f"offset must be {len(newdata)} finite numbers, one per row of newdata")
+    return o

@@ -13,6 +13,8 @@ Defaults, with ``s_y = sd(y)`` and ``s_x = sd(x)`` of each non-constant column (
     sd of column x       ~ Half-Student-t(3, 0, 2.5 s_y / s_x)   (s_x = 1 for the intercept)
     correlations         ~ LKJ(eta = 2)
 
+With an offset ``o``, ``y`` stands for ``y - o`` throughout (:mod:`lmmhmc.scaling`).
+
 The intercept's scale is the spread of ``mean(y) - sum_x b_x mean(x)`` implied by the slope
 priors, so it stays weakly informative when predictors are not centred.
 """
@@ -106,7 +108,8 @@ def default_priors(design: Design) -> Priors:
         if slopes[j]:
             items[name] = dist.Normal(0.0, SCALE * u[name])
         else:  # the intercept (a constant column)
-            items[name] = dist.Normal(float(np.mean(design.y)), float(np.sqrt(intercept_var)))
+            items[name] = dist.Normal(float(np.mean(design.shifted_y)),
+                                          float(np.sqrt(intercept_var)))
     items[layout.sigma] = half_student_t(STUDENT_T_DF, SCALE * s_y)
     for term in layout.terms:
         items.update({name: half_student_t(STUDENT_T_DF, SCALE * u[name]) for name in term.sds})

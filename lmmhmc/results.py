@@ -311,6 +311,7 @@ class FitResult:
         draws: int | None = None,
         seed: int = 0,
         weights: str | np.ndarray | None = None,
+        offset: str | np.ndarray | None = None,
     ) -> np.ndarray:
         """Posterior draws of the linear predictor or of new observations.
 
@@ -322,7 +323,8 @@ class FitResult:
             Shape ``(draws, rows)``.
         """
         return predict(self, newdata, kind=kind, include_random=include_random,
-                       new_levels=new_levels, draws=draws, seed=seed, weights=weights)
+                       new_levels=new_levels, draws=draws, seed=seed, weights=weights,
+                       offset=offset)
 
     def loo(self, pointwise: bool | None = None, scale: str | None = None) -> az.ELPDData:
         """PSIS leave-one-out cross-validation (:func:`arviz.loo`).
@@ -484,13 +486,14 @@ class FitResult:
         :mod:`lmmhmc.storage`); :func:`lmmhmc.save` does the same.
         """
         model = self.model
-        weights = model.weights
-        if weights is not None and not isinstance(weights, str):
-            weights = np.asarray(weights, dtype=np.float64)
+        weights, offset = (value if value is None or isinstance(value, str)
+                           else np.asarray(value, dtype=np.float64)
+                           for value in (model.weights, model.offset))
         storage.write(self.idata, {
             "formula": model.formula,
             "data": model.data,
             "weights": weights,
+            "offset": offset,
             "na_action": model.na_action,
             "plan": self.plan,
             "priors": self.priors,

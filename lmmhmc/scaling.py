@@ -11,6 +11,10 @@ parameter ``theta`` as ``theta = loc + unit * internal``, with units from the da
     sigma                        unit s_y
     sd of random column x        unit s_y / s_x         (s_x = 1 for a constant column)
 
+With an offset ``o`` the response's location and scale are those of ``y - o`` (the part of the
+response that the parameters explain): ``s_y = sd(y - o)`` and the intercept's ``loc`` is
+``mean(y - o)``, so that a fit with an offset is the fit of ``y - o`` without it.
+
 The posterior is unchanged: the priors are the user's, carried to the internal scale by
 :class:`lmmhmc.reparam.Scaled`, and the draws are reported on the data's scale. The default
 priors (:mod:`lmmhmc.priors`) are stated in the same units.
@@ -48,10 +52,12 @@ class Units:
 
 
 def response_sd(design: Design) -> float:
-    """``sd(y)`` (ddof = 0); an error for a constant response."""
-    s_y = float(np.std(design.y))
+    """``sd(y - o)`` (ddof = 0; ``o`` the offset, 0 without one); an error when constant."""
+    s_y = float(np.std(design.shifted_y))
     if not np.isfinite(s_y) or s_y <= 0:
-        raise DataError(f"response '{design.response}' is constant: there is nothing to model")
+        minus = " minus the offset" if design.has_offset else ""
+        raise DataError(
+            f"response '{design.response}'{minus} is constant: there is nothing to model")
     return s_y
 
 
@@ -63,7 +69,7 @@ def units(design: Design) -> Units:
     unit: dict[str, float] = {}
     for name, s_x in zip(layout.fixed, design.X.std(axis=0), strict=True):
         constant = not s_x > 0
-        loc[name] = float(np.mean(design.y)) if constant else 0.0
+        loc[name] = float(np.mean(design.shifted_y)) if constant else 0.0
         unit[name] = s_y if constant else s_y / float(s_x)
     loc[layout.sigma], unit[layout.sigma] = 0.0, s_y
     for term, names in zip(design.terms, layout.terms, strict=True):

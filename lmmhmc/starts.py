@@ -80,7 +80,7 @@ def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
 def conditional_modes(assembled: AssembledModel, ml: MLResult) -> list[np.ndarray]:
     """Conditional means of every term's random effects at the ML estimate."""
     kernel = assembled.ml_kernel
-    coef = np.concatenate([-np.asarray(ml.beta.values), np.ones(1)])  # r = [X, y] coef
+    coef = np.concatenate([-np.asarray(ml.beta.values), np.ones(1)])  # r = [X, y - o] coef
     zeros = [np.zeros(s) for s in kernel.noise_shapes()]
     modes = jax.jit(lambda k, c, *a: k.draw(Affine(c), *a))(kernel, coef, ml.sigma,
                                                             ml.factors, zeros)
