@@ -29,6 +29,7 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.util import ParamInfo, constrain_fn, potential_energy
 from tqdm.auto import tqdm
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .numpyro_model import Structure, make_model
 
 #: Per-draw sampler statistics recorded by every chain.

@@ -15,6 +15,11 @@ datasets
 
 Errors caused by the formula or the data are printed as one line ``error: ...`` on stderr, with
 exit status 2 (the status argparse uses for bad arguments).
+
+This module imports only the standard library and lmmhmc's options at module level: pandas,
+JAX, NumPyro, ArviZ and matplotlib are imported by the commands that use them, so that
+``lmmhmc --help``, ``lmmhmc datasets`` (and ``describe``, which needs pandas and formulaic but
+not JAX) start quickly.
 """
 
 from __future__ import annotations
@@ -24,16 +29,17 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-
-import matplotlib.pyplot as plt
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from lmmhmc import __version__, datasets
 from lmmhmc.errors import DataError, LmmhmcError
-from lmmhmc.io import load
-from lmmhmc.model import Model
-from lmmhmc.options import DEFAULTS
-from lmmhmc.results import HDI_PROB, FitResult
+from lmmhmc.options import DEFAULTS, HDI_PROB
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from lmmhmc.model import Model
+    from lmmhmc.results import FitResult
 
 __all__ = ["main", "read_data"]
 
@@ -82,6 +88,8 @@ def read_data(source: str) -> pd.DataFrame:
     """
     path = Path(source)
     if path.is_file():
+        import pandas as pd
+
         try:
             return pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -194,6 +202,8 @@ def _probability(text: str) -> float:
 
 def _model(args: argparse.Namespace) -> Model:
     """Build the Model of the parsed arguments; warnings are printed as ``warning: ...``."""
+    from lmmhmc.model import Model
+
     data = read_data(args.data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -230,6 +240,8 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _write_plots(result: FitResult, folder: Path, hdi_prob: float) -> list[Path]:
     """Write the trace, forest and caterpillar plots as PNG files into `folder`."""
+    import matplotlib.pyplot as plt
+
     plt.switch_backend("Agg")  # files only: no window, works without a display
     folder.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -247,6 +259,8 @@ def _write_plots(result: FitResult, folder: Path, hdi_prob: float) -> list[Path]
 
 
 def _summary(args: argparse.Namespace) -> int:
+    from lmmhmc.io import load
+
     load(args.file).print_summary(random_effects=args.random_effects, hdi_prob=args.hdi_prob)
     return 0
 

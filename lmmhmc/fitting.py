@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .assembled import AssembledModel, assemble
 from .chains import WARMUP_STEPS, ChainRunner, Settings
 from .errors import ConvergenceWarning, warn_user

@@ -27,7 +27,7 @@ from .errors import LmmhmcError
 from .hypothesis import difference
 from .layout import Layout
 from .ml import MLResult
-from .options import FitOptions
+from .options import HDI_PROB, FitOptions
 from .plan import Plan
 from .predict import draw_indices, predict
 from .priors import Priors
@@ -36,8 +36,6 @@ __all__ = ["FitResult", "compare", "format_table"]
 
 #: Columns of the statistics in the tidy tables.
 STAT_COLUMNS = ["mean", "sd", "hdi_lower", "hdi_upper"]
-#: Default probability mass of the highest-density intervals (ArviZ's default).
-HDI_PROB = 0.94
 #: Key columns of :meth:`FitResult.ranef` and :meth:`FitResult.coef`.
 RANEF_KEYS = ["term", "group", "level", "column", "coefficient"]
 
