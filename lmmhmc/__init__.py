@@ -96,7 +96,8 @@ def fit(
     target_accept : float
         NUTS target acceptance probability.
     progress : bool
-        Show progress bars.
+        Report progress on stderr: bars in a terminal or a notebook, one line per stage
+        otherwise (see :mod:`lmmhmc.progress`).
     init : {"ml", "prior"}
         Start near the ML estimate (sds sampled on a scale anchored at it) or at prior draws.
     dense_mass : bool or None

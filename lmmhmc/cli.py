@@ -147,8 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", metavar="FILE", help="save the fit to this netCDF file")
     fit.add_argument("--plot", metavar="DIR",
                      help="write trace.png, forest.png and ranef.png into this directory")
-    fit.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="show a progress bar (default: when stderr is a terminal)")
+    fit.add_argument("--progress", action=argparse.BooleanOptionalAction, default=d.progress,
+                     help="report progress on stderr: bars in a terminal, one line per stage "
+                          "when stderr is a file or a pipe (default "
+                          f"{'on' if d.progress else 'off'})")
     _add_summary_arguments(fit)
     fit.set_defaults(run=_fit)
 
@@ -224,10 +226,9 @@ def _fit(args: argparse.Namespace) -> int:
         marginalize = args.marginalize
     else:
         marginalize = [m.strip() for m in args.marginalize.split(",") if m.strip()]
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = model.fit(chains=args.chains, draws=args.draws, warmup=args.warmup,
                        seed=args.seed, target_accept=args.target_accept,
-                       marginalize=marginalize, progress=progress)
+                       marginalize=marginalize, progress=args.progress)
     result.print_summary(random_effects=args.random_effects, hdi_prob=args.hdi_prob)
     if args.out:
         result.save(args.out)

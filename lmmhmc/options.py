@@ -35,7 +35,9 @@ class FitOptions:
     target_accept : float
         NUTS target acceptance probability, in (0, 1).
     progress : bool
-        Show progress bars.
+        Report progress on stderr: a bar per chain in a terminal or a notebook, one line per
+        chain phase and per long stage (ML start, recovery, ...) otherwise, e.g. in a log
+        (see :mod:`lmmhmc.progress`).
     init : {"ml", "prior"}
         Start the chains near the maximum-likelihood estimate (and sample the sds on a scale
         anchored at it, see :mod:`lmmhmc.reparam`), or at draws from the prior.
