@@ -110,7 +110,7 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
     yrep = None
     if o.posterior_predictive:
         with progress.stage("posterior predictive", f"{n_draws} replicated data sets"):
-            yrep = posterior_predictive(assembled, flat, effects, key_pp)
+            yrep = jax.block_until_ready(posterior_predictive(assembled, flat, effects, key_pp))
     idata = to_inference_data(assembled, samples, effects, loglik, yrep, stats)
     result = FitResult(idata=idata, model=model, assembled=assembled, options=o,
                        timings=timings, gradients=gradients, ml=ml)
