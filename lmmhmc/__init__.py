@@ -11,6 +11,7 @@ by :mod:`lmmhmc._x64`, whenever lmmhmc imports JAX (a fit, an ML estimate, a pre
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -38,11 +39,15 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    """Import a public name's module on first access (:pep:`562`)."""
-    if name not in _LAZY:
+    """Import a public name's module on first access (:pep:`562`); ``lmmhmc.results`` and
+    the other submodules are imported on first access too, as when the package imported them."""
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        value = module if module.__name__ == f"lmmhmc.{name}" else getattr(module, name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"lmmhmc.{name}") is not None:
+        value = importlib.import_module(f"lmmhmc.{name}")
+    else:
         raise AttributeError(f"module 'lmmhmc' has no attribute '{name}'")
-    module = importlib.import_module(_LAZY[name])
-    value = module if module.__name__ == f"lmmhmc.{name}" else getattr(module, name)
     globals()[name] = value
     return value
 

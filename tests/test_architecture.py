@@ -181,3 +181,14 @@ assert "jax" not in sys.modules
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=PACKAGE.parent)
     assert out.returncode == 0, out.stderr
+
+
+def test_public_names_load_on_first_use():
+    """Every name of ``lmmhmc.__all__`` (and every submodule) resolves; others do not."""
+    for name in lmmhmc.__all__:
+        assert getattr(lmmhmc, name) is not None
+    assert set(lmmhmc.__all__) <= set(dir(lmmhmc))
+    assert lmmhmc.plots.__name__ == "lmmhmc.plots"
+    assert lmmhmc.Model is lmmhmc.model.Model and lmmhmc.load is lmmhmc.io.load
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        lmmhmc.nothing  # noqa: B018
