@@ -146,8 +146,8 @@ class ChainProgress:
         phase = "warm-up" if done <= self.warmup else "sampling"
         for c in range(first, last):
             bar = self._bars[c]
+            bar.set_description(f"chain {c + 1} {phase}", refresh=False)
             bar.update(done - bar.n)
-            bar.set_description(f"chain {c + 1} {phase}")
 
     def _advance_lines(self, chain: int, done: int) -> None:
         clock, now = self._clock, time.perf_counter()
