@@ -1,23 +1,60 @@
 """lmmhmc: Bayesian linear mixed models with random effects marginalized inside NumPyro HMC.
 
-Importing the package switches JAX to double precision (``jax_enable_x64``): the marginal
-likelihood kernels need it.
+``import lmmhmc`` is light: it does not import JAX, NumPyro or ArviZ. The names below are
+loaded on first use (:pep:`562`), so that ``lmmhmc.Model`` (formula and data only) and the
+command line's ``--help``, ``datasets`` and ``describe`` start in a fraction of a second. JAX is
+switched to double precision (``jax_enable_x64``), which the marginal likelihood kernels need,
+by :mod:`lmmhmc._x64`, whenever lmmhmc imports JAX (a fit, an ML estimate, a prediction,
+:func:`load`), or right away when JAX was imported before lmmhmc.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import jax
+from lmmhmc.errors import checked_arguments
+from lmmhmc.options import DEFAULTS, FitOptions
 
-jax.config.update("jax_enable_x64", True)
+if "jax" in sys.modules:  # JAX is loaded anyway: float64 at once, for the user's arrays too
+    from lmmhmc import _x64  # noqa: F401
 
-from lmmhmc import datasets  # noqa: E402  (after enabling float64)
-from lmmhmc.errors import checked_arguments  # noqa: E402
-from lmmhmc.io import load, save  # noqa: E402
-from lmmhmc.model import Model  # noqa: E402
-from lmmhmc.options import DEFAULTS, FitOptions  # noqa: E402
-from lmmhmc.results import FitResult, compare  # noqa: E402
+if TYPE_CHECKING:
+    from lmmhmc import datasets
+    from lmmhmc.io import load, save
+    from lmmhmc.model import Model
+    from lmmhmc.results import FitResult, compare
+
+#: Public name -> the module that defines it, imported on first access.
+_LAZY = {
+    "FitResult": "lmmhmc.results",
+    "Model": "lmmhmc.model",
+    "compare": "lmmhmc.results",
+    "datasets": "lmmhmc.datasets",
+    "load": "lmmhmc.io",
+    "save": "lmmhmc.io",
+}
+
+
+def __getattr__(name: str):
+    """Import a public name's module on first access (:pep:`562`); ``lmmhmc.results`` and
+    the other submodules are imported on first access too, as when the package imported them."""
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        value = module if module.__name__ == f"lmmhmc.{name}" else getattr(module, name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"lmmhmc.{name}") is not None:
+        value = importlib.import_module(f"lmmhmc.{name}")
+    else:
+        raise AttributeError(f"module 'lmmhmc' has no attribute '{name}'")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 @checked_arguments
@@ -71,7 +108,8 @@ def fit(
     target_accept : float
         NUTS target acceptance probability.
     progress : bool
-        Show progress bars.
+        Report progress on stderr: bars in a terminal or a notebook, one line per stage
+        otherwise (see :mod:`lmmhmc.progress`).
     init : {"ml", "prior"}
         Start near the ML estimate (sds sampled on a scale anchored at it) or at prior draws.
     dense_mass : bool or None
@@ -91,6 +129,8 @@ def fit(
     -------
     FitResult
     """
+    from lmmhmc.model import Model
+
     model = Model(formula, data, weights=weights, offset=offset, na_action=na_action,
                   allow_one_per_level=allow_one_per_level)
     return model.fit(

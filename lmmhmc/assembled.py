@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .design import Design
 from .layout import Layout, parameter_layout
 from .likelihood import Gaussian

@@ -7,7 +7,8 @@ jitted with the model's static :class:`~lmmhmc.numpyro_model.Structure` and the
 :class:`Settings` as static arguments; the data and the priors are arguments, so JAX compiles
 them once per structure and settings and reuses them for every chain (one after another, or
 side by side with ``pmap`` on several devices) and every later fit of the same shapes. Between
-segments, :class:`ChainRunner` advances its progress bars: the programs have no host callbacks.
+segments, :class:`ChainRunner` reports the chains' progress (bars in a terminal, lines in a log:
+:mod:`lmmhmc.progress`): the programs have no host callbacks.
 
 The priors enter as leaves in a canonical order (:class:`PriorSpec`): NumPyro orders a
 distribution's fields by a set, so the plain pytree, and with it the compiled program and its
@@ -27,15 +28,16 @@ import numpyro.distributions as dist
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import ParamInfo, constrain_fn, potential_energy
-from tqdm.auto import tqdm
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .numpyro_model import Structure, make_model
+from .progress import ChainProgress, Progress
 
 #: Per-draw sampler statistics recorded by every chain.
 STATS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy", "step_size")
 #: Also returned per chain: the number of gradient evaluations (leapfrog steps) of warm-up.
 WARMUP_STEPS = "warmup_steps"
-#: Number of progress-bar updates (segments) per chain when progress is shown.
+#: Number of progress updates (segments) per chain when progress is shown.
 PROGRESS_UPDATES = 40
 #: Largest sampled dimension for which warm-up starts from a Laplace-approximation mass matrix.
 LAPLACE_MAX_DIM = 200
@@ -116,13 +118,18 @@ class ChainRunner:
     settings : Settings
     parallel : bool
         Run the chains side by side on as many JAX devices (``pmap``), else one after another.
+    progress : Progress, optional
+        Where the chains' progress goes; by default bars or lines on stderr when
+        ``settings.progress`` (see :class:`lmmhmc.progress.Progress`).
     """
 
-    def __init__(self, structure: Structure, settings: Settings, parallel: bool) -> None:
+    def __init__(self, structure: Structure, settings: Settings, parallel: bool,
+                 progress: Progress | None = None) -> None:
         self.structure = structure
         self.settings = settings
         self.parallel = parallel
-        self._bars: list[tqdm] = []
+        self.progress = Progress(settings.progress) if progress is None else progress
+        self._shown: ChainProgress | None = None
         self._done = 0  # iterations run so far, all chains together
         self._width = 1  # chains advanced by one segment call
 
@@ -153,7 +160,8 @@ class ChainRunner:
         """
         chains = int(jax.tree.leaves(init)[0].shape[0])
         keys = jax.random.split(key, chains)
-        self._open_bars(chains)
+        self._shown = self.progress.chains(chains, self.settings.warmup, self.settings.total,
+                                           together=self.parallel)
         self._done, self._width = 0, chains if self.parallel else 1
         try:
             if self.parallel:
@@ -168,7 +176,7 @@ class ChainRunner:
                 f"sampling interrupted by the user after {self._done} of "
                 f"{chains * self.settings.total} iterations (all chains together)") from None
         finally:
-            self._close_bars()
+            self._shown.close()
         return out["draw"], out["stats"]
 
     def _run(self, start, segment, key, z0, data, priors, chain) -> dict:
@@ -176,6 +184,7 @@ class ChainRunner:
         st = self.settings
         spec, priors = PriorSpec.of(priors)
         static = (self.structure, st, spec)
+        self._shown.begin(chain)
         state = start(*static, key, z0, data, priors)
         parts, warm, axis = [], 0, 1 if self.parallel else 0
         for first in range(0, st.total, st.segment):
@@ -187,28 +196,10 @@ class ChainRunner:
                 lambda a, keep=keep, axis=axis: np.asarray(a).take(
                     np.arange(a.shape[axis])[keep], axis=axis), records))
             self._done += self._width * (min(first + st.segment, st.total) - first)
-            self._advance(chain, min(first + st.segment, st.total))
+            self._shown.advance(chain, min(first + st.segment, st.total))
         out = jax.tree.map(lambda *a: np.concatenate(a, axis=axis), *parts)
         out["stats"][WARMUP_STEPS] = warm
         return out
-
-    def _open_bars(self, chains: int) -> None:
-        if self.settings.progress:
-            self._bars = [tqdm(total=self.settings.total, position=c, leave=True,
-                               desc=f"chain {c + 1} warm-up") for c in range(chains)]
-
-    def _advance(self, chain: int, done: int) -> None:
-        """Move chain ``chain``'s bar (every bar when the chains run side by side)."""
-        bars = self._bars if self.parallel else self._bars[chain : chain + 1]
-        for c, bar in enumerate(bars, start=0 if self.parallel else chain):
-            bar.update(done - bar.n)
-            phase = "warm-up" if done <= self.settings.warmup else "sampling"
-            bar.set_description(f"chain {c + 1} {phase}")
-
-    def _close_bars(self) -> None:
-        for bar in self._bars:
-            bar.close()
-        self._bars = []
 
 
 def _nuts(structure: Structure, settings: Settings, start, inverse_mass, args, key):

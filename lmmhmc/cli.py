@@ -15,6 +15,11 @@ datasets
 
 Errors caused by the formula or the data are printed as one line ``error: ...`` on stderr, with
 exit status 2 (the status argparse uses for bad arguments).
+
+This module imports only the standard library and lmmhmc's options at module level: pandas,
+JAX, NumPyro, ArviZ and matplotlib are imported by the commands that use them, so that
+``lmmhmc --help``, ``lmmhmc datasets`` (and ``describe``, which needs pandas and formulaic but
+not JAX) start quickly.
 """
 
 from __future__ import annotations
@@ -24,16 +29,17 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-
-import matplotlib.pyplot as plt
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from lmmhmc import __version__, datasets
 from lmmhmc.errors import DataError, LmmhmcError
-from lmmhmc.io import load
-from lmmhmc.model import Model
-from lmmhmc.options import DEFAULTS
-from lmmhmc.results import HDI_PROB, FitResult
+from lmmhmc.options import DEFAULTS, HDI_PROB
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from lmmhmc.model import Model
+    from lmmhmc.results import FitResult
 
 __all__ = ["main", "read_data"]
 
@@ -96,6 +102,8 @@ def read_data(source: str) -> pd.DataFrame:
 def _read_csv(path: Path) -> pd.DataFrame:
     """Read a CSV file; a file read as one column whose header holds ``;``, a tab or ``|`` is
     read again with that delimiter."""
+    import pandas as pd
+
     try:
         frame = pd.read_csv(path)
         header = str(frame.columns[0]) if frame.shape[1] == 1 else ""
@@ -155,8 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", metavar="FILE", help="save the fit to this netCDF file")
     fit.add_argument("--plot", metavar="DIR",
                      help="write trace.png, forest.png and ranef.png into this directory")
-    fit.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="show a progress bar (default: when stderr is a terminal)")
+    fit.add_argument("--progress", action=argparse.BooleanOptionalAction, default=d.progress,
+                     help="report progress on stderr: bars in a terminal, one line per stage "
+                          "when stderr is a file or a pipe (default "
+                          f"{'on' if d.progress else 'off'})")
     _add_summary_arguments(fit)
     fit.set_defaults(run=_fit)
 
@@ -213,6 +223,8 @@ def _probability(text: str) -> float:
 
 def _model(args: argparse.Namespace) -> Model:
     """Build the Model of the parsed arguments; warnings are printed as ``warning: ...``."""
+    from lmmhmc.model import Model
+
     data = read_data(args.data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -234,10 +246,9 @@ def _fit(args: argparse.Namespace) -> int:
         marginalize = args.marginalize
     else:
         marginalize = [m.strip() for m in args.marginalize.split(",") if m.strip()]
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = model.fit(chains=args.chains, draws=args.draws, warmup=args.warmup,
                        seed=args.seed, target_accept=args.target_accept,
-                       marginalize=marginalize, progress=progress)
+                       marginalize=marginalize, progress=args.progress)
     result.print_summary(random_effects=args.random_effects, hdi_prob=args.hdi_prob)
     if args.out:
         result.save(args.out)
@@ -250,6 +261,8 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _write_plots(result: FitResult, folder: Path, hdi_prob: float) -> list[Path]:
     """Write the trace, forest and caterpillar plots as PNG files into `folder`."""
+    import matplotlib.pyplot as plt
+
     plt.switch_backend("Agg")  # files only: no window, works without a display
     folder.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -267,6 +280,8 @@ def _write_plots(result: FitResult, folder: Path, hdi_prob: float) -> list[Path]
 
 
 def _summary(args: argparse.Namespace) -> int:
+    from lmmhmc.io import load
+
     load(args.file).print_summary(random_effects=args.random_effects, hdi_prob=args.hdi_prob)
     return 0
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .assembled import AssembledModel, assemble
 from .chains import WARMUP_STEPS, ChainRunner, Settings
 from .errors import ConvergenceWarning, warn
@@ -26,6 +27,7 @@ from .ml import fit_ml
 from .options import DENSE_MASS_MAX_DIM, LOG_LIK_MAX_CELLS, FitOptions, check_devices
 from .plan import make_plan
 from .priors import resolve_priors
+from .progress import Progress
 from .recovery import lower_recovery, posterior_predictive, recover_all
 from .results import FitResult
 from .runtime import enable_compilation_cache, single_threaded_blas
@@ -61,12 +63,14 @@ def _resolved(assembled: AssembledModel, options: FitOptions) -> FitOptions:
 
 def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
     o = _resolved(assembled, options)
+    progress = Progress(bool(o.progress))
     runner = ChainRunner(assembled.structure, Settings(
         warmup=o.warmup, draws=o.draws, target_accept=float(o.target_accept),
         dense_mass=o.dense_mass, max_tree_depth=o.max_tree_depth, progress=bool(o.progress)),
-        parallel=o.chain_method == "parallel")
+        parallel=o.chain_method == "parallel", progress=progress)
     key_mcmc, key_init, key_recover, key_pp = jax.random.split(jax.random.key(o.seed), 4)
-    keys = jax.random.split(key_recover, o.chains * o.draws)
+    n_draws = o.chains * o.draws
+    keys = jax.random.split(key_recover, n_draws)
     shaped = anchored_priors(assembled, None) if o.init == "ml" else assembled.internal_priors()
     start = start_shapes(assembled, shaped)
     lowered = [*runner.lower(assembled.data, shaped, start, key_mcmc),
@@ -80,7 +84,9 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
         t0 = time.perf_counter()
         ml = None
         if o.init == "ml":
-            ml = fit_ml(assembled.design, starts=1, kernel=assembled.ml_kernel)
+            with progress.stage("ML start", "maximizing the likelihood over "
+                                f"{assembled.layout.n_theta()} covariance parameters"):
+                ml = fit_ml(assembled.design, starts=1, kernel=assembled.ml_kernel)
             priors = anchored_priors(assembled, ml)
             init = ml_init(assembled, priors, ml, o.chains, key_init)
         else:
@@ -88,26 +94,41 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
             init = prior_init(assembled, priors, o.chains, key_init)
         timings["init"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for job in compiled[:-1]:
-            job.result()
+        _wait(compiled[:-1], progress, "compiling the sampler")
         samples, stats = runner.run(assembled.data, priors, init, key_mcmc)
         timings["sampling"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        compiled[-1].result()
+        _wait(compiled[-1:], progress, "compiling the recovery")
     samples = assembled.units.to_external(samples)
     gradients = {"warmup": int(np.sum(stats.pop(WARMUP_STEPS))),
                  "sampling": int(np.sum(stats["num_steps"]))}
-    n_draws = o.chains * o.draws
     flat = jax.tree.map(lambda a: jnp.asarray(a.reshape((n_draws,) + a.shape[2:])), samples)
-    effects, loglik = jax.block_until_ready(recover_all(assembled, flat, keys, o.log_likelihood))
+    what = "random effects" + (" and log-likelihood" if o.log_likelihood else "")
+    with progress.stage("recovery", f"{what} of {n_draws} draws"):
+        effects, loglik = jax.block_until_ready(
+            recover_all(assembled, flat, keys, o.log_likelihood))
     timings["recovery"] = time.perf_counter() - t0
-    yrep = posterior_predictive(assembled, flat, effects, key_pp) if o.posterior_predictive \
-        else None
+    yrep = None
+    if o.posterior_predictive:
+        with progress.stage("posterior predictive", f"{n_draws} replicated data sets"):
+            yrep = jax.block_until_ready(posterior_predictive(assembled, flat, effects, key_pp))
     idata = to_inference_data(assembled, samples, effects, loglik, yrep, stats)
     result = FitResult(idata=idata, model=model, assembled=assembled, options=o,
                        timings=timings, gradients=gradients, ml=ml)
-    problems = result.diagnostics.problems()
+    with progress.stage("diagnostics", "R-hat and ESS of every parameter and random effect"):
+        problems = result.diagnostics.problems()
     if problems:
         warn("the fit may not have converged: " + "; ".join(problems)
              + " (FitResult.diagnostics has the figures)", ConvergenceWarning)
     return result
+
+
+def _wait(jobs: list, progress: Progress, what: str) -> None:
+    """Wait for background compilations, reported as a stage when they are not done yet."""
+    if all(job.done() for job in jobs):
+        for job in jobs:
+            job.result()  # raise a compilation error here
+        return
+    with progress.stage(what):
+        for job in jobs:
+            job.result()

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .layout import SIGMA
 from .marginal import MarginalKernel
 

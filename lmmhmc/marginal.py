@@ -41,6 +41,8 @@ from jax.scipy.linalg import solve_triangular
 from jax.tree_util import register_pytree_node_class
 from scipy import sparse
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
+
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .assembled import profile_kernel
 from .design import Design
 from .layout import Layout, parameter_layout

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .layout import Layout
 from .likelihood import Gaussian
 from .marginal import Affine

@@ -6,10 +6,9 @@ defaults from :data:`DEFAULTS`.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-
-import numpy as np
 
 from .errors import LmmhmcError
 
@@ -36,7 +35,9 @@ class FitOptions:
     target_accept : float
         NUTS target acceptance probability, in (0, 1).
     progress : bool
-        Show progress bars.
+        Report progress on stderr: a bar per chain in a terminal or a notebook, one line per
+        chain phase and per long stage (ML start, recovery, ...) otherwise, e.g. in a log
+        (see :mod:`lmmhmc.progress`).
     init : {"ml", "prior"}
         Start the chains near the maximum-likelihood estimate (and sample the sds on a scale
         anchored at it, see :mod:`lmmhmc.reparam`), or at draws from the prior.
@@ -77,11 +78,11 @@ class FitOptions:
             object.__setattr__(self, "marginalize", tuple(self.marginalize))
         for name, low in (("chains", 1), ("draws", 1), ("warmup", 0), ("max_tree_depth", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise LmmhmcError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not isinstance(self.seed, int | np.integer):
+        if not isinstance(self.seed, numbers.Integral):
             raise LmmhmcError(f"seed must be an integer, got {self.seed!r}")
-        if not isinstance(self.target_accept, float | int) or not 0.0 < self.target_accept < 1.0:
+        if not isinstance(self.target_accept, numbers.Real) or not 0.0 < self.target_accept < 1.0:
             raise LmmhmcError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
         _one_of("init", self.init, INITS)
         _one_of("chain_method", self.chain_method, CHAIN_METHODS)
@@ -117,3 +118,5 @@ DEFAULTS = FitOptions()
 DENSE_MASS_MAX_DIM = 60
 #: Largest ``draws x observations`` for which the pointwise log-likelihood is stored by default.
 LOG_LIK_MAX_CELLS = 5e7
+#: Default probability mass of the highest-density intervals of the summaries (ArviZ's default).
+HDI_PROB = 0.94

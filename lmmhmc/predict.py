@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from . import numpyro_model as nm
 from .errors import DataError, LmmhmcError
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpyro.distributions as dist
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .design import Design
 from .errors import LmmhmcError
 from .layout import parameter_layout

@@ -12,6 +12,7 @@ from functools import partial
 import jax
 from numpyro.infer.util import constrain_fn
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from . import numpyro_model as nm
 from .assembled import AssembledModel
 

@@ -34,6 +34,7 @@ from numpyro.distributions.transforms import (
     biject_to,
 )
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .layout import SIGMA
 
 #: Floor of an anchor and of a starting sd, as a fraction of the residual sd (ML estimates can

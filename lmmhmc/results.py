@@ -8,7 +8,9 @@ the columns ``mean``, ``sd`` (posterior standard deviation, ``ddof=1`` as ArviZ)
 
 from __future__ import annotations
 
+import html
 import shutil
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,7 +29,7 @@ from .errors import LmmhmcError
 from .hypothesis import difference
 from .layout import Layout
 from .ml import MLResult
-from .options import FitOptions
+from .options import HDI_PROB, FitOptions
 from .plan import Plan
 from .predict import draw_indices, predict
 from .priors import Priors
@@ -36,10 +38,13 @@ __all__ = ["FitResult", "compare", "format_table"]
 
 #: Columns of the statistics in the tidy tables.
 STAT_COLUMNS = ["mean", "sd", "hdi_lower", "hdi_upper"]
-#: Default probability mass of the highest-density intervals (ArviZ's default).
-HDI_PROB = 0.94
 #: Key columns of :meth:`FitResult.ranef` and :meth:`FitResult.coef`.
 RANEF_KEYS = ["term", "group", "level", "column", "coefficient"]
+#: Number format of the printed overview (``repr`` and the notebook's HTML).
+_FLOAT_FORMAT = "{:.4g}".format
+#: Last line of the printed overview.
+_OVERVIEW_NOTE = ("summary() adds MCSE, ESS and R-hat; ranef() gives the random effects per "
+                  "level.")
 
 
 @dataclass
@@ -287,17 +292,39 @@ class FitResult:
                            var1=sigma, var2=None, parameter=sigma))
         return _table(parts, hdi_prob)
 
-    def __repr__(self) -> str:
+    def _overview(self) -> list[tuple[str, pd.DataFrame]]:
+        """The captioned tables of the printed overview: fixed effects, then the random-effect
+        standard deviations and correlations and the residual sd."""
         fixed = self.fixef().set_index("term").rename_axis(None)
         vc = self.varcorr().set_index("parameter").rename_axis(None)
-        return "\n".join([
-            self.header(), "",
-            f"Fixed effects (posterior mean, sd, {HDI_PROB:.0%} HDI):",
-            format_table(fixed, float_format="{:.4g}".format), "",
-            "Random effects and residual:",
-            format_table(vc[STAT_COLUMNS], float_format="{:.4g}".format), "",
-            "summary() adds MCSE, ESS and R-hat; ranef() gives the random effects per level.",
-        ])
+        return [(f"Fixed effects (posterior mean, sd, {HDI_PROB:.0%} HDI):", fixed),
+                ("Random effects and residual:", vc[STAT_COLUMNS])]
+
+    def __repr__(self) -> str:
+        """The overview: :meth:`header` (formula, plan, sampler, divergences, convergence),
+        then the fixed effects and the random-effect sds and correlations, wrapped at the
+        terminal's width (see :func:`format_table`)."""
+        width = shutil.get_terminal_size().columns
+
+        def wrap(text: str) -> list[str]:
+            return [part for line in text.splitlines()
+                    for part in textwrap.wrap(line, width, subsequent_indent="  ",
+                                              break_long_words=False, break_on_hyphens=False)]
+
+        lines = wrap(self.header())
+        for caption, table in self._overview():
+            lines += ["", *wrap(caption), format_table(table, float_format=_FLOAT_FORMAT)]
+        return "\n".join([*lines, "", *wrap(_OVERVIEW_NOTE)])
+
+    def _repr_html_(self) -> str:
+        """The overview of :meth:`__repr__` for Jupyter: the header as preformatted text, the
+        tables as HTML tables."""
+        parts = [f"<pre>{html.escape(self.header())}</pre>"]
+        for caption, table in self._overview():
+            parts += [f"<p><b>{html.escape(caption)}</b></p>",
+                      table.to_html(float_format=_FLOAT_FORMAT)]
+        parts.append(f"<p><i>{html.escape(_OVERVIEW_NOTE)}</i></p>")
+        return "<div>\n" + "\n".join(parts) + "\n</div>"
 
     # ------------------------------------------------------------------ prediction, LOO
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import jax
 from threadpoolctl import threadpool_limits
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
+
 
 def enable_compilation_cache() -> None:
     """Turn on JAX's persistent compilation cache unless the user configured one.

@@ -16,6 +16,7 @@ import numpy as np
 from numpyro.infer import init_to_sample
 from numpyro.infer.util import initialize_model, unconstrain_fn
 
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .assembled import AssembledModel
 from .chains import PriorSpec
 from .marginal import Affine

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,67 @@ def test_partial_plan_prepares_the_profiled_kernel_too(count_preparations):
     assert len(count_preparations) == 2
     assert count_preparations[1] == res.plan.elimination
     assert res.assembled.kernel.static.order == res.plan.elimination.order
+
+
+def _top_level_imports(path: Path) -> list[str]:
+    """The modules a file imports at module level, in order (relative ones as ``.name``)."""
+    names = []
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            names += [f"{base}{a.name}" if base == "." else base for a in node.names]
+    return names
+
+
+def test_every_module_that_imports_jax_switches_on_float64_first():
+    """A module that imports jax or numpyro at module level imports ``lmmhmc._x64`` too, so
+    that float64 is on before any lmmhmc code creates a JAX array; the switch is made there
+    only."""
+    users = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        imports = _top_level_imports(path)
+        if any(m.split(".")[0] in ("jax", "numpyro") for m in imports) and path.name != "_x64.py":
+            users.append(path.name)
+            assert "._x64" in imports or "lmmhmc._x64" in imports, path.name
+    assert {"marginal.py", "chains.py", "numpyro_model.py", "runtime.py"} <= set(users)
+    out = subprocess.run(["grep", "-rln", "--include=*.py", 'update("jax_enable_x64"',
+                          str(PACKAGE)], capture_output=True, text=True)
+    assert [Path(p).name for p in out.stdout.split()] == ["_x64.py"]
+
+
+def test_the_command_line_and_the_design_do_not_import_jax():
+    """``lmmhmc --help``, ``datasets`` and ``describe`` (a Model: formula and data) run without
+    JAX, NumPyro, ArviZ or matplotlib; a fit switches JAX to float64."""
+    code = """
+import contextlib, io, sys
+import lmmhmc.cli
+with contextlib.redirect_stdout(io.StringIO()):
+    for argv in (["--help"], ["fit", "--help"]):
+        try:
+            lmmhmc.cli.main(argv)
+        except SystemExit:
+            pass
+    lmmhmc.cli.main(["datasets"])
+    lmmhmc.cli.main(["describe", "Reaction ~ Days + (Days | Subject)", "--data", "sleepstudy"])
+heavy = {m.split(".")[0] for m in sys.modules} & {"jax", "numpyro", "arviz", "matplotlib"}
+assert not heavy, heavy
+import lmmhmc
+lmmhmc.Model("Reaction ~ Days + (Days | Subject)", lmmhmc.datasets.load("sleepstudy"))
+assert "jax" not in sys.modules
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=PACKAGE.parent)
+    assert out.returncode == 0, out.stderr
+
+
+def test_public_names_load_on_first_use():
+    """Every name of ``lmmhmc.__all__`` (and every submodule) resolves; others do not."""
+    for name in lmmhmc.__all__:
+        assert getattr(lmmhmc, name) is not None
+    assert set(lmmhmc.__all__) <= set(dir(lmmhmc))
+    assert lmmhmc.plots.__name__ == "lmmhmc.plots"
+    assert lmmhmc.Model is lmmhmc.model.Model and lmmhmc.load is lmmhmc.io.load
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        lmmhmc.nothing  # noqa: B018

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import html
 import warnings
 
 import arviz as az
@@ -142,12 +143,36 @@ def test_varcorr_uncorrelated_terms(crossed_fit) -> None:
     assert table["var2"].isna().all()
 
 
-def test_repr_is_a_short_overview(sleepstudy_fit) -> None:
+def test_repr_is_a_short_overview(sleepstudy_fit, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # no header line wraps
     text = repr(sleepstudy_fit)
     assert text.startswith(sleepstudy_fit.header())
     assert "Fixed effects" in text and "Days|Subject_sigma" in text
     assert "ess_bulk" not in text and "1|Subject[308]" not in text
     assert len(text.splitlines()) < 25
+
+
+def test_repr_fits_the_terminal_width(sleepstudy_fit, monkeypatch) -> None:
+    """Long header lines (plan, convergence) wrap with an indent, tables in blocks."""
+    monkeypatch.setenv("COLUMNS", "60")
+    text = repr(sleepstudy_fit)
+    assert max(map(len, text.splitlines())) <= 60
+    assert text.startswith("Formula: Reaction ~ Days + (Days | Subject)\nObservations: 180\n")
+    joined = " ".join(line.strip() for line in text.splitlines())
+    for line in sleepstudy_fit.header().splitlines():  # every word of the header is there
+        assert " ".join(line.split()) in joined
+
+
+def test_html_repr_for_notebooks(sleepstudy_fit) -> None:
+    page = sleepstudy_fit._repr_html_()
+    header = html.escape(sleepstudy_fit.header())
+    assert page.startswith(f"<div>\n<pre>{header}</pre>")
+    assert "Fixed effects (posterior mean, sd, 94% HDI):" in page
+    fixed = sleepstudy_fit.fixef()
+    assert page.count("<table") == 2
+    for term, mean in zip(fixed["term"], fixed["mean"], strict=True):
+        assert f"<th>{term}</th>" in page and f"{mean:.4g}" in page
+    assert "<th>Days|Subject_sigma</th>" in page
 
 
 def test_loo_and_waic_give_the_elpd(sleepstudy_fit) -> None:

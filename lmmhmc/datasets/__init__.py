@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from lmmhmc.errors import DataError, did_you_mean
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["as_factor", "describe", "list_datasets", "load"]
 
@@ -139,6 +141,8 @@ def load(name: str) -> pd.DataFrame:
         (:class:`~lmmhmc.errors.DataError`) for an unknown name, listing the close matches and
         the available names.
     """
+    import pandas as pd  # here, so that listing the data sets does not import pandas
+
     entry = _DATASETS[_resolve(name)]
     with resources.as_file(resources.files(__name__).joinpath(entry.file)) as path:
         frame = pd.read_csv(path)
@@ -175,6 +179,6 @@ def as_factor(values: pd.Series) -> pd.Series:
     pandas.Series
         Categorical.
     """
-    if pd.api.types.is_float_dtype(values.dtype) and (values.dropna() % 1 == 0).all():
+    if values.dtype.kind == "f" and (values.dropna() % 1 == 0).all():
         values = values.astype("Int64")
     return values.astype("category")
