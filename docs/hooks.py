@@ -23,7 +23,9 @@ log = logging.getLogger("mkdocs.hooks.lmmhmc")
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
-MARKER = re.compile(r"^<!--\s*benchmark:\s*(\S+)\s*-->\s*$", re.MULTILINE)
+# `[ \t]*$`, not `\s*$`: the marker must not swallow the blank line after it, or the next
+# heading would continue the table the marker expands to.
+MARKER = re.compile(r"^<!--[ \t]*benchmark:[ \t]*(\S+)[ \t]*-->[ \t]*$", re.MULTILINE)
 HEADING = re.compile(r"^(#{1,4})(\s)")
 CODE_SPAN = re.compile(r"`[^`]*`")
 # A relative Markdown link or image target: not a URL, an anchor or an absolute path.
@@ -74,7 +76,8 @@ def on_page_markdown(markdown, page, config, files):
         return (f"*Not generated yet: `python {script}` writes this table to "
                 f"`benchmarks/results/{name}`.*")
 
-    return MARKER.sub(expand, markdown)
+    # Blank lines around what is inserted: a table must end before the page's next heading.
+    return MARKER.sub(lambda m: f"\n{expand(m).strip()}\n", markdown)
 
 
 def _adapt(text: str) -> str:
