@@ -42,7 +42,8 @@ def fit(
 ) -> FitResult:
     """Fit a linear mixed model by NUTS with the random effects marginalized.
 
-    The defaults of the sampler's options are those of :class:`lmmhmc.options.FitOptions`.
+    The defaults of the sampler's options are those of
+    [`lmmhmc.options.FitOptions`][lmmhmc.options.FitOptions].
 
     Parameters
     ----------
@@ -50,34 +51,42 @@ def fit(
         lme4 syntax, e.g. ``"rt ~ cond + (1 + cond | subject) + (1 | item)"``.
     data : pandas.DataFrame
         The observations.
-    weights, na_action
-        As for :class:`Model`.
+    weights : str or array-like, optional
+        Column name or vector of positive observation weights (as for
+        [`Model`][lmmhmc.Model]).
+    na_action : {"drop", "raise"}, default "drop"
+        What to do with rows that have missing values in the used columns (as for
+        [`Model`][lmmhmc.Model]).
     priors : dict, optional
         Parameter name -> numpyro distribution, replacing the defaults
-        (:func:`lmmhmc.priors.default_priors`).
-    marginalize : "auto", "all", "none" or list of str
+        ([`lmmhmc.priors.default_priors()`][lmmhmc.priors.default_priors]).
+    marginalize : "auto", "all", "none" or list of str, default "auto"
         Grouping terms to integrate out; ``"auto"`` lets the cost model choose.
-    chains, draws, warmup : int
-        Markov chains, draws kept per chain, warm-up iterations per chain.
-    seed : int
+    chains : int, default 4
+        Markov chains.
+    draws : int, default 1000
+        Draws kept per chain.
+    warmup : int, default 1000
+        Warm-up iterations per chain.
+    seed : int, default 0
         Seed of the fit (chains, starting points, recovery).
-    target_accept : float
+    target_accept : float, default 0.8
         NUTS target acceptance probability.
-    progress : bool
+    progress : bool, default True
         Show progress bars.
-    init : {"ml", "prior"}
+    init : {"ml", "prior"}, default "ml"
         Start near the ML estimate (sds sampled on a scale anchored at it) or at prior draws.
-    dense_mass : bool or None
+    dense_mass : bool or None, default None
         Dense mass matrix; None: dense up to 60 sampled dimensions.
-    max_tree_depth : int
+    max_tree_depth : int, default 10
         NUTS maximum tree depth.
-    chain_method : {"auto", "parallel", "sequential"}
+    chain_method : {"auto", "parallel", "sequential"}, default "auto"
         Chains side by side on JAX devices, or one after the other; ``"auto"``: parallel when
         JAX sees at least ``chains`` devices.
-    log_likelihood : bool or None
+    log_likelihood : bool or None, default None
         Keep the pointwise log-likelihood (for LOO); None: when draws x observations is at most
         5e7.
-    posterior_predictive : bool
+    posterior_predictive : bool, default False
         Keep replicated responses, one per draw.
 
     Returns

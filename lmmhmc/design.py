@@ -84,7 +84,7 @@ class GroupTerm:
 
 @dataclass(frozen=True, eq=False)
 class NewData:
-    """New observations encoded with a training :class:`Design`.
+    """New observations encoded with a training [`Design`][lmmhmc.design.Design].
 
     Attributes
     ----------
@@ -115,7 +115,7 @@ class NewData:
 class Design:
     """Response, fixed-effects matrix and random-effect terms of a linear mixed model.
 
-    Build it with :func:`build_design`.
+    Build it with [`build_design()`][lmmhmc.design.build_design].
 
     Attributes
     ----------
@@ -219,7 +219,7 @@ def build_design(
         Name of a column of `data`, or an array of length ``len(data)``, of positive weights.
     na_action : {"drop", "raise"}
         Drop rows with missing values in the used columns (with a warning giving the count, as
-        lme4 does) or raise :class:`DataError`.
+        lme4 does) or raise [`DataError`][lmmhmc.errors.DataError].
 
     Returns
     -------

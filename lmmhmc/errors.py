@@ -1,8 +1,8 @@
 """Exceptions raised by lmmhmc.
 
 Every error the user can fix by changing the formula or the data is a subclass of
-:class:`LmmhmcError`, itself a :class:`ValueError`, so that callers can catch them all at once
-and the command-line interface can print them as one line.
+[`LmmhmcError`][lmmhmc.errors.LmmhmcError], itself a `ValueError`, so that callers can catch them
+all at once and the command-line interface can print them as one line.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class DataError(LmmhmcError):
 
 
 class ConvergenceWarning(UserWarning):
-    """A fit failed a convergence check (see :mod:`lmmhmc.diagnostics`)."""
+    """A fit failed a convergence check (see `lmmhmc.diagnostics`)."""
 
 
 def warn_user(message: str, category: type[Warning]) -> None:

@@ -13,8 +13,9 @@ of the same new level share them): ``u_{k, new, s} ~ N(0, G_{k, s})`` with
 ``sample_new_levels = "gaussian"``. ``"zero"`` uses the population level (effects 0), and
 ``"error"`` refuses. A missing grouping value always means the population level of that term.
 
-The linear predictor is :func:`lmmhmc.numpyro_model.linear_predictor`, the routine of the
-model's likelihood, mapped over the draws; new observations come from the fit's likelihood.
+The linear predictor is
+[`lmmhmc.numpyro_model.linear_predictor()`][lmmhmc.numpyro_model.linear_predictor], the routine of
+the model's likelihood, mapped over the draws; new observations come from the fit's likelihood.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def predict(
         posterior draw, set to zero, or an error naming them.
     draws : int, optional
         Use this many posterior draws, evenly spaced over the chain-major sequence of all
-        draws (see :func:`draw_indices`); all draws by default.
+        draws (see `draw_indices()`); all draws by default.
     seed : int
         Seed of the NumPy generator for new-level effects and observation noise.
     weights : str or array-like, optional
@@ -87,7 +88,7 @@ def predict(
     LmmhmcError
         With ``new_levels="error"``, if `newdata` holds levels not seen in training; if a
         column is missing, a categorical predictor has an unseen level or a predictor is not
-        finite (:class:`lmmhmc.errors.DataError`).
+        finite ([`lmmhmc.errors.DataError`][lmmhmc.errors.DataError]).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -132,7 +133,8 @@ def predict(
 
 @jax.jit
 def _linear_predictors(X, beta, index: dict, block: dict, effects: dict) -> jax.Array:
-    """:func:`lmmhmc.numpyro_model.linear_predictor` of every draw: ``(draws, rows)``.
+    """[`lmmhmc.numpyro_model.linear_predictor()`][lmmhmc.numpyro_model.linear_predictor] of every
+    draw: ``(draws, rows)``.
 
     One draw at a time, so that a draw's prediction does not depend on which other draws are
     predicted with it (batched programs may round differently).
@@ -208,7 +210,8 @@ def _population_draws(sds: np.ndarray, pairs: np.ndarray | None,
         ``(draws, d (d - 1) / 2)`` correlations in the posterior's pair order, or None for an
         uncorrelated term (``R = I``).
     order : (rows, cols)
-        The matrix position of each pair (:meth:`lmmhmc.layout.TermLayout.pairs`).
+        The matrix position of each pair
+        ([`lmmhmc.layout.TermLayout.pairs()`][lmmhmc.layout.TermLayout.pairs]).
     n : int
         Number of new levels.
     rng : numpy.random.Generator
@@ -231,7 +234,7 @@ def _population_draws(sds: np.ndarray, pairs: np.ndarray | None,
 
 
 def _weights(design, newdata: pd.DataFrame | None, weights, n_rows: int) -> np.ndarray:
-    """Observation weights of the predicted rows (see :func:`predict`)."""
+    """Observation weights of the predicted rows (see [`predict()`][lmmhmc.predict.predict])."""
     if weights is None:
         if newdata is None and design.weights is not None:
             return design.weights

@@ -12,8 +12,8 @@ parameter ``theta`` as ``theta = loc + unit * internal``, with units from the da
     sd of random column x        unit s_y / s_x         (s_x = 1 for a constant column)
 
 The posterior is unchanged: the priors are the user's, carried to the internal scale by
-:class:`lmmhmc.reparam.Scaled`, and the draws are reported on the data's scale. The default
-priors (:mod:`lmmhmc.priors`) are stated in the same units.
+`lmmhmc.reparam.Scaled`, and the draws are reported on the data's scale. The default
+priors ([`lmmhmc.priors`][lmmhmc.priors]) are stated in the same units.
 """
 
 from __future__ import annotations
