@@ -23,8 +23,8 @@ METHODS_TEXT = (
     "included; min ESS/s uses the whole wall time (compilation included); `/ none` is the "
     "method's min ESS/s over `none`'s. With several seeds each cell is the median over "
     "seeds, divergences are summed and R-hat is the largest. The table shows the key columns; "
-    "the JSON next to it also has N, the marginalized terms, iterations and gradients per "
-    "second, median ESS and ESS per draw."
+    "the JSON next to it also has the marginalized terms, iterations and gradients per "
+    "second, median ESS, ESS per draw and the range of min ESS/s over the seeds."
 )
 
 QUICK_TEXT = (
@@ -141,23 +141,22 @@ _WIDTH = 9
 def _dataset_rows(entry: dict, table: dict[str, dict]) -> list[str]:
     """The first table's rows of one data set: one per method, then its aliases."""
     lines = []
-    name = f"{entry['name']} (N {entry['n_obs']:,})"
+    names = iter([f"{entry['name']}, N = {entry['n_obs']:,}"])  # on the data set's first row
     none = table.get("none", {}).get("min_ess_per_s")
     for method, row in table.items():
         if "wall_s" not in row:
-            lines.append(_row([name, method, f"failed ({row['errors']} runs)"], _WIDTH))
+            lines.append(_row([next(names, ""), method, f"failed ({row['errors']} runs)"],
+                              _WIDTH))
             continue
-        lo, hi = row["min_ess_per_s_range"]
-        spread = f" ({_fmt(lo, 2)}–{_fmt(hi, 2)})" if row["runs"] > 1 else ""
         label = "bambi (PyMC)" if row["tool"] == "bambi" else method
         lines.append(_row([
-            name, label, _fmt(row["sampled_dims"], 0), _fmt(row["wall_s"]),
-            _fmt(row["min_ess_bulk"], 0), f"{_fmt(row['min_ess_per_s'], 2)}{spread}",
+            next(names, ""), label, _fmt(row["sampled_dims"], 0), _fmt(row["wall_s"]),
+            _fmt(row["min_ess_bulk"], 0), _fmt(row["min_ess_per_s"], 2),
             _fmt(row["min_ess_per_s"] / none, 2) if none else "–",
             row["divergences"], f"{row['max_r_hat']:.3f}",
         ], _WIDTH))
     for label, same in entry.get("aliases", {}).items():
-        lines.append(_row([name, label, f"same plan as `{same}`"], _WIDTH))
+        lines.append(_row([next(names, ""), label, f"same plan as `{same}`"], _WIDTH))
     return lines
 
 
