@@ -7,6 +7,10 @@
   before any benchmark has run. ``<!-- benchmark: others -->`` includes every other ``*.md``
   there, under the heading "Other results". In table rows, ``\\|`` inside code spans (GitHub's
   escape) becomes ``|`` (Python-Markdown's tables need no escape there).
+- In printed output (```` ```text ```` blocks), the lines laid out in columns (tables, aligned
+  lists) are marked ``<span class="columns">``: ``docs/stylesheets/extra.css`` wraps the other
+  lines (a long plan or error message) at the page's width and scrolls those sideways, so that a
+  table keeps its columns.
 - ``results.md`` (written separately) is replaced by a short placeholder page while it does not
   exist, so that the navigation stays valid in ``--strict`` builds.
 """
@@ -23,7 +27,9 @@ log = logging.getLogger("mkdocs.hooks.lmmhmc")
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
-MARKER = re.compile(r"^<!--\s*benchmark:\s*(\S+)\s*-->\s*$", re.MULTILINE)
+# `[ \t]*$`, not `\s*$`: the marker must not swallow the blank line after it, or the next
+# heading would continue the table the marker expands to.
+MARKER = re.compile(r"^<!--[ \t]*benchmark:[ \t]*(\S+)[ \t]*-->[ \t]*$", re.MULTILINE)
 HEADING = re.compile(r"^(#{1,4})(\s)")
 CODE_SPAN = re.compile(r"`[^`]*`")
 # A relative Markdown link or image target: not a URL, an anchor or an absolute path.
@@ -74,7 +80,25 @@ def on_page_markdown(markdown, page, config, files):
         return (f"*Not generated yet: `python {script}` writes this table to "
                 f"`benchmarks/results/{name}`.*")
 
-    return MARKER.sub(expand, markdown)
+    # Blank lines around what is inserted: a table must end before the page's next heading.
+    return MARKER.sub(lambda m: f"\n{expand(m).strip()}\n", markdown)
+
+
+TEXT_BLOCK = re.compile(r'(<div class="language-text highlight"><pre><span></span><code>)(.*?)'
+                        r"(</code></pre></div>)", re.DOTALL)
+# Two or more spaces after the line's first non-blank character: a line laid out in columns.
+COLUMNS = re.compile(r"\S.*? {2,}\S")
+
+
+def on_page_content(html, page, config, files):
+    """Mark the lines laid out in columns in printed output (see the module docstring)."""
+
+    def mark(match: re.Match) -> str:
+        lines = [f'<span class="columns">{line}</span>' if COLUMNS.search(line) else line
+                 for line in match.group(2).split("\n")]
+        return match.group(1) + "\n".join(lines) + match.group(3)
+
+    return TEXT_BLOCK.sub(mark, html)
 
 
 def _adapt(text: str) -> str:

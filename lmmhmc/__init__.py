@@ -1,11 +1,11 @@
 """lmmhmc: Bayesian linear mixed models with random effects marginalized inside NumPyro HMC.
 
 ``import lmmhmc`` is light: it does not import JAX, NumPyro or ArviZ. The names below are
-loaded on first use (:pep:`562`), so that ``lmmhmc.Model`` (formula and data only) and the
+loaded on first use (PEP 562), so that ``lmmhmc.Model`` (formula and data only) and the
 command line's ``--help``, ``datasets`` and ``describe`` start in a fraction of a second. JAX is
 switched to double precision (``jax_enable_x64``), which the marginal likelihood kernels need,
-by :mod:`lmmhmc._x64`, whenever lmmhmc imports JAX (a fit, an ML estimate, a prediction,
-:func:`load`), or right away when JAX was imported before lmmhmc.
+by `lmmhmc._x64`, whenever lmmhmc imports JAX (a fit, an ML estimate, a prediction,
+`load`), or right away when JAX was imported before lmmhmc.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    """Import a public name's module on first access (:pep:`562`); ``lmmhmc.results`` and
+    """Import a public name's module on first access (PEP 562); ``lmmhmc.results`` and
     the other submodules are imported on first access too, as when the package imported them."""
     if name in _LAZY:
         module = importlib.import_module(_LAZY[name])
@@ -83,7 +83,8 @@ def fit(
 ) -> FitResult:
     """Fit a linear mixed model by NUTS with the random effects marginalized.
 
-    The defaults of the sampler's options are those of :class:`lmmhmc.options.FitOptions`.
+    The defaults of the sampler's options are those of
+    [`lmmhmc.options.FitOptions`][lmmhmc.options.FitOptions].
 
     Parameters
     ----------
@@ -92,37 +93,41 @@ def fit(
     data : pandas.DataFrame
         The observations.
     weights, offset, na_action, allow_one_per_level
-        As for :class:`Model`: observation weights, a known offset of the linear predictor
+        As for `Model`: observation weights, a known offset of the linear predictor
         (a column name or a vector; added to the formula's ``offset(...)`` terms), the
         handling of missing values, and whether a grouping factor with one observation per
         level is allowed (with a warning).
     priors : dict, optional
         Parameter name -> numpyro distribution, replacing the defaults
-        (:func:`lmmhmc.priors.default_priors`).
-    marginalize : "auto", "all", "none" or list of str
+        ([`lmmhmc.priors.default_priors()`][lmmhmc.priors.default_priors]).
+    marginalize : "auto", "all", "none" or list of str, default "auto"
         Grouping terms to integrate out; ``"auto"`` lets the cost model choose.
-    chains, draws, warmup : int
-        Markov chains, draws kept per chain, warm-up iterations per chain.
-    seed : int
+    chains : int, default 4
+        Markov chains.
+    draws : int, default 1000
+        Draws kept per chain.
+    warmup : int, default 1000
+        Warm-up iterations per chain.
+    seed : int, default 0
         Seed of the fit (chains, starting points, recovery).
-    target_accept : float
+    target_accept : float, default 0.8
         NUTS target acceptance probability.
     progress : bool
         Report progress on stderr: bars in a terminal or a notebook, one line per stage
-        otherwise (see :mod:`lmmhmc.progress`).
+        otherwise (see `lmmhmc.progress`).
     init : {"ml", "prior"}
         Start near the ML estimate (sds sampled on a scale anchored at it) or at prior draws.
-    dense_mass : bool or None
+    dense_mass : bool or None, default None
         Dense mass matrix; None: dense up to 60 sampled dimensions.
-    max_tree_depth : int
+    max_tree_depth : int, default 10
         NUTS maximum tree depth.
-    chain_method : {"auto", "parallel", "sequential"}
+    chain_method : {"auto", "parallel", "sequential"}, default "auto"
         Chains side by side on JAX devices, or one after the other; ``"auto"``: parallel when
         JAX sees at least ``chains`` devices.
-    log_likelihood : bool or None
+    log_likelihood : bool or None, default None
         Keep the pointwise log-likelihood (for LOO); None: when draws x observations is at most
         5e7.
-    posterior_predictive : bool
+    posterior_predictive : bool, default False
         Keep replicated responses, one per draw.
 
     Returns

@@ -4,17 +4,17 @@
 
     formula + data -> Design -> Plan -> AssembledModel -> chains -> recovery -> FitResult
 
-:func:`assemble` builds it; it is immutable, and every later stage (the ML start, the starting
-points, the chains, recovery, the ArviZ assembly, ``predict``) takes it instead of re-deriving
-names, kernels or orders. It holds
+[`assemble()`][lmmhmc.assembled.assemble] builds it; it is immutable, and every later stage (the ML
+start, the starting points, the chains, recovery, the ArviZ assembly, ``predict``) takes it instead
+of re-deriving names, kernels or orders. It holds
 
-- the parameter :class:`~lmmhmc.layout.Layout` (every name, shape and coordinate);
+- the parameter [`Layout`][lmmhmc.layout.Layout] (every name, shape and coordinate);
 - the marginal kernel of the plan's terms, prepared once in the plan's elimination order, and
   the kernel of every term that maximum likelihood profiles (the same object when the plan
   marginalizes every term);
-- the likelihood (:mod:`lmmhmc.likelihood`);
-- the NumPyro model's static :class:`~lmmhmc.numpyro_model.Structure` and its data pytree,
-  with the units of the sampler's internal scale (:mod:`lmmhmc.scaling`).
+- the likelihood ([`lmmhmc.likelihood`][lmmhmc.likelihood]);
+- the NumPyro model's static [`Structure`][lmmhmc.numpyro_model.Structure] and its data pytree,
+  with the units of the sampler's internal scale (`lmmhmc.scaling`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ __all__ = ["AssembledModel", "assemble", "profile_kernel"]
 
 @dataclass(frozen=True, eq=False)
 class AssembledModel:
-    """A model ready to fit (see the module docstring). Build it with :func:`assemble`.
+    """A model ready to fit (see the module docstring). Build it with
+    [`assemble()`][lmmhmc.assembled.assemble].
 
     Attributes
     ----------
@@ -101,7 +102,7 @@ class AssembledModel:
 def fixed_columns(design: Design) -> np.ndarray:
     """The columns ``[X, y - o]`` whose projections every kernel precomputes.
 
-    The offset ``o`` (:attr:`Design.offset`) shifts the response, so the Gaussian algebra of
+    The offset ``o`` (`Design.offset`) shifts the response, so the Gaussian algebra of
     the kernels, of maximum likelihood and of recovery sees ``y - o`` throughout.
     """
     return np.column_stack([design.X, design.shifted_y])
@@ -110,7 +111,8 @@ def fixed_columns(design: Design) -> np.ndarray:
 def profile_kernel(design: Design, order=None) -> MarginalKernel:
     """The kernel of every term that ML profiles, with columns ``[X, y - o]`` precomputed.
 
-    ``order`` is the elimination (:func:`lmmhmc.plan.elimination` of the terms by default).
+    ``order`` is the elimination ([`lmmhmc.plan.elimination()`][lmmhmc.plan.elimination] of the
+    terms by default).
     """
     design.require_terms()
     order = elimination(design.terms) if order is None else order
@@ -119,7 +121,8 @@ def profile_kernel(design: Design, order=None) -> MarginalKernel:
 
 def assemble(design: Design, plan: Plan, priors: Priors,
              likelihood: Gaussian | None = None) -> AssembledModel:
-    """Build the :class:`AssembledModel` of ``design`` under ``plan`` and ``priors``."""
+    """Build the [`AssembledModel`][lmmhmc.assembled.AssembledModel] of ``design`` under ``plan``
+    and ``priors``."""
     every = tuple(range(len(design.terms)))
     if plan.marginalized == every:
         kernel = ml_kernel = profile_kernel(design, plan.elimination)

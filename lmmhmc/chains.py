@@ -1,16 +1,16 @@
 """NUTS chains from compiled programs shared by every chain and every fit of a structure.
 
 A chain starts with one program (the Laplace starting metric and NumPyro's functional NUTS
-initialisation, :func:`numpyro.infer.hmc.hmc`) and then runs its warm-up and sampling
+initialisation, `numpyro.infer.hmc.hmc()`) and then runs its warm-up and sampling
 iterations in segments of equal length, each one call of a second program. Both programs are
-jitted with the model's static :class:`~lmmhmc.numpyro_model.Structure` and the
-:class:`Settings` as static arguments; the data and the priors are arguments, so JAX compiles
+jitted with the model's static [`Structure`][lmmhmc.numpyro_model.Structure] and the
+`Settings` as static arguments; the data and the priors are arguments, so JAX compiles
 them once per structure and settings and reuses them for every chain (one after another, or
 side by side with ``pmap`` on several devices) and every later fit of the same shapes. Between
-segments, :class:`ChainRunner` reports the chains' progress (bars in a terminal, lines in a log:
-:mod:`lmmhmc.progress`): the programs have no host callbacks.
+segments, `ChainRunner` reports the chains' progress (bars in a terminal, lines in a log:
+`lmmhmc.progress`): the programs have no host callbacks.
 
-The priors enter as leaves in a canonical order (:class:`PriorSpec`): NumPyro orders a
+The priors enter as leaves in a canonical order (`PriorSpec`): NumPyro orders a
 distribution's fields by a set, so the plain pytree, and with it the compiled program and its
 key in JAX's persistent cache, would differ between processes.
 """
@@ -120,7 +120,7 @@ class ChainRunner:
         Run the chains side by side on as many JAX devices (``pmap``), else one after another.
     progress : Progress, optional
         Where the chains' progress goes; by default bars or lines on stderr when
-        ``settings.progress`` (see :class:`lmmhmc.progress.Progress`).
+        ``settings.progress`` (see `lmmhmc.progress.Progress`).
     """
 
     def __init__(self, structure: Structure, settings: Settings, parallel: bool,
@@ -138,7 +138,7 @@ class ChainRunner:
 
         ``start`` holds the shapes (or values) of one chain's unconstrained starting point.
         Compiling the results (``.compile()``, e.g. in a background thread) fills JAX's cache,
-        where :meth:`run` finds them. Returns an empty list for side-by-side programs, which
+        where `run()` finds them. Returns an empty list for side-by-side programs, which
         compile on their first call.
         """
         if self.parallel:
@@ -152,9 +152,9 @@ class ChainRunner:
     def run(self, data: dict, priors: dict, init: dict, key: jax.Array) -> tuple[dict, dict]:
         """One chain per leading entry of ``init`` (unconstrained starting points).
 
-        Returns the constrained posterior draws and the sampler statistics (:data:`STATS`),
+        Returns the constrained posterior draws and the sampler statistics (`STATS`),
         each as NumPy arrays of shape ``(chains, draws, ...)``; the statistics also hold
-        :data:`WARMUP_STEPS` of shape ``(chains,)``. A ``KeyboardInterrupt`` (Ctrl-C) closes
+        `WARMUP_STEPS` of shape ``(chains,)``. A ``KeyboardInterrupt`` (Ctrl-C) closes
         the progress bars and is raised again as a one-line ``KeyboardInterrupt`` saying how
         far the chains got, without the traceback inside JAX.
         """

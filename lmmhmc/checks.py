@@ -1,10 +1,10 @@
 """Checks of a model before it is fitted: errors where lme4 refuses a model, warnings where
 the data cannot inform part of it.
 
-:func:`check_model` runs every check once, when a :class:`lmmhmc.Model` is built (so that
+`check_model` runs every check once, when a `lmmhmc.Model` is built (so that
 ``fit``, ``fit_ml``, the command line and ``describe`` all see them before any compilation).
-Each check is one function of the :class:`~lmmhmc.design.Design`; each message names the term
-or the response and the remedy. The warnings are :class:`~lmmhmc.errors.LmmhmcWarning`
+Each check is one function of the `lmmhmc.design.Design`; each message names the term
+or the response and the remedy. The warnings are `lmmhmc.errors.LmmhmcWarning`
 subclasses; ``docs/troubleshooting.md`` explains each.
 """
 
@@ -165,7 +165,7 @@ def check_response_family(design: Design) -> None:
 
 
 def check_few_levels(design: Design) -> None:
-    """Warn for a grouping factor with fewer than :data:`MIN_LEVELS` levels."""
+    """Warn for a grouping factor with fewer than `MIN_LEVELS` levels."""
     for t in design.terms:
         if t.n_levels < MIN_LEVELS:
             warn(f"grouping factor '{t.factor}' of '({t.text})' has only {t.n_levels} levels: "

@@ -80,7 +80,7 @@ def read_data(source: str) -> pd.DataFrame:
     ----------
     source : str
         Path to a CSV file (optionally gzipped) or a name from
-        :func:`lmmhmc.datasets.list_datasets`.
+        [`lmmhmc.datasets.list_datasets()`][lmmhmc.datasets.list_datasets].
 
     Returns
     -------

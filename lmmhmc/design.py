@@ -92,7 +92,7 @@ class GroupTerm:
 
 @dataclass(frozen=True, eq=False)
 class NewData:
-    """New observations encoded with a training :class:`Design`.
+    """New observations encoded with a training [`Design`][lmmhmc.design.Design].
 
     Attributes
     ----------
@@ -127,7 +127,7 @@ class NewData:
 class Design:
     """Response, fixed-effects matrix and random-effect terms of a linear mixed model.
 
-    Build it with :func:`build_design`.
+    Build it with [`build_design()`][lmmhmc.design.build_design].
 
     Attributes
     ----------
@@ -188,7 +188,7 @@ class Design:
     @property
     def shifted_y(self) -> np.ndarray:
         """``y - offset``: the response that the Gaussian model's algebra, maximum likelihood
-        and the parameters' units (:mod:`lmmhmc.scaling`) see."""
+        and the parameters' units (`lmmhmc.scaling`) see."""
         return self.y - self.offset
 
     def require_terms(self) -> None:
@@ -268,7 +268,7 @@ def build_design(
         lme4's ``offset=`` argument.
     na_action : {"drop", "raise"}
         Drop rows with missing values in the used columns (the offsets' included; with a
-        warning giving the count, as lme4 does) or raise :class:`DataError`.
+        warning giving the count, as lme4 does) or raise `DataError`.
 
     Returns
     -------

@@ -3,13 +3,13 @@
 With Stan's thresholds (the defaults of its ``check_hmc_diagnostics`` and of
 ``posterior::summarise_draws``): a fit is suspect when
 
-- the rank-normalized split R-hat of any scalar exceeds :data:`RHAT_MAX` (1.01);
-- the bulk or tail effective sample size of any scalar is below :data:`ESS_PER_CHAIN` (100)
+- the rank-normalized split R-hat of any scalar exceeds `RHAT_MAX` (1.01);
+- the bulk or tail effective sample size of any scalar is below `ESS_PER_CHAIN` (100)
   per chain;
 - any transition after warm-up diverged;
 - any draw hit the maximum tree depth (the sampler stopped its trajectory early);
 - the energy Bayesian fraction of missing information (E-BFMI) of a chain is below
-  :data:`EBFMI_MIN` (0.3).
+  `EBFMI_MIN` (0.3).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class Diagnostics:
 
 def diagnose(idata: az.InferenceData, var_names: list[str],
              max_tree_depth: int) -> Diagnostics:
-    """The :class:`Diagnostics` of the posterior variables ``var_names`` of ``idata``."""
+    """The `Diagnostics` of the posterior variables ``var_names`` of ``idata``."""
     post = idata.posterior[var_names]
     stats = idata.sample_stats
     r_hat, r_where = _extreme(az.rhat(post), np.nanargmax)
@@ -129,7 +129,7 @@ def diagnose(idata: az.InferenceData, var_names: list[str],
 
 def _extreme(values: xr.Dataset, pick) -> tuple[float, str]:
     """The extreme value over every element of every variable, and where it is
-    (``"name"`` or ``"name[label]"`` as in :func:`arviz.summary`)."""
+    (``"name"`` or ``"name[label]"`` as in `arviz.summary()`)."""
     best, where = None, ""
     for name, arr in values.data_vars.items():
         flat = np.asarray(arr.values, dtype=float).ravel()

@@ -1,9 +1,9 @@
 """Exceptions and warnings raised by lmmhmc.
 
 Every error the user can fix by changing the formula, the data or the arguments is a subclass
-of :class:`LmmhmcError`, itself a :class:`ValueError`, so that callers can catch them all at
+of `LmmhmcError`, itself a `ValueError`, so that callers can catch them all at
 once and the command-line interface can print them as one line. Every warning is a subclass of
-:class:`LmmhmcWarning` (a :class:`UserWarning`), so that they can be filtered together.
+`LmmhmcWarning` (a `UserWarning`), so that they can be filtered together.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class ResponseWarning(LmmhmcWarning):
 
 
 class ConvergenceWarning(LmmhmcWarning):
-    """A fit failed a convergence check (see :mod:`lmmhmc.diagnostics`)."""
+    """A fit failed a convergence check (see `lmmhmc.diagnostics`)."""
 
 
 def warn(message: str, category: type[Warning]) -> None:
@@ -106,7 +106,7 @@ def did_you_mean(name: str, choices: Iterable[object]) -> str:
 
 
 def checked_arguments(func: F) -> F:
-    """Decorate `func` so that a call with unknown arguments raises :class:`ArgumentError`.
+    """Decorate `func` so that a call with unknown arguments raises `ArgumentError`.
 
     The message names the unknown argument, the closest valid ones and all valid ones
     (``family=`` gets its own message: only Gaussian responses are supported). The decorated

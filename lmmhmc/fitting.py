@@ -38,7 +38,7 @@ __all__ = ["fit_model"]
 
 def fit_model(model, options: FitOptions,
               priors: Mapping[str, dist.Distribution] | None = None) -> FitResult:
-    """Sample the posterior of ``model`` (a :class:`lmmhmc.Model`) with ``options``."""
+    """Sample the posterior of ``model`` (a [`lmmhmc.Model`][lmmhmc.Model]) with ``options``."""
     with single_threaded_blas():
         enable_compilation_cache()
         design = model.design

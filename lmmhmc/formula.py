@@ -1,27 +1,14 @@
 """Parse lme4-style mixed-model formulas.
 
 formulaic understands the fixed-effects part of a formula but not lme4's random-effect terms
-``(expr | g)``. :func:`parse_formula` splits them off, like lme4's ``findbars`` / ``nobars``: the
-right-hand side is cut at its top-level ``+`` and ``-`` signs, and every parenthesised summand
-whose content has a top-level ``|`` or ``||`` is a *bar term*. Everything else is handed back, as
-text, for formulaic to evaluate.
+``(expr | g)``. [`parse_formula()`][lmmhmc.formula.parse_formula] splits them off, like lme4's
+``findbars`` / ``nobars``: the right-hand side is cut at its top-level ``+`` and ``-`` signs, and
+every parenthesised summand whose content has a top-level ``|`` or ``||`` is a *bar term*.
+Everything else is handed back, as text, for formulaic to evaluate.
 
 Supported bar terms:
 
-========================  ===============================================================
-``(1 | g)``               random intercept
-``(1 + x | g)``           correlated intercept and slope; ``(x | g)`` implies the intercept
-``(0 + x | g)``           slope only (also ``(-1 + x | g)`` and ``(x - 1 | g)``)
-``(1 + x || g)``          uncorrelated intercept and slope (one term, ``correlated=False``)
-``(1 | a:b)``             grouping by the observed combinations of ``a`` and ``b``
-``(1 | a/b)``             nested: ``(1 | a) + (1 | a:b)``; ``a/b/c`` adds ``a:b:c``
-========================  ===============================================================
-
-A summand ``offset(expr)`` of the right-hand side is an *offset*: a known term of the linear
-predictor with coefficient 1 (lme4's, brms's and bambi's ``offset()``). Its expression is
-handed back separately, for formulaic to evaluate as a Python expression; several offsets add
-up.
-"""
+========================  ========================================================"""
 
 from __future__ import annotations
 

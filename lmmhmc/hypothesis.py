@@ -2,15 +2,15 @@
 
 A hypothesis is ``lhs <op> rhs`` with one comparison ``<op>`` among ``<``, ``<=``, ``>``,
 ``>=`` and ``=`` (or ``==``); each side is arithmetic (``+ - * /``, parentheses, numbers) on
-posterior parameters, named as the rows of :meth:`lmmhmc.results.FitResult.summary`:
-``Days``, ``int[T.low]``, ``1|Subject_sigma``, ``Subject_corr[1|Subject, Days|Subject]``, a
-random effect ``1|Subject[308]``. Per posterior draw ``s`` it gives the difference
-``delta_s = lhs_s - rhs_s``.
+posterior parameters, named as the rows of
+[`lmmhmc.results.FitResult.summary()`][lmmhmc.results.FitResult.summary]: ``Days``, ``int[T.low]``,
+``1|Subject_sigma``, ``Subject_corr[1|Subject, Days|Subject]``, a random effect ``1|Subject[308]``.
+Per posterior draw ``s`` it gives the difference ``delta_s = lhs_s - rhs_s``.
 
 Names may hold brackets, dots, bars and spaces, so they are not parsed as Python: every name
 found in the text (longest first) is replaced by a placeholder, and what remains is parsed with
-:mod:`ast` and evaluated node by node with NumPy; any node besides numbers, placeholders,
-``+ - * /`` and unary signs is refused. Nothing is ever passed to :func:`eval`.
+`ast` and evaluated node by node with NumPy; any node besides numbers, placeholders,
+``+ - * /`` and unary signs is refused. Nothing is ever passed to `eval()`.
 """
 
 from __future__ import annotations

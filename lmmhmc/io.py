@@ -1,6 +1,6 @@
-"""Save a fit to netCDF and load it back (:mod:`lmmhmc.storage` holds the file format).
+"""Save a fit to netCDF and load it back ([`lmmhmc.storage`][lmmhmc.storage] holds the file format).
 
-The metadata rebuilds the rest of the :class:`~lmmhmc.results.FitResult`::
+The metadata rebuilds the rest of the [`FitResult`][lmmhmc.results.FitResult]::
 
     formula, data (the training DataFrame as given), weights, offset, na_action,
     plan, priors, options, timings, gradients, ml, versions
@@ -36,7 +36,8 @@ __all__ = ["METADATA", "load", "save"]
 
 
 def save(result: FitResult, path: str | PathLike) -> None:
-    """Write a fit to a netCDF file (overwriting it); see :meth:`FitResult.save`.
+    """Write a fit to a netCDF file (overwriting it); see
+    [`FitResult.save()`][lmmhmc.results.FitResult.save].
 
     Parameters
     ----------
@@ -49,12 +50,12 @@ def save(result: FitResult, path: str | PathLike) -> None:
 
 
 def load(path: str | PathLike) -> FitResult:
-    """Read a fit written by :func:`save`.
+    """Read a fit written by [`save()`][lmmhmc.io.save].
 
     Parameters
     ----------
     path : str or path-like
-        A file written by :func:`save`.
+        A file written by [`save()`][lmmhmc.io.save].
 
     Returns
     -------

@@ -11,8 +11,9 @@ Names follow bambi (see DESIGN.md §6)::
     non-centered offsets   "<term text>_offset" (sampled terms only; not in the posterior)
 
 A correlated term's correlations are stored as the strict lower triangle of its correlation
-matrix, row by row (:meth:`TermLayout.pairs`); lme4's relative covariance factors ``T_k`` are
-read from the flat ``theta`` vector in lme4's order (:meth:`TermLayout.theta_entries`).
+matrix, row by row ([`TermLayout.pairs()`][lmmhmc.layout.TermLayout.pairs]); lme4's relative
+covariance factors ``T_k`` are read from the flat ``theta`` vector in lme4's order
+([`TermLayout.theta_entries()`][lmmhmc.layout.TermLayout.theta_entries]).
 """
 
 from __future__ import annotations
@@ -87,12 +88,13 @@ class TermLayout:
         return np.tril_indices(self.d, -1)
 
     def pair_labels(self) -> list[str]:
-        """``"<column j>, <column i>"`` for each pair ``(i, j)`` of :meth:`pairs`."""
+        """``"<column j>, <column i>"`` for each pair ``(i, j)`` of
+        [`pairs()`][lmmhmc.layout.TermLayout.pairs]."""
         rows, cols = self.pairs()
         return [f"{self.columns[j]}, {self.columns[i]}" for i, j in zip(rows, cols, strict=True)]
 
     def pair_names(self) -> list[str]:
-        """Row names of the correlations in :func:`arviz.summary`: ``"corr[a, b]"``."""
+        """Row names of the correlations in `arviz.summary()`: ``"corr[a, b]"``."""
         return [f"{self.corr}[{label}]" for label in self.pair_labels()]
 
     def theta_entries(self) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,8 @@ one object with the methods below, so that a new response type (a per-observatio
 non-Gaussian family) is added here without touching the sampler, ML, recovery or the ArviZ
 assembly.
 
-:class:`Gaussian` is ``y_i ~ N(mu_i, sigma^2 / w_i)`` with known weights ``w`` (1 by default).
+[`Gaussian`][lmmhmc.likelihood.Gaussian] is ``y_i ~ N(mu_i, sigma^2 / w_i)`` with known weights
+``w`` (1 by default).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class Gaussian:
     def marginal_log_density(self, kernel: MarginalKernel, resid, params: dict,
                              lams: Sequence[jax.Array]) -> jax.Array:
         """``log N(r | 0, sigma^2 W^-1 + Z G Z^T)`` of the residual with the kernel's terms
-        integrated out (``resid`` an array or :class:`lmmhmc.marginal.Affine`)."""
+        integrated out (``resid`` an array or
+        [`lmmhmc.marginal.Affine`][lmmhmc.marginal.Affine])."""
         return kernel.log_density(resid, params[SIGMA], lams)
 
     def conditional_draw(self, kernel: MarginalKernel, resid, params: dict,

@@ -82,7 +82,8 @@ class Elimination:
     Attributes
     ----------
     order : tuple of int
-        Positions, in the list of terms given to :func:`prepare`, in elimination order.
+        Positions, in the list of terms given to [`prepare()`][lmmhmc.marginal.prepare], in
+        elimination order.
     n_diag : int
         How many leading terms of ``order`` are eliminated block-diagonally: all of them for
         nested terms (finest first), 1 for one term followed by the Schur complement of the
@@ -99,7 +100,8 @@ class Elimination:
 
     @classmethod
     def nested(cls, order: Sequence[int]) -> Elimination:
-        """Every term block-diagonally, in ``order`` (finest first; see :func:`nested_order`)."""
+        """Every term block-diagonally, in ``order`` (finest first; see
+        [`nested_order()`][lmmhmc.marginal.nested_order])."""
         return cls(tuple(order), len(order))
 
     @classmethod
@@ -217,7 +219,8 @@ gram_matrix.defvjp(_gram_matrix_fwd, _gram_matrix_bwd)
 
 @dataclass(frozen=True)
 class Affine:
-    """Residuals given as ``R = F coef`` for the fixed columns ``F`` passed to :func:`prepare`.
+    """Residuals given as ``R = F coef`` for the fixed columns ``F`` passed to
+    [`prepare()`][lmmhmc.marginal.prepare].
 
     Typical use: ``F = [y, X]`` and ``coef = [1, -beta]``, so ``r = y - X beta`` and every
     projection ``Z^T W r`` is a precomputed ``(Z^T W F) coef``: the per-evaluation cost no longer
@@ -249,9 +252,9 @@ def _project_columns(a: dict, st: _Static, wr: jax.Array,
 class MarginalKernel:
     """Precomputed data-only quantities for marginalizing a set of grouping terms.
 
-    Build it with :func:`prepare`; it is a JAX pytree (data arrays are leaves, shapes are
-    static), so it can be passed as an argument to jitted functions without recompiling for
-    new data of the same shapes.
+    Build it with [`prepare()`][lmmhmc.marginal.prepare]; it is a JAX pytree (data arrays are
+    leaves, shapes are static), so it can be passed as an argument to jitted functions without
+    recompiling for new data of the same shapes.
     """
 
     def __init__(self, static: _Static, arrays: dict[str, jax.Array]):
@@ -368,9 +371,10 @@ class MarginalKernel:
     def _project(self, resid) -> tuple:
         """``(Z_1^T W R, Z_2^T W R, R^T W R)`` of residual columns R (the N-dependent part).
 
-        ``resid`` is an array (N,) or (N, m), or :class:`Affine` coefficients for the
-        residuals ``R = F coef`` of the fixed columns ``F`` given to :func:`prepare`, whose
-        projections were precomputed (then nothing here depends on N).
+        ``resid`` is an array (N,) or (N, m), or [`Affine`][lmmhmc.marginal.Affine] coefficients for
+        the residuals ``R = F coef`` of the fixed columns ``F`` given to
+        [`prepare()`][lmmhmc.marginal.prepare], whose projections were precomputed (then nothing
+        here depends on N).
         """
         a, st = self.arrays, self.static
         if isinstance(resid, Affine):
@@ -417,12 +421,13 @@ class MarginalKernel:
         Parameters
         ----------
         resid : array (N,) or (N, m), or Affine
-            Residual vector(s), or :class:`Affine` coefficients of the fixed columns.
+            Residual vector(s), or [`Affine`][lmmhmc.marginal.Affine] coefficients of the fixed
+            columns.
         sigma : scalar
             Residual standard deviation.
         lams : sequence of (d_k, d_k) arrays
             Lower Cholesky factors of each marginalized term's covariance, in the order the
-            terms were given to :func:`prepare`.
+            terms were given to [`prepare()`][lmmhmc.marginal.prepare].
         """
         lams = self._lams_in_order(lams)
         proj = self._project(resid)
@@ -446,12 +451,14 @@ class MarginalKernel:
         return logdet, quad
 
     def log_density(self, resid, sigma: jax.Array, lams: Sequence[jax.Array]) -> jax.Array:
-        """Marginal log-density ``log N(r | 0, Sigma)`` of one residual (see :meth:`gram`)."""
+        """Marginal log-density ``log N(r | 0, Sigma)`` of one residual (see
+        [`gram()`][lmmhmc.marginal.MarginalKernel.gram])."""
         logdet, quad = self.gram(resid, sigma, lams)
         return -0.5 * (self.static.n_obs * LOG_2PI + logdet + quad[0, 0])
 
     def noise_shapes(self) -> list[tuple[int, int]]:
-        """Shapes (n_levels, d) of the standard-normal noise :meth:`draw` takes, caller order."""
+        """Shapes (n_levels, d) of the standard-normal noise
+        [`draw()`][lmmhmc.marginal.MarginalKernel.draw] takes, caller order."""
         shapes = [None] * len(self.static.order)
         for pos, dims in zip(self.static.order, self.static.dims, strict=True):
             shapes[pos] = dims
@@ -466,12 +473,14 @@ class MarginalKernel:
     ) -> list[jax.Array]:
         """Draw the marginalized random effects from their exact joint conditional ``u | r``.
 
-        ``resid`` is one residual vector (N,) or :class:`Affine` coefficients (see :meth:`gram`).
+        ``resid`` is one residual vector (N,) or [`Affine`][lmmhmc.marginal.Affine] coefficients
+        (see [`gram()`][lmmhmc.marginal.MarginalKernel.gram]).
 
         With ``P = L L^T`` (block Cholesky) and ``u = Lambda v``:
         ``v = L^{-T} (L^{-1} c / sigma^2 + z)``, so ``v ~ N(P^{-1} c / sigma^2, P^{-1})``.
-        ``noise`` holds standard-normal arrays of :meth:`noise_shapes`; zeros give the
-        conditional mean. Returns one (n_levels, d) array per term, in the caller's order.
+        ``noise`` holds standard-normal arrays of
+        [`noise_shapes()`][lmmhmc.marginal.MarginalKernel.noise_shapes]; zeros give the conditional
+        mean. Returns one (n_levels, d) array per term, in the caller's order.
         """
         a, st = self.arrays, self.static
         lams = self._lams_in_order(lams)
@@ -522,11 +531,11 @@ def prepare(
     weights : array (N,), optional
         Known positive observation weights ``W`` (``Var(eps_i) = sigma^2 / w_i``).
     elimination : Elimination
-        The factorization order, as chosen by :func:`lmmhmc.plan.elimination`; it may be
-        omitted for a single term.
+        The factorization order, as chosen by
+        [`lmmhmc.plan.elimination()`][lmmhmc.plan.elimination]; it may be omitted for a single term.
     fixed : array (N, f), optional
         Fixed columns ``F`` (e.g. ``[X, y]``) whose projections ``Z^T W F`` and ``F^T W F`` are
-        precomputed, for residuals given as :class:`Affine` coefficients.
+        precomputed, for residuals given as [`Affine`][lmmhmc.marginal.Affine] coefficients.
 
     Notes
     -----

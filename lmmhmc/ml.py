@@ -2,16 +2,17 @@
 
 lme4's parameterization: every term's covariance is ``G_k = sigma^2 T_k T_k^T`` with ``T_k``
 lower triangular (``theta`` holds its entries, diagonal bounded below by 0). With
-``V = W^{-1} + Z T T^T Z^T`` one call of :meth:`MarginalKernel.gram` on ``[X, y]`` (with
-``sigma = 1``, ``Lambda = T``) gives ``log|V|`` and the generalized least-squares Gram matrix,
-so ``beta`` and ``sigma`` are profiled out exactly::
+``V = W^{-1} + Z T T^T Z^T`` one call of
+[`MarginalKernel.gram()`][lmmhmc.marginal.MarginalKernel.gram] on ``[X, y]`` (with ``sigma = 1``,
+``Lambda = T``) gives ``log|V|`` and the generalized least-squares Gram matrix, so ``beta`` and
+``sigma`` are profiled out exactly::
 
     beta(theta) = (X^T V^-1 X)^-1 X^T V^-1 y,    RSS = y^T V^-1 y - X^T V^-1 y . beta
     ML:   -2 l = log|V| + N (1 + log(2 pi RSS / N))
     REML: -2 l = log|V| + log|X^T V^-1 X| + (N - p) (1 + log(2 pi RSS / (N - p)))
 
 ``theta`` is optimised by L-BFGS-B with JAX gradients. With an offset ``o``, ``y`` is
-``y - o`` throughout (:func:`lmmhmc.assembled.fixed_columns`).
+``y - o`` throughout (`lmmhmc.assembled.fixed_columns`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .runtime import enable_compilation_cache, single_threaded_blas
 
 def theta_to_factors(theta: jax.Array, layout: Layout) -> list[jax.Array]:
     """Lower-triangular relative factors ``T_k`` from the flat ``theta`` vector (lme4's order,
-    :meth:`lmmhmc.layout.TermLayout.theta_entries`)."""
+    [`lmmhmc.layout.TermLayout.theta_entries()`][lmmhmc.layout.TermLayout.theta_entries])."""
     factors, start = [], 0
     for t in layout.terms:
         rows, cols = t.theta_entries()
@@ -50,7 +51,7 @@ def profiled_deviance(kernel: MarginalKernel, layout: Layout, n: int, p: int, th
     """Profiled deviance at ``theta`` and the GLS pieces ``(beta, RSS / dof, X^T V^-1 X)``.
 
     ``kernel`` marginalizes every term, with the columns ``F = [X, y - o]`` precomputed
-    (:func:`lmmhmc.assembled.profile_kernel`).
+    (`lmmhmc.assembled.profile_kernel`).
     """
     logdet, gram = kernel.gram(Affine(jnp.eye(p + 1)), 1.0, theta_to_factors(theta, layout))
     xtx, xty, yty = gram[:p, :p], gram[:p, p], gram[p, p]

@@ -1,4 +1,5 @@
-"""The user-facing :class:`Model`: a formula and a data frame, checked and turned into a design."""
+"""The user-facing [`Model`][lmmhmc.Model]: a formula and a data frame, checked and turned into a
+design."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ class Model:
     """A linear mixed model given in lme4 syntax.
 
     Building a Model parses the formula, validates the data (see
-    :func:`lmmhmc.design.build_design`) and checks that the model is identified (see
-    :mod:`lmmhmc.checks`: errors where lme4 refuses a model, :class:`~lmmhmc.errors.LmmhmcWarning`
+    `lmmhmc.design.build_design`) and checks that the model is identified (see
+    `lmmhmc.checks`: errors where lme4 refuses a model, `lmmhmc.errors.LmmhmcWarning`
     where the data cannot inform part of it); nothing is sampled yet.
 
     Parameters
@@ -42,7 +43,7 @@ class Model:
     allow_one_per_level : bool
         Fit a grouping factor with one observation per level (its random effects are
         confounded with the residual) with a warning, instead of raising
-        :class:`~lmmhmc.errors.DataError` as lme4 does.
+        `lmmhmc.errors.DataError` as lme4 does.
 
     Attributes
     ----------
@@ -94,7 +95,8 @@ class Model:
     def fit_ml(self, reml: bool = False, starts: int = 3):
         """Maximum-likelihood (or REML) estimates, as lme4's ``lmer``.
 
-        See :func:`lmmhmc.ml.fit_ml`; returns an :class:`lmmhmc.ml.MLResult`.
+        See [`lmmhmc.ml.fit_ml()`][lmmhmc.ml.fit_ml]; returns an
+        [`lmmhmc.ml.MLResult`][lmmhmc.ml.MLResult].
         """
         from lmmhmc.ml import fit_ml
 
@@ -102,7 +104,7 @@ class Model:
 
     @property
     def priors(self):
-        """The default priors of this model (:class:`lmmhmc.priors.Priors`)."""
+        """The default priors of this model ([`lmmhmc.priors.Priors`][lmmhmc.priors.Priors])."""
         from lmmhmc.priors import default_priors
 
         return default_priors(self.design)
@@ -126,7 +128,8 @@ class Model:
         log_likelihood: bool | None = DEFAULTS.log_likelihood,
         posterior_predictive: bool = DEFAULTS.posterior_predictive,
     ):
-        """Sample the posterior with NUTS; see :func:`lmmhmc.fit` for the arguments.
+        """Sample the posterior with NUTS; see [`lmmhmc.fit()`][lmmhmc.fit] for the arguments and
+        their defaults (those of [`FitOptions`][lmmhmc.options.FitOptions]).
 
         Returns
         -------

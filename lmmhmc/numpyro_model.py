@@ -1,17 +1,17 @@
 """The NumPyro model of an assembled model, and the JAX routines that share its algebra.
 
-Everything here is a pure function of a hashable :class:`Structure` (the static part: layout,
-likelihood, number of observations) and a data pytree (arrays and the prepared kernel), so that
-one compiled program serves every data set of the same shapes.
+Everything here is a pure function of a hashable [`Structure`][lmmhmc.numpyro_model.Structure] (the
+static part: layout, likelihood, number of observations) and a data pytree (arrays and the
+prepared kernel), so that one compiled program serves every data set of the same shapes.
 
 Every scalar parameter is sampled on its internal scale, ``theta = loc + unit * t``
-(:mod:`lmmhmc.scaling`; ``data["units"]``), with its prior carried there by
-:class:`lmmhmc.reparam.Scaled`. For a posterior draw (fixed effects ``beta``, ``sigma``,
+(`lmmhmc.scaling`; ``data["units"]``), with its prior carried there by
+`lmmhmc.reparam.Scaled`. For a posterior draw (fixed effects ``beta``, ``sigma``,
 per-term sds ``s_k`` and correlation Cholesky factors ``L_k``)::
 
     Lambda_k = diag(s_k) L_k,                  G_k = Lambda_k Lambda_k^T
     u_k = z_k Lambda_k^T,  z_k ~ N(0, I)       (sampled terms, non-centered)
-    mu = X beta + o + sum_k Z_k u_k            (:func:`linear_predictor`; o the known offset)
+    mu = X beta + o + sum_k Z_k u_k            (`linear_predictor`; o the known offset)
     log p(y | theta, u_sampled) = likelihood with the marginalized terms integrated out
 """
 
@@ -87,7 +87,7 @@ def sampled_effects(layout: Layout, params: dict, lams: list[jax.Array]) -> dict
 def residual(structure: Structure, data: dict, params: dict, effects: dict):
     """``r = y - X beta - o - sum_k Z_k u_k`` over the sampled terms' ``effects``.
 
-    With no sampled terms the residual is returned as :class:`Affine` coefficients
+    With no sampled terms the residual is returned as `Affine` coefficients
     ``[-beta, 1]`` of the kernel's precomputed columns ``[X, y - o]``, so that the marginal
     likelihood costs nothing per observation.
     """
@@ -127,7 +127,8 @@ def recover(structure: Structure, data: dict, params: dict, key: jax.Array) -> d
     """All random effects of one draw: sampled ones transformed, marginalized ones drawn.
 
     The marginalized terms are drawn jointly from their exact conditional given ``params``
-    and the sampled terms (see :meth:`lmmhmc.marginal.MarginalKernel.draw`).
+    and the sampled terms (see
+    [`lmmhmc.marginal.MarginalKernel.draw()`][lmmhmc.marginal.MarginalKernel.draw]).
     """
     layout = structure.layout
     lams = factors(layout, params)

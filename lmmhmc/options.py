@@ -1,7 +1,7 @@
 """FitOptions: the sampler's options and their defaults, in one place.
 
-:func:`lmmhmc.fit`, :meth:`lmmhmc.Model.fit`, the command line and the documentation read the
-defaults from :data:`DEFAULTS`.
+[`lmmhmc.fit()`][lmmhmc.fit], [`lmmhmc.Model.fit()`][lmmhmc.Model.fit], the command line and the
+documentation read the defaults from `DEFAULTS`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class FitOptions:
     Attributes
     ----------
     marginalize : "auto", "all", "none" or sequence of str
-        Grouping terms to integrate out (see :func:`lmmhmc.plan.make_plan`).
+        Grouping terms to integrate out (see [`lmmhmc.plan.make_plan()`][lmmhmc.plan.make_plan]).
     chains, draws, warmup : int
         Markov chains, draws per chain kept after warm-up, warm-up iterations per chain.
     seed : int
@@ -37,12 +37,12 @@ class FitOptions:
     progress : bool
         Report progress on stderr: a bar per chain in a terminal or a notebook, one line per
         chain phase and per long stage (ML start, recovery, ...) otherwise, e.g. in a log
-        (see :mod:`lmmhmc.progress`).
+        (see `lmmhmc.progress`).
     init : {"ml", "prior"}
         Start the chains near the maximum-likelihood estimate (and sample the sds on a scale
-        anchored at it, see :mod:`lmmhmc.reparam`), or at draws from the prior.
+        anchored at it, see `lmmhmc.reparam`), or at draws from the prior.
     dense_mass : bool or None
-        Adapt a dense mass matrix; None: dense up to :data:`DENSE_MASS_MAX_DIM` sampled
+        Adapt a dense mass matrix; None: dense up to `DENSE_MASS_MAX_DIM` sampled
         dimensions, diagonal above.
     max_tree_depth : int
         NUTS maximum tree depth.
@@ -51,7 +51,7 @@ class FitOptions:
         there are enough devices.
     log_likelihood : bool or None
         Store the pointwise log-likelihood (for LOO); None: when draws x observations is at
-        most :data:`LOG_LIK_MAX_CELLS`.
+        most `LOG_LIK_MAX_CELLS`.
     posterior_predictive : bool
         Store replicated responses, one per draw.
     """

@@ -10,13 +10,14 @@ about (floating-point operations; the factor 3 is the reverse pass)::
     + 3 sum_i L_i (d_i^3 + d_i D_i (d_i + D_i))                    nested terms (D_i: sum of the
                                                                   d_j of the coarser terms)
 
-``schur(e)`` is the Schur-complement update (:func:`schur_cost`), ``q_2`` the
+``schur(e)`` is the Schur-complement update ([`schur_cost()`][lmmhmc.plan.schur_cost]), ``q_2`` the
 effects of the other marginalized terms. ``"auto"`` marginalizes every term when that costs at
 most ``budget`` operations; otherwise the affordable subset that removes the most sampled
 dimensions (ties: the cheaper one). Terms not marginalized are sampled non-centered.
 
-This module owns all costing: the kernel (:func:`lmmhmc.marginal.prepare`) factors the terms in
-the :class:`~lmmhmc.marginal.Elimination` order it is given, which :func:`elimination` chooses.
+This module owns all costing: the kernel ([`lmmhmc.marginal.prepare()`][lmmhmc.marginal.prepare])
+factors the terms in the [`Elimination`][lmmhmc.marginal.Elimination] order it is given, which
+[`elimination()`][lmmhmc.plan.elimination] chooses.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def kernel_cost(terms: Sequence[TermData]) -> tuple[Elimination, float]:
 
 
 def elimination(terms: Sequence[TermData]) -> Elimination:
-    """The factorization :func:`lmmhmc.marginal.prepare` should use for ``terms``."""
+    """The factorization [`lmmhmc.marginal.prepare()`][lmmhmc.marginal.prepare] should use for
+    ``terms``."""
     return kernel_cost(terms)[0]
 
 
@@ -210,7 +212,7 @@ def make_plan(
     marginalize : "auto", "all", "none" or list of term names
         ``"auto"`` uses the cost model; ``"all"``/``"none"`` force either extreme; a list names
         terms by their text (``"1 + cond | subj"``) or factor (``"subj"``).
-    budget : float
+    budget : float, default 1e7
         Operations per gradient that ``"auto"`` may spend on the joint kernel.
     """
     design.require_terms()
@@ -237,7 +239,7 @@ def make_plan(
 
 
 def _marginalized_term(design: Design, name: object) -> int:
-    """:func:`resolve_term` for ``marginalize=``, whose error also lists its keywords."""
+    """`resolve_term` for ``marginalize=``, whose error also lists its keywords."""
     if not isinstance(name, str):
         raise LmmhmcError(f"marginalize takes term names (str), got {name!r}")
     try:

@@ -44,7 +44,7 @@ def plot_trace(result, var_names: list[str] | None = None, kind: str = "trace") 
         Posterior variables; by default every parameter except the random effects (fixed
         effects, sigma, standard deviations, correlations).
     kind : {"trace", "rank_bars", "rank_vlines"}
-        Passed to :func:`arviz.plot_trace`: draws against iteration, or rank plots.
+        Passed to `arviz.plot_trace()`: draws against iteration, or rank plots.
 
     Returns
     -------
@@ -63,8 +63,9 @@ def plot_forest(result, var_names: list[str] | None = None, hdi_prob: float = 0.
 
     By default separate panels, each with its own x axis, for the fixed effects, the standard
     deviations (random effects and residual) and the correlations; fixed effects (and standard
-    deviations) of very different scales get panels of their own (:func:`split_by_scale`), so
-    that an intercept of 250 does not squeeze a slope of 10 to a dot.
+    deviations) of very different scales get panels of their own
+    ([`split_by_scale()`][lmmhmc.plots.split_by_scale]), so that an intercept of 250 does not
+    squeeze a slope of 10 to a dot.
 
     Parameters
     ----------
@@ -111,7 +112,7 @@ def split_by_scale(result, names: list[str], hdi_prob: float = 0.94) -> list[lis
     """Posterior variables `names` in groups of similar scale, for separate forest panels.
 
     A variable's scale is the largest absolute bound of its HDI, ``max(|lower|, |upper|)``.
-    Sorted by scale, a variable starts a new group when its scale exceeds :data:`SCALE_RATIO`
+    Sorted by scale, a variable starts a new group when its scale exceeds `SCALE_RATIO`
     times the smallest scale of the current group. Groups, and the variables within them, keep
     the order of `names`.
 
@@ -137,9 +138,9 @@ def split_by_scale(result, names: list[str], hdi_prob: float = 0.94) -> list[lis
 def plot_ppc(result, kind: str = "kde", num_pp_samples: int = 100, seed: int = 0) -> Figure:
     """Posterior predictive check: the observed response against replicated data sets.
 
-    :func:`arviz.plot_ppc` of :func:`posterior_predictive_data`: the distribution of the
-    observed response (black) over those of `num_pp_samples` replicated data sets ``y_rep``
-    drawn from the posterior predictive distribution (blue), and their mean (dashed).
+    `arviz.plot_ppc()` of [`posterior_predictive_data()`][lmmhmc.plots.posterior_predictive_data]:
+    the distribution of the observed response (black) over those of `num_pp_samples` replicated data
+    sets ``y_rep`` drawn from the posterior predictive distribution (blue), and their mean (dashed).
 
     Parameters
     ----------
@@ -169,8 +170,8 @@ def posterior_predictive_data(result, num_pp_samples: int = 100,
 
     A fit made with ``posterior_predictive=True`` is returned as it is. Otherwise
     ``num_pp_samples`` evenly spaced posterior draws give one replicated data set each,
-    ``y_rep = mu + sigma / sqrt(w) * eps`` (:func:`lmmhmc.predict.predict` with
-    ``kind="response"``), in a new InferenceData (one chain) beside the fit's observed data;
+    ``y_rep = mu + sigma / sqrt(w) * eps`` ([`lmmhmc.predict.predict()`][lmmhmc.predict.predict]
+    with ``kind="response"``), in a new InferenceData (one chain) beside the fit's observed data;
     the fit's own InferenceData is not changed.
 
     Returns
@@ -248,7 +249,7 @@ def plot_conditional(result, var: str, hdi_prob: float = 0.94, n_points: int = 1
     The posterior mean and HDI of the population-level linear predictor (random effects
     excluded) on the scale of the formula's left-hand side, with `var` varied over its range
     (numeric) or levels (categorical) and every other predictor held at its reference value
-    (see :func:`conditional_grid`). The formula's offsets are evaluated on the grid; an
+    (see `conditional_grid`). The formula's offsets are evaluated on the grid; an
     ``offset=`` argument of the model is held at its training mean.
 
     Parameters

@@ -15,10 +15,10 @@ of the same new level share them): ``u_{k, new, s} ~ N(0, G_{k, s})`` with
 
 The offset ``o`` of a new row is the sum of the formula's ``offset(...)`` terms evaluated on
 it and, for a model fitted with an ``offset=`` argument, the ``offset=`` given to
-:func:`predict` (required then, as the model cannot know it). The training rows use the
+`predict` (required then, as the model cannot know it). The training rows use the
 training offset.
 
-The linear predictor is :func:`lmmhmc.numpyro_model.linear_predictor`, the routine of the
+The linear predictor is `lmmhmc.numpyro_model.linear_predictor`, the routine of the
 model's likelihood, mapped over the draws; new observations come from the fit's likelihood.
 """
 
@@ -75,7 +75,7 @@ def predict(
         posterior draw, set to zero, or an error naming them.
     draws : int, optional
         Use this many posterior draws, evenly spaced over the chain-major sequence of all
-        draws (see :func:`draw_indices`); all draws by default.
+        draws (see `draw_indices()`); all draws by default.
     seed : int
         Seed of the NumPy generator for new-level effects and observation noise.
     weights : str or array-like, optional
@@ -100,7 +100,7 @@ def predict(
     LmmhmcError
         With ``new_levels="error"``, if `newdata` holds levels not seen in training; if a
         column is missing, a categorical predictor has an unseen level or a predictor is not
-        finite (:class:`lmmhmc.errors.DataError`); if an offset is missing or not finite.
+        finite (`lmmhmc.errors.DataError`); if an offset is missing or not finite.
     """
     if kind not in KINDS:
         raise LmmhmcError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -149,7 +149,7 @@ def predict(
 
 @jax.jit
 def _linear_predictors(X, beta, offset, index: dict, block: dict, effects: dict) -> jax.Array:
-    """:func:`lmmhmc.numpyro_model.linear_predictor` of every draw: ``(draws, rows)``.
+    """`lmmhmc.numpyro_model.linear_predictor` of every draw: ``(draws, rows)``.
 
     One draw at a time, so that a draw's prediction does not depend on which other draws are
     predicted with it (batched programs may round differently).
@@ -225,7 +225,8 @@ def _population_draws(sds: np.ndarray, pairs: np.ndarray | None,
         ``(draws, d (d - 1) / 2)`` correlations in the posterior's pair order, or None for an
         uncorrelated term (``R = I``).
     order : (rows, cols)
-        The matrix position of each pair (:meth:`lmmhmc.layout.TermLayout.pairs`).
+        The matrix position of each pair
+        ([`lmmhmc.layout.TermLayout.pairs()`][lmmhmc.layout.TermLayout.pairs]).
     n : int
         Number of new levels.
     rng : numpy.random.Generator
@@ -248,7 +249,7 @@ def _population_draws(sds: np.ndarray, pairs: np.ndarray | None,
 
 
 def _weights(design, newdata: pd.DataFrame | None, weights, n_rows: int) -> np.ndarray:
-    """Observation weights of the predicted rows (see :func:`predict`)."""
+    """Observation weights of the predicted rows (see [`predict()`][lmmhmc.predict.predict])."""
     if weights is None:
         if newdata is None and design.weights is not None:
             return design.weights
@@ -264,7 +265,7 @@ def _weights(design, newdata: pd.DataFrame | None, weights, n_rows: int) -> np.n
 
 
 def _argument_offset(design, newdata: pd.DataFrame, offset) -> np.ndarray | float:
-    """The ``offset=`` part of the new rows' offset (see :func:`predict`); 0 without one."""
+    """The ``offset=`` part of the new rows' offset (see `predict`); 0 without one."""
     if offset is None:
         if design.offset_argument is not None:
             raise LmmhmcError("the model was fitted with an offset= argument: pass offset= (a "

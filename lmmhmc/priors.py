@@ -1,11 +1,11 @@
 """Default priors scaled by the data (as brms and bambi do), and user overrides by name.
 
-Parameter names are those of the posterior (:mod:`lmmhmc.layout`): the fixed effects'
+Parameter names are those of the posterior ([`lmmhmc.layout`][lmmhmc.layout]): the fixed effects'
 column names, ``sigma``, the random-effect sds (``1|Subject_sigma``) and the correlations
 (``Subject_corr``, an LKJ prior on the Cholesky factor of the correlation matrix).
 
 Defaults, with ``s_y = sd(y)`` and ``s_x = sd(x)`` of each non-constant column (population sds,
-``ddof = 0``; :mod:`lmmhmc.scaling` holds them as the parameters' units)::
+``ddof = 0``; `lmmhmc.scaling` holds them as the parameters' units)::
 
     slope b_x            ~ Normal(0, 2.5 s_y / s_x)
     Intercept            ~ Normal(mean(y), sqrt((2.5 s_y)^2 + sum_x (2.5 s_y mean(x) / s_x)^2))
@@ -13,7 +13,7 @@ Defaults, with ``s_y = sd(y)`` and ``s_x = sd(x)`` of each non-constant column (
     sd of column x       ~ Half-Student-t(3, 0, 2.5 s_y / s_x)   (s_x = 1 for the intercept)
     correlations         ~ LKJ(eta = 2)
 
-With an offset ``o``, ``y`` stands for ``y - o`` throughout (:mod:`lmmhmc.scaling`).
+With an offset ``o``, ``y`` stands for ``y - o`` throughout (`lmmhmc.scaling`).
 
 The intercept's scale is the spread of ``mean(y) - sum_x b_x mean(x)`` implied by the slope
 priors, so it stays weakly informative when predictors are not centred.
@@ -93,7 +93,7 @@ class Priors(Mapping):
 def default_priors(design: Design) -> Priors:
     """Data-scaled default priors for every parameter of ``design`` (see module docstring).
 
-    The scales are :data:`SCALE` times the parameters' units (:func:`lmmhmc.scaling.units`).
+    The scales are `SCALE` times the parameters' units (`lmmhmc.scaling.units()`).
     """
     u = units(design).unit
     x = design.X

@@ -1,7 +1,7 @@
 """Progress of a fit, shown where it can be read: bars in a terminal or a notebook, plain lines
 in a log.
 
-With ``progress=True`` (:attr:`lmmhmc.options.FitOptions.progress`) a fit reports
+With ``progress=True`` (`lmmhmc.options.FitOptions.progress`) a fit reports
 
 * its stages that can take more than a moment (the ML start, waiting for the compiler, the
   recovery of the random effects and the log-likelihood, the convergence diagnostics), each as a
@@ -9,7 +9,7 @@ With ``progress=True`` (:attr:`lmmhmc.options.FitOptions.progress`) a fit report
 * its chains: a tqdm bar per chain when the stream is a terminal or the code runs in a Jupyter
   kernel (``tqdm.auto`` draws notebook widgets there), and otherwise, when the output goes to
   a file, a pipe or a log, one line per chain and phase (``"chain 1: warm-up done (1000
-  iterations, 12.3 s)"``), plus a line every :data:`LINE_INTERVAL` seconds of a long phase.
+  iterations, 12.3 s)"``), plus a line every `LINE_INTERVAL` seconds of a long phase.
 
 Nothing written in line mode contains a carriage return, so that a log reads line by line.
 Everything goes to ``sys.stderr`` (looked up when the fit starts). This module does not import
@@ -31,7 +31,7 @@ LINE_INTERVAL = 30.0
 
 
 def in_notebook() -> bool:
-    """Whether the code runs in a Jupyter kernel (as :mod:`tqdm.autonotebook` decides)."""
+    """Whether the code runs in a Jupyter kernel (as `tqdm.autonotebook` decides)."""
     ipython = sys.modules.get("IPython")
     if ipython is None:
         return False
@@ -101,10 +101,10 @@ class Progress:
 
 
 class ChainProgress:
-    """Bars or lines for the chains of one run (see :meth:`Progress.chains`).
+    """Bars or lines for the chains of one run (see `Progress.chains`).
 
-    Call :meth:`begin` when a chain (or, side by side, every chain) starts, :meth:`advance`
-    after each segment of iterations and :meth:`close` at the end.
+    Call `begin` when a chain (or, side by side, every chain) starts, `advance`
+    after each segment of iterations and `close` at the end.
     """
 
     def __init__(self, progress: Progress, chains: int, warmup: int, total: int,

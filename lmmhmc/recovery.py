@@ -1,8 +1,8 @@
 """Recovery: every random effect of every draw, the pointwise log-likelihood and replicated data.
 
 The marginalized effects are drawn from their exact conditional given each posterior draw
-(:func:`lmmhmc.numpyro_model.recover`), so the output is a draw from the full posterior, as the
-non-marginalized model would give.
+([`lmmhmc.numpyro_model.recover()`][lmmhmc.numpyro_model.recover]), so the output is a draw from the
+full posterior, as the non-marginalized model would give.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ PREDICTIVE_BATCH = 64
 
 def lower_recovery(assembled: AssembledModel, priors: dict, start: dict, keys: jax.Array,
                    with_loglik: bool):
-    """:func:`recover_all` lowered for the draws to come, from the shapes of a start."""
+    """`recover_all()` lowered for the draws to come, from the shapes of a start."""
     model = assembled.numpyro_model()
     data = assembled.data
     draw = jax.eval_shape(lambda z: constrain_fn(model, (data, priors), {}, z), start)

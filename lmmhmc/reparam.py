@@ -8,8 +8,8 @@ random-effect sds) as::
 
     s = a * softplus(u),    softplus(u) = log(1 + exp(u)),
 
-with the anchor ``a`` a fraction :data:`ANCHOR_SCALE` of the ML estimate of ``s``, floored at
-:data:`ANCHOR_FLOOR` times the residual sd. From about ``a`` upwards the map is close to linear,
+with the anchor ``a`` a fraction `ANCHOR_SCALE` of the ML estimate of ``s``, floored at
+`ANCHOR_FLOOR` times the residual sd. From about ``a`` upwards the map is close to linear,
 so the posterior keeps its shape; towards ``s = 0`` it behaves like the logarithm, so the
 boundary stays out of reach. The anchor sits below the estimate, near the posterior's spread:
 an sd whose posterior reaches towards 0 then gets a short left tail (of about ``a``) instead of
@@ -76,7 +76,7 @@ def _anchored_softplus(constraint: AnchoredPositive):
 
 
 class Anchored(dist.Distribution):
-    """A positive prior ``base`` whose support is :class:`AnchoredPositive` (same density)."""
+    """A positive prior ``base`` whose support is `AnchoredPositive` (same density)."""
 
     pytree_data_fields = ("base", "anchor")
 
@@ -100,7 +100,7 @@ class Scaled(dist.Distribution):
     """A prior for ``theta`` seen on the internal scale ``t = (theta - loc) / unit``.
 
     ``log p(t) = log p_base(loc + unit t) + log unit``: the same probabilities, so the
-    posterior of ``theta`` is unchanged (see :mod:`lmmhmc.scaling`). A prior on the positive
+    posterior of ``theta`` is unchanged (see `lmmhmc.scaling`). A prior on the positive
     reals is one on ``t > -loc / unit``; any other is a prior on the real line.
     """
 
@@ -160,9 +160,9 @@ def anchor_priors(
     priors: Mapping[str, dist.Distribution], sds: Mapping[str, float], sigma: float,
     unit: Mapping[str, float] | None = None,
 ) -> dict[str, dist.Distribution]:
-    """``priors`` with ``sigma`` and every sd in ``sds`` anchored (see :func:`anchors`).
+    """``priors`` with ``sigma`` and every sd in ``sds`` anchored (see `anchors()`).
 
-    With ``unit``, the priors are on the sampler's internal scale (:mod:`lmmhmc.scaling`) and
+    With ``unit``, the priors are on the sampler's internal scale (`lmmhmc.scaling`) and
     each anchor is divided by its parameter's unit.
     """
     out = dict(priors)

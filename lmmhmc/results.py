@@ -1,9 +1,11 @@
 """FitResult: the posterior of a fitted model and what a user reads from it.
 
-Tidy tables (:meth:`FitResult.fixef`, :meth:`FitResult.ranef`, :meth:`FitResult.varcorr`) share
-the columns ``mean``, ``sd`` (posterior standard deviation, ``ddof=1`` as ArviZ),
-``hdi_lower`` and ``hdi_upper`` (highest-density interval of probability ``hdi_prob``, kept in
-``DataFrame.attrs["hdi_prob"]``); the numbers are those of :func:`arviz.summary`.
+Tidy tables ([`FitResult.fixef()`][lmmhmc.results.FitResult.fixef],
+[`FitResult.ranef()`][lmmhmc.results.FitResult.ranef],
+[`FitResult.varcorr()`][lmmhmc.results.FitResult.varcorr]) share the columns ``mean``, ``sd``
+(posterior standard deviation, ``ddof=1`` as ArviZ), ``hdi_lower`` and ``hdi_upper``
+(highest-density interval of probability ``hdi_prob``, kept in ``DataFrame.attrs["hdi_prob"]``); the
+numbers are those of `arviz.summary()`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ __all__ = ["FitResult", "compare", "format_table"]
 
 #: Columns of the statistics in the tidy tables.
 STAT_COLUMNS = ["mean", "sd", "hdi_lower", "hdi_upper"]
-#: Key columns of :meth:`FitResult.ranef` and :meth:`FitResult.coef`.
+#: Key columns of `FitResult.ranef` and `FitResult.coef`.
 RANEF_KEYS = ["term", "group", "level", "column", "coefficient"]
 #: Number format of the printed overview (``repr`` and the notebook's HTML).
 _FLOAT_FORMAT = "{:.4g}".format
@@ -125,14 +127,14 @@ class FitResult:
         ----------
         random_effects : bool
             Include every random effect (one row per level and column).
-        hdi_prob : float
+        hdi_prob : float, default 0.94
             Probability mass of the highest-density intervals.
 
         Returns
         -------
         pandas.DataFrame
             One row per parameter (``"Subject_corr[1|Subject, Days|Subject]"`` for a
-            correlation, ``"1|Subject[308]"`` for a random effect), as :func:`arviz.summary`.
+            correlation, ``"1|Subject[308]"`` for a random effect), as `arviz.summary()`.
         """
         return az.summary(self.idata, var_names=self.parameter_names(random_effects),
                           hdi_prob=hdi_prob)
@@ -140,7 +142,7 @@ class FitResult:
     @cached_property
     def diagnostics(self) -> Diagnostics:
         """Convergence figures over every parameter and random effect (R-hat, bulk and tail
-        ESS, divergences, tree-depth hits, E-BFMI per chain); see :mod:`lmmhmc.diagnostics`."""
+        ESS, divergences, tree-depth hits, E-BFMI per chain); see `lmmhmc.diagnostics`."""
         return diagnose(self.idata, self.parameter_names(True), self.options.max_tree_depth)
 
     def header(self) -> str:
@@ -184,7 +186,9 @@ class FitResult:
         )
 
     def print_summary(self, random_effects: bool = False, hdi_prob: float = HDI_PROB) -> None:
-        """Print :meth:`header` and :meth:`summary` (arguments as for :meth:`summary`)."""
+        """Print [`header()`][lmmhmc.results.FitResult.header] and
+        [`summary()`][lmmhmc.results.FitResult.summary] (arguments as for
+        [`summary()`][lmmhmc.results.FitResult.summary]; ``hdi_prob`` defaults to 0.94)."""
         print(f"{self.header()}\n\n{format_table(self.summary(random_effects, hdi_prob))}")
 
     def fixef(self, hdi_prob: float = HDI_PROB) -> pd.DataFrame:
@@ -192,7 +196,7 @@ class FitResult:
 
         Parameters
         ----------
-        hdi_prob : float
+        hdi_prob : float, default 0.94
             Probability mass of the highest-density intervals.
 
         Returns
@@ -209,7 +213,7 @@ class FitResult:
 
         Parameters
         ----------
-        hdi_prob : float
+        hdi_prob : float, default 0.94
             Probability mass of the highest-density intervals.
 
         Returns
@@ -237,17 +241,19 @@ class FitResult:
         ``(0 + cond || g)`` when the fixed part codes ``cond`` with an intercept).
 
         Unlike lme4 and brms, fixed effects without a random counterpart in the term are not
-        repeated per level (they are the same at every level: see :meth:`fixef`).
+        repeated per level (they are the same at every level: see
+        [`fixef()`][lmmhmc.results.FitResult.fixef]).
 
         Parameters
         ----------
-        hdi_prob : float
+        hdi_prob : float, default 0.94
             Probability mass of the highest-density intervals.
 
         Returns
         -------
         pandas.DataFrame
-            The columns of :meth:`ranef`; the statistics are those of the coefficients.
+            The columns of [`ranef()`][lmmhmc.results.FitResult.ranef]; the statistics are those of
+            the coefficients.
         """
         post = self.idata.posterior
         fixed = set(self.layout.fixed)
@@ -264,7 +270,7 @@ class FitResult:
 
         Parameters
         ----------
-        hdi_prob : float
+        hdi_prob : float, default 0.94
             Probability mass of the highest-density intervals.
 
         Returns
@@ -272,8 +278,9 @@ class FitResult:
         pandas.DataFrame
             Columns ``group`` (grouping factor, ``"Residual"`` for sigma), ``term``, ``kind``
             (``"sd"`` or ``"corr"``), ``var1``, ``var2`` (the random-effect columns; ``var2``
-            only for correlations), ``parameter`` (the row name in :meth:`summary`), ``mean``,
-            ``sd``, ``hdi_lower``, ``hdi_upper``.
+            only for correlations), ``parameter`` (the row name in
+            [`summary()`][lmmhmc.results.FitResult.summary]), ``mean``, ``sd``, ``hdi_lower``,
+            ``hdi_upper``.
         """
         post = self.idata.posterior
         parts = []
@@ -301,9 +308,9 @@ class FitResult:
                 ("Random effects and residual:", vc[STAT_COLUMNS])]
 
     def __repr__(self) -> str:
-        """The overview: :meth:`header` (formula, plan, sampler, divergences, convergence),
+        """The overview: `header` (formula, plan, sampler, divergences, convergence),
         then the fixed effects and the random-effect sds and correlations, wrapped at the
-        terminal's width (see :func:`format_table`)."""
+        terminal's width (see `format_table`)."""
         width = shutil.get_terminal_size().columns
 
         def wrap(text: str) -> list[str]:
@@ -317,7 +324,7 @@ class FitResult:
         return "\n".join([*lines, "", *wrap(_OVERVIEW_NOTE)])
 
     def _repr_html_(self) -> str:
-        """The overview of :meth:`__repr__` for Jupyter: the header as preformatted text, the
+        """The overview of `__repr__` for Jupyter: the header as preformatted text, the
         tables as HTML tables."""
         parts = [f"<pre>{html.escape(self.header())}</pre>"]
         for caption, table in self._overview():
@@ -342,7 +349,7 @@ class FitResult:
     ) -> np.ndarray:
         """Posterior draws of the linear predictor or of new observations.
 
-        See :func:`lmmhmc.predict.predict` for the arguments.
+        See [`lmmhmc.predict.predict()`][lmmhmc.predict.predict] for the arguments.
 
         Returns
         -------
@@ -354,7 +361,7 @@ class FitResult:
                        offset=offset)
 
     def loo(self, pointwise: bool | None = None, scale: str | None = None) -> az.ELPDData:
-        """PSIS leave-one-out cross-validation (:func:`arviz.loo`).
+        """PSIS leave-one-out cross-validation (`arviz.loo()`).
 
         Uses the pointwise log-likelihood conditional on the random effects: it estimates how
         well new observations of the *same* groups are predicted. Its Pareto k diagnostics are
@@ -380,7 +387,8 @@ class FitResult:
         return az.loo(_with_log_likelihood(self), pointwise=pointwise, scale=scale)
 
     def waic(self, pointwise: bool | None = None, scale: str | None = None) -> az.ELPDData:
-        """Widely applicable information criterion (:func:`arviz.waic`); see :meth:`loo`."""
+        """Widely applicable information criterion (`arviz.waic()`); see
+        [`loo()`][lmmhmc.results.FitResult.loo]."""
         return az.waic(_with_log_likelihood(self), pointwise=pointwise, scale=scale)
 
     def bayes_R2(
@@ -393,7 +401,8 @@ class FitResult:
         """Bayesian R-squared (Gelman, Goodrich, Gabry & Vehtari 2019), as brms's ``bayes_R2``.
 
         Per posterior draw ``s``, with ``mu_s`` the fitted linear predictor of the training
-        observations (random effects included, :meth:`predict` with ``kind="mean"``)::
+        observations (random effects included, [`predict()`][lmmhmc.results.FitResult.predict] with
+        ``kind="mean"``)::
 
             R2_s = var(mu_s) / (var(mu_s) + e_s),    e_s = sigma_s^2 mean(1 / w)
 
@@ -404,14 +413,15 @@ class FitResult:
 
         Parameters
         ----------
-        hdi_prob : float
+        hdi_prob : float, default 0.94
             Probability mass of the highest-density interval.
         summary : bool
             Return the summary; ``False`` returns the draws.
         residuals : bool
             Residual variance from the realized residuals instead of ``sigma``.
         draws : int, optional
-            Use this many evenly spaced posterior draws (see :meth:`predict`); all by default.
+            Use this many evenly spaced posterior draws (see
+            [`predict()`][lmmhmc.results.FitResult.predict]); all by default.
 
         Returns
         -------
@@ -439,9 +449,9 @@ class FitResult:
         """Test hypotheses about the parameters on the posterior draws (brms's ``hypothesis``).
 
         A hypothesis compares two arithmetic expressions of parameters (named as the rows of
-        :meth:`summary`, or a random effect ``"1|Subject[308]"``) with one of ``<``, ``<=``,
-        ``>``, ``>=``, ``=``: ``"Days > 5"``, ``"Intercept - 250 = 0"``, ``"int[T.low] < 0"``,
-        ``"Intercept + 1|Subject[308] > 250"``. Per draw ``s`` it gives
+        [`summary()`][lmmhmc.results.FitResult.summary], or a random effect ``"1|Subject[308]"``)
+        with one of ``<``, ``<=``, ``>``, ``>=``, ``=``: ``"Days > 5"``, ``"Intercept - 250 = 0"``,
+        ``"int[T.low] < 0"``, ``"Intercept + 1|Subject[308] > 250"``. Per draw ``s`` it gives
         ``delta_s = lhs_s - rhs_s``. One-sided hypotheses get the posterior probability
         ``P = Pr(delta > 0 | y)`` (or ``< 0``) and the evidence ratio ``P / (1 - P)``. Point
         hypotheses (``=``) get neither: brms's Savage-Dickey ratio needs prior draws, which
@@ -451,7 +461,7 @@ class FitResult:
         ----------
         hypotheses : str or sequence of str
             One hypothesis or several.
-        hdi_prob : float
+        hdi_prob : float, default 0.94
             Probability mass of the highest-density interval of ``delta``.
 
         Returns
@@ -485,32 +495,37 @@ class FitResult:
     # ------------------------------------------------------------------ plots, saving
 
     def plot_trace(self, var_names: list[str] | None = None, kind: str = "trace") -> Figure:
-        """Trace or rank plot of the parameters; see :func:`lmmhmc.plots.plot_trace`."""
+        """Trace or rank plot of the parameters; see
+        [`lmmhmc.plots.plot_trace()`][lmmhmc.plots.plot_trace]."""
         return plots.plot_trace(self, var_names=var_names, kind=kind)
 
     def plot_forest(self, var_names: list[str] | None = None,
                     hdi_prob: float = HDI_PROB) -> Figure:
-        """Forest plot of the parameters; see :func:`lmmhmc.plots.plot_forest`."""
+        """Forest plot of the parameters; see
+        [`lmmhmc.plots.plot_forest()`][lmmhmc.plots.plot_forest] (``hdi_prob`` defaults to 0.94)."""
         return plots.plot_forest(self, var_names=var_names, hdi_prob=hdi_prob)
 
     def plot_ranef(self, term: str | None = None, hdi_prob: float = HDI_PROB) -> Figure:
-        """Caterpillar plot of the random effects; see :func:`lmmhmc.plots.plot_ranef`."""
+        """Caterpillar plot of the random effects; see
+        [`lmmhmc.plots.plot_ranef()`][lmmhmc.plots.plot_ranef] (``hdi_prob`` defaults to 0.94)."""
         return plots.plot_ranef(self, term=term, hdi_prob=hdi_prob)
 
     def plot_conditional(self, var: str, hdi_prob: float = HDI_PROB,
                          n_points: int = 100) -> Figure:
-        """Conditional-effects plot; see :func:`lmmhmc.plots.plot_conditional`."""
+        """Conditional-effects plot; see
+        [`lmmhmc.plots.plot_conditional()`][lmmhmc.plots.plot_conditional] (``hdi_prob`` defaults
+        to 0.94)."""
         return plots.plot_conditional(self, var, hdi_prob=hdi_prob, n_points=n_points)
 
     def plot_ppc(self, kind: str = "kde", num_pp_samples: int = 100, seed: int = 0) -> Figure:
-        """Posterior predictive check; see :func:`lmmhmc.plots.plot_ppc`."""
+        """Posterior predictive check; see [`lmmhmc.plots.plot_ppc()`][lmmhmc.plots.plot_ppc]."""
         return plots.plot_ppc(self, kind=kind, num_pp_samples=num_pp_samples, seed=seed)
 
     def save(self, path: str | PathLike) -> None:
-        """Write the fit to a netCDF file that :func:`lmmhmc.load` reads back.
+        """Write the fit to a netCDF file that [`lmmhmc.load()`][lmmhmc.io.load] reads back.
 
         The file is an ArviZ netCDF file plus the metadata that rebuilds the model (see
-        :mod:`lmmhmc.storage`); :func:`lmmhmc.save` does the same.
+        [`lmmhmc.storage`][lmmhmc.storage]); [`lmmhmc.save()`][lmmhmc.io.save] does the same.
         """
         model = self.model
         weights, offset = (value if value is None or isinstance(value, str)
@@ -532,14 +547,14 @@ class FitResult:
 
 
 def compare(results: Mapping[str, FitResult], **kwargs) -> pd.DataFrame:
-    """Rank fits of the same observations by expected predictive accuracy (:func:`arviz.compare`).
+    """Rank fits of the same observations by expected predictive accuracy (`arviz.compare()`).
 
     Parameters
     ----------
     results : mapping of str to FitResult
         Named fits; each needs its pointwise log-likelihood.
     **kwargs
-        Passed to :func:`arviz.compare` (``ic="loo"`` or ``"waic"``, ``method``, ``scale``).
+        Passed to `arviz.compare()` (``ic="loo"`` or ``"waic"``, ``method``, ``scale``).
 
     Returns
     -------
@@ -555,7 +570,7 @@ def format_table(table: pd.DataFrame, **kwargs) -> str:
     Columns that do not fit in ``shutil.get_terminal_size().columns`` characters (the
     ``COLUMNS`` environment variable, else the terminal, else 80) continue in blocks below, as
     pandas prints a wide frame; none is elided. `kwargs` go to
-    :meth:`pandas.DataFrame.to_string`.
+    `pandas.DataFrame.to_string()`.
     """
     return table.to_string(line_width=shutil.get_terminal_size().columns, **kwargs)
 
@@ -579,7 +594,7 @@ def _with_log_likelihood(result: FitResult) -> az.InferenceData:
 def _rows(values: xr.DataArray, hdi_prob: float, **keys) -> pd.DataFrame:
     """Key columns (scalars are repeated) and the statistics of ``values`` over chains and draws.
 
-    Mean, sd and HDI are computed as :func:`arviz.summary` computes them; one row per element
+    Mean, sd and HDI are computed as `arviz.summary()` computes them; one row per element
     of the non-sample dimensions of ``values``.
     """
     hdi = az.hdi(values, hdi_prob=hdi_prob)[values.name]

@@ -16,8 +16,8 @@ response that the parameters explain): ``s_y = sd(y - o)`` and the intercept's `
 ``mean(y - o)``, so that a fit with an offset is the fit of ``y - o`` without it.
 
 The posterior is unchanged: the priors are the user's, carried to the internal scale by
-:class:`lmmhmc.reparam.Scaled`, and the draws are reported on the data's scale. The default
-priors (:mod:`lmmhmc.priors`) are stated in the same units.
+`lmmhmc.reparam.Scaled`, and the draws are reported on the data's scale. The default
+priors ([`lmmhmc.priors`][lmmhmc.priors]) are stated in the same units.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where the chains start: near the maximum-likelihood estimate, or at draws from the prior.
 
 With ``init="ml"`` every standard deviation is sampled on a softplus scale anchored at its ML
-estimate (:mod:`lmmhmc.reparam`); the chains start at the estimate (the sds off the boundary
+estimate (`lmmhmc.reparam`); the chains start at the estimate (the sds off the boundary
 0), with the sampled terms' offsets at the random effects' conditional means, jittered per
 chain.
 """
@@ -91,7 +91,7 @@ def conditional_modes(assembled: AssembledModel, ml: MLResult) -> list[np.ndarra
 def ml_init(assembled: AssembledModel, priors: dict, ml: MLResult, chains: int,
             key: jax.Array) -> dict:
     """Unconstrained starting points near the ML estimate, jittered per chain (by the fixed
-    effects' standard errors, :data:`JITTER` for the rest), on the internal scale."""
+    effects' standard errors, `JITTER` for the rest), on the internal scale."""
     units = assembled.units
     params = units.to_internal(_ml_params(assembled, ml))
     spec, leaves = PriorSpec.of(priors)

@@ -2,9 +2,9 @@
 
 The file is an ordinary ArviZ netCDF file (``arviz.from_netcdf`` reads its groups) with one
 extra variable in the root group, ``lmmhmc_metadata``: a pickle (as bytes) of a dict that
-rebuilds the rest of the fit (:meth:`lmmhmc.results.FitResult.save` writes it,
-:func:`lmmhmc.io.load` reads it). Its attributes repeat the formula and the package versions in
-plain text.
+rebuilds the rest of the fit ([`lmmhmc.results.FitResult.save()`][lmmhmc.results.FitResult.save]
+writes it, [`lmmhmc.io.load()`][lmmhmc.io.load] reads it). Its attributes repeat the formula and the
+package versions in plain text.
 
 The metadata is a pickle: load only files you trust, as with any pickle.
 """
@@ -62,7 +62,7 @@ def write(idata: az.InferenceData, meta: dict, path: str | PathLike) -> None:
 
 
 def read(path: str | PathLike) -> tuple[az.InferenceData, dict]:
-    """The InferenceData and the metadata of a file written by :func:`write`.
+    """The InferenceData and the metadata of a file written by [`write()`][lmmhmc.storage.write].
 
     Raises
     ------

@@ -113,7 +113,7 @@ def describe(name: str) -> str:
     Parameters
     ----------
     name : str
-        A name from :func:`list_datasets` (case-insensitive).
+        A name from [`list_datasets()`][lmmhmc.datasets.list_datasets] (case-insensitive).
 
     Returns
     -------
@@ -128,7 +128,7 @@ def load(name: str) -> pd.DataFrame:
     Parameters
     ----------
     name : str
-        A name from :func:`list_datasets`; matched case-insensitively.
+        A name from [`list_datasets()`][lmmhmc.datasets.list_datasets]; matched case-insensitively.
 
     Returns
     -------
@@ -138,7 +138,7 @@ def load(name: str) -> pd.DataFrame:
     Raises
     ------
     ValueError
-        (:class:`~lmmhmc.errors.DataError`) for an unknown name, listing the close matches and
+        ([`DataError`][lmmhmc.errors.DataError]) for an unknown name, listing the close matches and
         the available names.
     """
     import pandas as pd  # here, so that listing the data sets does not import pandas
@@ -167,8 +167,8 @@ def _resolve(name: str) -> str:
 def as_factor(values: pd.Series) -> pd.Series:
     """A column as a categorical with sorted categories; integral floats become integers.
 
-    This is how :func:`load` reads the grouping columns of the bundled data sets (a CSV
-    stores R's factor codes such as subject ``308`` as numbers).
+    This is how [`load()`][lmmhmc.datasets.load] reads the grouping columns of the bundled data sets
+    (a CSV stores R's factor codes such as subject ``308`` as numbers).
 
     Parameters
     ----------
