@@ -92,11 +92,17 @@ def fit(
         lme4 syntax, e.g. ``"rt ~ cond + (1 + cond | subject) + (1 | item)"``.
     data : pandas.DataFrame
         The observations.
-    weights, offset, na_action, allow_one_per_level
-        As for `Model`: observation weights, a known offset of the linear predictor
-        (a column name or a vector; added to the formula's ``offset(...)`` terms), the
-        handling of missing values, and whether a grouping factor with one observation per
-        level is allowed (with a warning).
+    weights : str or array-like, optional
+        Column name or vector of positive observation weights (as for
+        [`Model`][lmmhmc.Model]).
+    offset : str or array-like, optional
+        Column name or vector of a known offset of the linear predictor, added to the
+        formula's ``offset(...)`` terms.
+    na_action : {"drop", "raise"}, default "drop"
+        What to do with rows that have missing values in the used columns.
+    allow_one_per_level : bool, default False
+        Fit a grouping factor with one observation per level (with a warning) instead of
+        refusing it, as lme4 does.
     priors : dict, optional
         Parameter name -> numpyro distribution, replacing the defaults
         ([`lmmhmc.priors.default_priors()`][lmmhmc.priors.default_priors]).
@@ -112,10 +118,10 @@ def fit(
         Seed of the fit (chains, starting points, recovery).
     target_accept : float, default 0.8
         NUTS target acceptance probability.
-    progress : bool
+    progress : bool, default True
         Report progress on stderr: bars in a terminal or a notebook, one line per stage
         otherwise (see `lmmhmc.progress`).
-    init : {"ml", "prior"}
+    init : {"ml", "prior"}, default "ml"
         Start near the ML estimate (sds sampled on a scale anchored at it) or at prior draws.
     dense_mass : bool or None, default None
         Dense mass matrix; None: dense up to 60 sampled dimensions.
