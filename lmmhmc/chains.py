@@ -253,15 +253,22 @@ def _segment(structure: Structure, settings: Settings, spec: PriorSpec, state, d
     def record(state) -> dict:
         stats = {name: getattr(state, name) for name in STATS if name != "step_size"}
         stats["step_size"] = state.adapt_state.step_size
-        return {"draw": constrain_fn(model, args, {}, state.z), "stats": stats}
+        return {"draw": state.z, "stats": stats}
+
+    def advance(state):
+        return sample_kernel(state, model_args=args)
 
     def step(state, i):
-        new = jax.lax.cond(i < settings.total,
-                           lambda s: sample_kernel(s, model_args=args), lambda s: s, state)
+        if settings.total % settings.segment:  # the last segment runs past the end
+            new = jax.lax.cond(i < settings.total, advance, lambda s: s, state)
+        else:
+            new = advance(state)
         warm = jnp.where(i < settings.warmup, new.num_steps, 0)
         return new, (record(new), warm)
 
     state, (records, warm) = jax.lax.scan(step, state, first + jnp.arange(settings.segment))
+    # constrained after the loop, all iterations at once (vectorized)
+    records["draw"] = jax.vmap(lambda z: constrain_fn(model, args, {}, z))(records["draw"])
     return state, records, jnp.sum(warm)
 
 
