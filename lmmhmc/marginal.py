@@ -482,6 +482,63 @@ class MarginalKernel:
         [`noise_shapes()`][lmmhmc.marginal.MarginalKernel.noise_shapes]; zeros give the conditional
         mean. Returns one (n_levels, d) array per term, in the caller's order.
         """
+        return self._solve(resid, sigma, lams, noise)[1]
+
+    def conditional(self, resid, lams: Sequence[jax.Array],
+                    noise: Sequence[jax.Array]) -> tuple[list, list, jax.Array]:
+        """``(v, u, log|P|)`` of [`draw()`][lmmhmc.marginal.MarginalKernel.draw] with
+        ``sigma = 1``: the spherical effects ``v = P^{-1} c + L^{-T} z``, the effects
+        ``u = Lambda v`` (one (n_levels, d) array per term, caller order) and ``log|P|``.
+
+        With weights ``W`` from [`with_weights()`][lmmhmc.marginal.MarginalKernel.with_weights],
+        ``P = I + Lambda^T Z^T W Z Lambda`` is the negative Hessian of a Laplace approximation in
+        ``v`` (`lmmhmc.laplace`).
+        """
+        return self._solve(resid, 1.0, lams, noise)
+
+    def with_weights(self, w: jax.Array) -> MarginalKernel:
+        """The kernel of the same terms and elimination with observation weights ``w`` (N,).
+
+        The weighted Gram blocks (``S_i``, ``N_ij``, ``M_22``, ``N_12``) are recomputed by
+        segment sums over the observations, ``O(N sum_k d_k^2)``, inside JAX (``w`` may depend
+        on the sampled parameters). Precomputed fixed columns are dropped: residuals must be
+        given as arrays.
+        """
+        a, st = self.arrays, self.static
+        w = jnp.asarray(w)
+        out = {k: v for k, v in a.items()
+               if not (k in ("FWF", "BFR") or k.startswith("BF"))}
+        out.update(w=w, logw_sum=jnp.sum(jnp.log(w)))
+        for i in range(st.n_diag):
+            wa = a[f"A{i}"] * w[:, None]
+            for j in range(i, st.n_diag):
+                gram = jax.ops.segment_sum(wa[:, :, None] * a[f"A{j}"][:, None, :], a[f"idx{i}"],
+                                           num_segments=st.dims[i][0])
+                out[f"S{i}" if j == i else f"N{i}_{j}"] = gram
+        if st.q2:
+            col, wval = a["rest_col"], a["rest_val"] * w[:, None]
+            cells = (col[:, :, None].astype(jnp.int64) * st.q2 + col[:, None, :]).reshape(-1)
+            out["M22"] = jax.ops.segment_sum(
+                (wval[:, :, None] * a["rest_val"][:, None, :]).reshape(-1), cells,
+                num_segments=st.q2 * st.q2).reshape(st.q2, st.q2)
+            if st.n_diag:
+                contrib = a["A0"][:, None, :] * wval[:, :, None]  # (N, m, d1)
+                if st.cross == "dense":
+                    n1, d1 = st.dims[0]
+                    rows = a["idx0"].astype(jnp.int64)[:, None, None] * d1 + jnp.arange(d1)
+                    cells = (rows * st.q2 + col[:, :, None]).reshape(-1)
+                    out["N12"] = jax.ops.segment_sum(
+                        contrib.reshape(-1), cells, num_segments=n1 * d1 * st.q2
+                    ).reshape(n1, d1, st.q2)
+                else:
+                    out["nz_val"] = jax.ops.segment_sum(
+                        contrib.reshape(-1, contrib.shape[-1]), a["nz_obs"].reshape(-1),
+                        num_segments=a["nz_level"].shape[0])
+        return MarginalKernel(st, out)
+
+    def _solve(self, resid, sigma, lams, noise) -> tuple[list, list, jax.Array]:
+        """``(v, u, log|P|)``: the spherical and the actual effects of
+        [`draw()`][lmmhmc.marginal.MarginalKernel.draw] (caller order) and ``log|P|``."""
         a, st = self.arrays, self.static
         lams = self._lams_in_order(lams)
         noise = [jnp.asarray(noise[k]) for k in st.order]
@@ -489,10 +546,13 @@ class MarginalKernel:
         chols, links, e, s = fac
         xs, y2 = self._solve_forward(self._project(resid), sigma, lams, fac)
         s2 = sigma**2
-        out = [None] * len(lams)
+        out, vout = [None] * len(lams), [None] * len(lams)
         corr = 0.0
+        logdet = sum(2.0 * jnp.sum(jnp.log(jnp.diagonal(c, axis1=-2, axis2=-1)))
+                     for c in chols)
         if s is not None:
             l22 = jnp.linalg.cholesky(s)
+            logdet = logdet + 2.0 * jnp.sum(jnp.log(jnp.diagonal(l22)))
             x2 = solve_triangular(l22, y2[:, 0], lower=True)
             w2 = x2 / s2 + jnp.concatenate([z.reshape(-1) for z in noise[st.n_diag :]])
             v2 = solve_triangular(l22.T, w2, lower=False)
@@ -503,6 +563,7 @@ class MarginalKernel:
             start = 0
             for k, (n, d) in enumerate(st.dims_rest, start=st.n_diag):
                 out[st.order[k]] = u2[start : start + n * d].reshape(n, d)
+                vout[st.order[k]] = v2[start : start + n * d].reshape(n, d)
                 start += n * d
         # back substitution through the eliminated terms, coarsest first:
         # v_i = L_i^{-T} (x_i / sigma^2 + z_i - sum_{j > i} links[i, j] v_j[containing level])
@@ -513,7 +574,8 @@ class MarginalKernel:
                 w = w - small_matmul(links[i, j], vs[j][a[f"anc{i}_{j}"]][..., None])[..., 0]
             vs[i] = batched_solve(chols[i], w[..., None], transpose=True)[..., 0]
             out[st.order[i]] = vs[i] @ lams[i].T
-        return out
+            vout[st.order[i]] = vs[i]
+        return vout, out, logdet
 
 
 def prepare(
@@ -668,6 +730,7 @@ def _prepare_rest(ts, w, n_diag, cross) -> dict[str, np.ndarray]:
         "nz_level": nz_level.astype(np.int32),
         "nz_col": nz_col.astype(np.int32),
         "nz_val": nz_val,
+        "nz_obs": inv.reshape(col.shape).astype(np.int32),  # non-zero of each (obs, column)
         "pair_a": pair_a.astype(np.int32),
         "pair_b": pair_b.astype(np.int32),
         "pair_w": np.where(pair_a == pair_b, 0.5, 1.0),
