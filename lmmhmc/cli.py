@@ -190,6 +190,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", required=True, help="CSV file, or a bundled data set (see `lmmhmc datasets`)"
     )
+    parser.add_argument("--family", default="gaussian",
+                        help="response family: gaussian (default), bernoulli, binomial "
+                             "(y | trials(n) or cbind(s, f)) or poisson")
     parser.add_argument("--weights", help="column of positive observation weights")
     parser.add_argument("--offset", metavar="COLUMN",
                         help="column of a known offset of the linear predictor (added to the "
@@ -229,7 +232,7 @@ def _model(args: argparse.Namespace) -> Model:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = Model(args.formula, data, weights=args.weights, offset=args.offset,
-                      na_action=args.na_action)
+                      na_action=args.na_action, family=args.family)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     return model

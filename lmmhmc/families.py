@@ -15,8 +15,9 @@ The number of trials ``n`` of a binomial response (``y | trials(n)``, or lme4's
 Gaussian takes its weights (``data["w"]``; 1 for bernoulli and poisson). The log-likelihood
 includes the normalising constants (``log C(n, y)``, ``log y!``), as lme4's ``logLik``.
 
-A new family (negative binomial, ...) is a class here with the same methods, and its name in
-`FAMILIES`. The Gaussian stays `lmmhmc.likelihood.Gaussian`.
+A new family (negative binomial, ...) is a class here with the same methods, its name in
+`FAMILIES`, and its response rule in `lmmhmc.checks.RESPONSE_RULES` (which the design stage
+reads without importing JAX). The Gaussian stays `lmmhmc.likelihood.Gaussian`.
 """
 
 from __future__ import annotations
@@ -25,17 +26,11 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.special import gammaln
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
-from .errors import ArgumentError, DataError, did_you_mean
 
-__all__ = ["FAMILIES", "Bernoulli", "Binomial", "Poisson", "family_names", "get_family"]
-
-#: Rows named in a response error.
-_SHOW_ROWS = 5
-
+__all__ = ["FAMILIES", "Bernoulli", "Binomial", "Poisson", "get_family"]
 
 @dataclass(frozen=True)
 class _Logistic:
@@ -61,12 +56,6 @@ class _Logistic:
     def sample(self, key: jax.Array, eta: jax.Array, params: dict, n: jax.Array) -> jax.Array:
         """One replicated response ``y_rep ~ Binomial(n, p)``."""
         return jax.random.binomial(key, n, jax.nn.sigmoid(eta)).astype(eta.dtype)
-
-    def check_response(self, y: np.ndarray, n: np.ndarray, response: str) -> None:
-        """Raise DataError unless ``0 <= y <= n`` and both are integers, naming rows."""
-        bad = ~((y >= 0) & (y <= n) & (y == np.round(y)))
-        what = "0 <= y <= trials, whole numbers" if self.name == "binomial" else "0 or 1"
-        _refuse(bad, y, response, self.name, what)
 
 
 @dataclass(frozen=True)
@@ -107,44 +96,12 @@ class Poisson:
         """One replicated response ``y_rep ~ Poisson(e^eta)``."""
         return jax.random.poisson(key, jnp.exp(eta)).astype(eta.dtype)
 
-    def check_response(self, y: np.ndarray, n: np.ndarray, response: str) -> None:
-        """Raise DataError unless every ``y`` is a non-negative integer, naming rows."""
-        _refuse(~((y >= 0) & (y == np.round(y))), y, response, self.name,
-                "non-negative whole numbers")
-
 
 #: The non-Gaussian families by name (brms's and bambi's names).
 FAMILIES = {"bernoulli": Bernoulli(), "binomial": Binomial(), "poisson": Poisson()}
 
 
-def family_names() -> tuple[str, ...]:
-    """Every accepted ``family=`` name, ``"gaussian"`` first."""
-    return ("gaussian", *FAMILIES)
-
-
 def get_family(name: str):
-    """The family object of ``name`` (None for ``"gaussian"``, the linear mixed model).
-
-    Raises
-    ------
-    ArgumentError
-        For an unknown name, with the close matches and the accepted names.
-    """
-    if name == "gaussian":
-        return None
-    if name not in FAMILIES:
-        raise ArgumentError(f"unknown family '{name}'{did_you_mean(str(name), family_names())} "
-                            f"(accepted: {', '.join(family_names())})")
-    return FAMILIES[name]
-
-
-def _refuse(bad: np.ndarray, y: np.ndarray, response: str, family: str, what: str) -> None:
-    """DataError naming the first rows (0-based, of the rows kept) where ``bad`` holds."""
-    if not np.any(bad):
-        return
-    rows = np.flatnonzero(bad)
-    shown = ", ".join(f"{r} ({y[r]:g})" for r in rows[:_SHOW_ROWS])
-    more = f" and {len(rows) - _SHOW_ROWS} more" if len(rows) > _SHOW_ROWS else ""
-    raise DataError(f"family '{family}' needs a response '{response}' of {what}; "
-                    f"{len(rows)} row(s) are not: rows {shown}{more} (0-based, among the rows "
-                    "used)")
+    """The family object of ``name`` (None for ``"gaussian"``, the linear mixed model); the
+    name was checked when the model was built (`lmmhmc.checks.check_family_name`)."""
+    return None if name == "gaussian" else FAMILIES[name]

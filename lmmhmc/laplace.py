@@ -96,7 +96,8 @@ def mode(kernel: MarginalKernel, family, y, n, eta0, index, block, lams, start,
 
     Each step is halved (up to `_HALVINGS` times) until the objective does not decrease, as
     lme4's PIRLS; the iteration stops when no effect moves by more than ``tol`` or after
-    ``max_steps`` steps. ``start`` is ``(vs, us)``, e.g. zeros or a previous mode.
+    ``max_steps`` steps. ``start`` is ``(vs, us)`` with ``us = Lambda vs`` for these ``lams``
+    (zeros, or a mode found with the same ``lams``).
     """
     params = params or {}
     args = jax.lax.stop_gradient((y, n, eta0, lams, start))

@@ -9,11 +9,12 @@ For ``psi = (theta, beta)`` (lme4's relative covariance factors ``T_k``, here th
 at the conditional mode ``v^`` of the spherical effects (`lmmhmc.laplace`), with the data's
 normalising constants (``log C(n, y)``, ``log y!``) included: ``-2 * logLik(fit)`` in lme4,
 the ``deviance`` column of its AIC table (not ``deviance(fit)``). ``theta`` and ``beta`` are
-optimised jointly by L-BFGS-B with JAX gradients; the mode is found by damped Newton steps,
-started from the previous evaluation's mode, and two differentiable Newton steps from it give
-exact first and second derivatives. The fixed effects' standard errors come from the inverse
-of half the Hessian of the deviance in ``(theta, beta)``, as lme4's ``vcov`` of a ``glmer`` fit
-(``use.hessian``).
+optimised jointly by L-BFGS-B with JAX gradients; the mode is found by damped Newton steps
+from ``v = 0``, and two differentiable Newton steps from it give
+its exact derivatives (one would in exact arithmetic; the second makes the gradient robust to a
+mode found to finite precision). The fixed effects' standard errors come from the inverse of
+half the Hessian of the deviance in ``(theta, beta)``, as lme4's ``vcov`` of a ``glmer`` fit
+(``use.hessian``); here by central differences of the exact gradient.
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ def glm_start(design: Design, family, n: np.ndarray) -> tuple[np.ndarray, np.nda
     return beta, np.sqrt(np.diag(np.linalg.inv(info)))
 
 
+def _hessian(gradient, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
+    """Central differences of the exact ``gradient`` (error ``O(step^2)``), symmetrized."""
+    cols = [(gradient(x + step * e) - gradient(x - step * e)) / (2 * step)
+            for e in np.eye(len(x))]
+    h = np.array(cols)
+    return (h + h.T) / 2
+
+
 def fit_laplace(design: Design, family, starts: int = 1) -> MLResult:
     """Laplace maximum-likelihood estimates of a GLMM, as lme4's ``glmer`` (``nAGQ = 1``).
 
@@ -98,44 +107,38 @@ def _fit_laplace(design: Design, family, starts: int) -> MLResult:
             "unit": jnp.asarray(unit)}
     kernel = prepare(design.terms, None, elimination(design.terms))
 
-
     def pieces(x, d):  # x: theta, then beta in units of the GLM's standard errors
         lams = theta_to_factors(x[:n_theta], layout)
         eta0 = d["X"] @ (x[n_theta:] * d["unit"]) + d["o"]
         return d["y"], d["n"], eta0, d["index"], d["block"], lams
 
     def deviance(x, at, k, d):
-        return -2.0 * laplace_log_likelihood(k, family, *pieces(x, d), at)
+        return -2.0 * laplace_log_likelihood(k, family, *pieces(x, d), at, steps=2)
 
-    find_mode = jax.jit(lambda x, start, k, d: mode(k, family, *pieces(x, d), start))
-    value_and_grad = jax.jit(jax.value_and_grad(deviance))
     zeros = [jnp.zeros((t.n_levels, t.d)) for t in design.terms]
-    state = {"at": (zeros, zeros)}
+    find_mode = jax.jit(lambda x, k, d: mode(k, family, *pieces(x, d), (zeros, zeros)))
+    value_and_grad = jax.jit(jax.value_and_grad(deviance))
 
     def fun(x):
         x = jnp.asarray(x)
-        state["at"] = find_mode(x, state["at"], kernel, data)
-        v, g = value_and_grad(x, state["at"], kernel, data)
+        v, g = value_and_grad(x, find_mode(x, kernel, data), kernel, data)
         return float(v), np.asarray(g, dtype=np.float64)
 
     diag = np.concatenate([np.equal(*t.theta_entries()) for t in layout.terms])
     best, n_evals = None, 0
     for scale in (1.0, 0.1, 5.0)[: max(1, starts)]:
-        state["at"] = (zeros, zeros)
         res = minimize(fun, np.concatenate([diag * scale, beta0 / unit]), jac=True,
                        method="L-BFGS-B", options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-7})
         n_evals += res.nfev
         if best is None or res.fun < best.fun - 1e-9:
-            best, best_at = res, state["at"]
-    x = jnp.asarray(best.x)
-    at = find_mode(x, best_at, kernel, data)
-    dev = float(deviance(x, at, kernel, data))
-    hessian = np.asarray(jax.jit(jax.hessian(deviance))(x, at, kernel, data))
+            best = res
+    dev = fun(best.x)[0]
+    hessian = _hessian(lambda y: fun(y)[1], best.x)
     scaled = np.concatenate([np.ones(n_theta), unit])
     cov = np.linalg.inv(hessian / 2.0 / np.outer(scaled, scaled))[n_theta:, n_theta:]
     # a column of T_k and its sign-flipped copy give the same G_k: report diag(T_k) >= 0
     factors = [f * np.where(np.diag(f) < 0, -1.0, 1.0)
-               for f in (np.asarray(f) for f in theta_to_factors(x[:n_theta], layout))]
+               for f in (np.asarray(f) for f in theta_to_factors(best.x[:n_theta], layout))]
     theta = np.concatenate([f[t.theta_entries()] for f, t in zip(factors, layout.terms,
                                                                    strict=True)])
     sds, corrs = random_effect_scales(design, factors)
