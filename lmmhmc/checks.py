@@ -110,7 +110,7 @@ def check_additions_supported(design: Design, family: str = "gaussian") -> None:
     if design.trials is not None and not binomial:
         raise FormulaError(
             f"the response term 'trials()' (or cbind()) in '{design.formula}' needs "
-            f"family='binomial', not '{'gaussian' if family is None else family.name}'")
+            f"family='binomial', not '{family}'")
     if family != "gaussian" and design.weights is not None:
         raise FormulaError(
             f"weights are not supported with family '{family}' (they scale a Gaussian "
@@ -229,19 +229,20 @@ def check_one_observation_per_level(design: Design, allow: bool = False) -> None
 
 
 def check_response_family(design: Design) -> None:
-    """Warn if the response looks binary or like counts: only Gaussian responses are fitted."""
+    """Warn if a Gaussian model's response looks binary or like counts (suggesting the
+    family that fits it)."""
     y = design.y
     values = np.unique(y)
     if len(values) == 2:
-        kind = f"binary (two values, {values[0]:g} and {values[1]:g})"
+        kind, family = f"binary (two values, {values[0]:g} and {values[1]:g})", "bernoulli"
     elif (np.all(values == np.round(values)) and values[0] == 0
           and np.median(y) <= COUNT_MAX_MEDIAN):
-        kind = "like counts (non-negative integers with zeros)"
+        kind, family = "like counts (non-negative integers with zeros)", "poisson"
     else:
         return
-    warn(f"response '{design.response}' looks {kind}; lmmhmc fits a Gaussian response only, "
-          "for now: the fit treats it as continuous (a binary or count response needs a "
-          "generalized mixed model, e.g. lme4's glmer or brms)", ResponseWarning)
+    extra = "" if family == "poisson" or set(values) == {0.0, 1.0} else " (coded 0 and 1)"
+    warn(f"response '{design.response}' looks {kind}; it is fitted as a Gaussian response: "
+         f"for a generalized mixed model pass family='{family}'{extra}", ResponseWarning)
 
 
 def check_few_levels(design: Design) -> None:

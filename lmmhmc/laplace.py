@@ -34,10 +34,14 @@ import jax.numpy as jnp
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .marginal import LOG_2PI, MarginalKernel
-from .numpyro_model import linear_predictor
+from .predictor import linear_predictor
 
-__all__ = ["TINY_WEIGHT", "laplace_log_likelihood", "mode", "newton_step",
+__all__ = ["NEWTON_STEPS", "TINY_WEIGHT", "laplace_log_likelihood", "mode", "newton_step",
            "reparameterized"]
+
+#: Newton steps ``K`` of the sampler's reparameterization, from ``v = 0`` (the issue's sketch
+#: used 4 on cbpp; see docs/families.md for the measurements).
+NEWTON_STEPS = 4
 
 #: Floor of the family's weights ``W`` (a rate or ``p (1 - p)`` that underflows to 0).
 TINY_WEIGHT = 1e-200

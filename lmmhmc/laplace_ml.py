@@ -31,7 +31,7 @@ from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .design import Design
 from .laplace import laplace_log_likelihood, mode
 from .layout import parameter_layout
-from .marginal import prepare
+from .marginal import MarginalKernel, prepare
 from .ml import MLResult, random_effect_scales, theta_to_factors
 from .plan import elimination
 from .runtime import enable_compilation_cache, single_threaded_blas
@@ -69,7 +69,8 @@ def _hessian(gradient, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
     return (h + h.T) / 2
 
 
-def fit_laplace(design: Design, family, starts: int = 1) -> MLResult:
+def fit_laplace(design: Design, family, starts: int = 1,
+                kernel: MarginalKernel | None = None) -> MLResult:
     """Laplace maximum-likelihood estimates of a GLMM, as lme4's ``glmer`` (``nAGQ = 1``).
 
     Parameters
@@ -81,6 +82,9 @@ def fit_laplace(design: Design, family, starts: int = 1) -> MLResult:
     starts : int
         Number of starting points for ``theta`` (1, 0.1 and 5 times lme4's start); the best
         optimum is kept.
+    kernel : MarginalKernel, optional
+        The kernel of every term (a fit passes its assembled model's); prepared here when
+        omitted.
 
     Returns
     -------
@@ -89,10 +93,10 @@ def fit_laplace(design: Design, family, starts: int = 1) -> MLResult:
         ``sigma()`` of a family without a dispersion parameter).
     """
     with single_threaded_blas():
-        return _fit_laplace(design, family, starts)
+        return _fit_laplace(design, family, starts, kernel)
 
 
-def _fit_laplace(design: Design, family, starts: int) -> MLResult:
+def _fit_laplace(design: Design, family, starts: int, kernel: MarginalKernel | None) -> MLResult:
     design.require_terms()
     enable_compilation_cache()
     t0 = time.perf_counter()
@@ -105,7 +109,7 @@ def _fit_laplace(design: Design, family, starts: int) -> MLResult:
             "index": tuple(jnp.asarray(t.index) for t in design.terms),
             "block": tuple(jnp.asarray(t.block) for t in design.terms),
             "unit": jnp.asarray(unit)}
-    kernel = prepare(design.terms, None, elimination(design.terms))
+    kernel = prepare(design.terms, None, elimination(design.terms)) if kernel is None else kernel
 
     def pieces(x, d):  # x: theta, then beta in units of the GLM's standard errors
         lams = theta_to_factors(x[:n_theta], layout)

@@ -8,7 +8,9 @@ Names follow bambi (see DESIGN.md §6)::
     correlations           "<factor>_corr" (made unique when a factor has several correlated
                            terms), its pairs along "<factor>_corr_dim"
     random effects         "<column>", e.g. "1|Subject", along "<factor>__factor_dim"
-    non-centered offsets   "<term text>_offset" (sampled terms only; not in the posterior)
+    non-centered offsets   "<term text>_offset" (sampled terms only; not in the posterior;
+                           for a non-Gaussian family also the standard-normal ``z`` of the
+                           Laplace-reparameterized terms, `lmmhmc.laplace`)
 
 A correlated term's correlations are stored as the strict lower triangle of its correlation
 matrix, row by row ([`TermLayout.pairs()`][lmmhmc.layout.TermLayout.pairs]); lme4's relative
@@ -118,15 +120,23 @@ class Layout:
         Fixed-effect names (design column order).
     terms : tuple of TermLayout
         One per grouping term, in formula order.
+    family : str
+        The response family; only the Gaussian has ``sigma``.
     """
 
     fixed: tuple[str, ...]
     terms: tuple[TermLayout, ...]
+    family: str = "gaussian"
 
     @property
-    def sigma(self) -> str:
-        """Name of the residual standard deviation."""
-        return SIGMA
+    def has_sigma(self) -> bool:
+        """Whether the model has a residual standard deviation (the Gaussian family)."""
+        return self.family == "gaussian"
+
+    @property
+    def sigma(self) -> str | None:
+        """Name of the residual standard deviation (None without one)."""
+        return SIGMA if self.has_sigma else None
 
     @property
     def marginalized(self) -> tuple[int, ...]:
@@ -143,8 +153,8 @@ class Layout:
         return [name for t in self.terms for name in t.sds]
 
     def scale_names(self) -> list[str]:
-        """``sigma`` and every random-effect standard deviation."""
-        return [SIGMA, *self.sd_names()]
+        """``sigma`` (if any) and every random-effect standard deviation."""
+        return [SIGMA] * self.has_sigma + self.sd_names()
 
     def effect_names(self) -> list[str]:
         """Every random-effect variable (one per term column)."""
@@ -156,12 +166,13 @@ class Layout:
 
     def site_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shape of every sampled site, by name, in sampling order."""
-        shapes: dict[str, tuple[int, ...]] = dict.fromkeys([*self.fixed, SIGMA], ())
+        shapes: dict[str, tuple[int, ...]] = dict.fromkeys(
+            [*self.fixed, *[SIGMA] * self.has_sigma], ())
         for t in self.terms:
             shapes.update(dict.fromkeys(t.sds, ()))
             if t.correlated:
                 shapes[t.corr] = (t.d, t.d)
-            if not t.marginalized:
+            if not t.marginalized or not self.has_sigma:
                 shapes[t.offset] = (t.n_levels, t.d)
         return shapes
 
@@ -170,14 +181,18 @@ class Layout:
         return sum(len(t.theta_entries()[0]) for t in self.terms)
 
 
-def parameter_layout(design, marginalized: tuple[int, ...] | None = None) -> Layout:
+def parameter_layout(design, marginalized: tuple[int, ...] | None = None,
+                     family: str = "gaussian") -> Layout:
     """The layout of ``design``'s parameters.
 
     Parameters
     ----------
     design : Design
     marginalized : tuple of int, optional
-        Positions of the integrated-out terms (every term when omitted).
+        Positions of the integrated-out terms (every term when omitted); for a non-Gaussian
+        family, the Laplace-reparameterized ones.
+    family : str
+        The response family.
     """
     every = range(len(design.terms))
     marginalized = tuple(every) if marginalized is None else tuple(marginalized)
@@ -193,7 +208,7 @@ def parameter_layout(design, marginalized: tuple[int, ...] | None = None) -> Lay
         )
         for k, t in enumerate(design.terms)
     )
-    return Layout(tuple(design.x_names), terms)
+    return Layout(tuple(design.x_names), terms, family)
 
 
 def _corr_name(terms, k: int) -> str:

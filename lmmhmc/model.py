@@ -125,7 +125,7 @@ class Model:
         """The default priors of this model ([`lmmhmc.priors.Priors`][lmmhmc.priors.Priors])."""
         from lmmhmc.priors import default_priors
 
-        return default_priors(self.design)
+        return default_priors(self.design, self.family)
 
     @checked_arguments
     def fit(

@@ -35,7 +35,7 @@ from .errors import DataError, LmmhmcError
 
 __all__ = ["draw_indices", "predict"]
 
-KINDS = ("mean", "response")
+KINDS = ("mean", "link", "response")
 NEW_LEVELS = ("sample", "zero", "error")
 #: New levels named in the error of ``new_levels="error"``.
 _SHOW_LEVELS = 5
@@ -63,10 +63,13 @@ def predict(
         Rows to predict; the training observations if omitted. Needs every predictor and
         grouping column (not the response). Transforms (``center(x)``, ``log(x)``, ...) and
         categorical encodings are those of the training data.
-    kind : {"mean", "response"}
-        ``"mean"``: the linear predictor ``X beta + o + Z u`` (the expected response, on the scale
-        of the formula's left-hand side, e.g. ``log(rt)``). ``"response"``: new observations,
-        the mean plus ``N(0, sigma^2 / w)`` noise.
+    kind : {"mean", "link", "response"}
+        ``"link"``: the linear predictor ``X beta + o + Z u``. ``"mean"``: the expected
+        response, the same for a Gaussian model (on the scale of the formula's left-hand side,
+        e.g. ``log(rt)``), its inverse link for a non-Gaussian family (probabilities of a
+        bernoulli, ``trials x`` probability of a binomial, rates of a poisson response), as
+        brms's ``posterior_epred``. ``"response"``: new observations drawn from the family (for
+        a Gaussian model, the mean plus ``N(0, sigma^2 / w)`` noise).
     include_random : bool
         Add the random effects; ``False`` gives the population-level prediction
         ``X beta + o``.
@@ -81,7 +84,8 @@ def predict(
     weights : str or array-like, optional
         Observation weights for ``kind="response"``: a column of `newdata` or an array of
         one positive weight per row. Defaults to the training weights when `newdata` is
-        omitted and to 1 otherwise.
+        omitted and to 1 otherwise. For a binomial model: the number of trials (of
+        ``kind="mean"`` and ``"response"``; the training trials by default, else 1).
     offset : str or array-like, optional
         With `newdata`, for a model fitted with an ``offset=`` argument (and required then):
         a column of `newdata` or an array of one finite value per row, added to the offsets
@@ -139,12 +143,16 @@ def predict(
             zero = np.zeros((len(take), 1, t.d))
             effects[k] = np.concatenate([u, new, zero], axis=1)
     mu = _linear_predictors(X, beta, rows_offset, codes, {k: block[k] for k in codes}, effects)
-    if kind == "mean":
+    if kind == "link" or (kind == "mean" and layout.has_sigma):
         return np.asarray(mu)
     w = _weights(design, newdata, weights, X.shape[0])
-    sample = jax.vmap(result.assembled.likelihood.sample, in_axes=(0, 0, 0, None))
+    likelihood = result.assembled.likelihood
+    if kind == "mean":
+        return np.asarray(likelihood.mean(jnp.asarray(mu), jnp.asarray(w)))
+    sample = jax.vmap(likelihood.sample, in_axes=(0, 0, 0, None))
     keys = jax.random.split(jax.random.key(seed), len(take))
-    return np.asarray(sample(keys, mu, {layout.sigma: jnp.asarray(param(layout.sigma))}, w))
+    scale = {layout.sigma: jnp.asarray(param(layout.sigma))} if layout.has_sigma else {}
+    return np.asarray(sample(keys, mu, scale, w))
 
 
 @jax.jit
@@ -253,6 +261,8 @@ def _weights(design, newdata: pd.DataFrame | None, weights, n_rows: int) -> np.n
     if weights is None:
         if newdata is None and design.weights is not None:
             return design.weights
+        if newdata is None and design.trials is not None:
+            return design.trials
         return np.ones(n_rows)
     if isinstance(weights, str):
         if newdata is None or weights not in newdata.columns:

@@ -167,5 +167,6 @@ def anchor_priors(
     """
     out = dict(priors)
     for name, anchor in anchors(sds, sigma).items():
-        out[name] = Anchored(priors[name], anchor / (1.0 if unit is None else unit[name]))
+        if name in priors:  # (no sigma in a non-Gaussian family's priors)
+            out[name] = Anchored(priors[name], anchor / (1.0 if unit is None else unit[name]))
     return out

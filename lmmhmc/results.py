@@ -295,8 +295,9 @@ class FitResult:
                                    var2=[t.columns[i] for i in rows],
                                    parameter=t.pair_names()))
         sigma = self.layout.sigma
-        parts.append(_rows(post[sigma], hdi_prob, group="Residual", term=None, kind="sd",
-                           var1=sigma, var2=None, parameter=sigma))
+        if sigma is not None:
+            parts.append(_rows(post[sigma], hdi_prob, group="Residual", term=None, kind="sd",
+                               var1=sigma, var2=None, parameter=sigma))
         return _table(parts, hdi_prob)
 
     def _overview(self) -> list[tuple[str, pd.DataFrame]]:
@@ -409,7 +410,8 @@ class FitResult:
         variances over the observations with ``ddof=1``. ``e_s`` is the model's residual
         variance, averaged over the observation weights ``w`` (residual variance
         ``sigma^2 / w_i``; ``w = 1`` without weights). With ``residuals=True``,
-        ``e_s = var(y - mu_s)``, the variance of the realized residuals, as brms computes it.
+        ``e_s = var(y - mu_s)``, the variance of the realized residuals, as brms computes it
+        (always, for a non-Gaussian family, with ``mu_s`` the expected response).
 
         Parameters
         ----------
@@ -431,7 +433,7 @@ class FitResult:
         """
         mu = self.predict(kind="mean", draws=draws)
         explained = mu.var(axis=1, ddof=1)
-        if residuals:
+        if residuals or not self.layout.has_sigma:
             unexplained = (self.design.y - mu).var(axis=1, ddof=1)
         else:
             post = self.idata.posterior
@@ -537,6 +539,7 @@ class FitResult:
             "weights": weights,
             "offset": offset,
             "na_action": model.na_action,
+            "family": model.family,
             "plan": self.plan,
             "priors": self.priors,
             "options": self.options.as_dict(),
