@@ -78,9 +78,13 @@ def test_bad_addition_values(frame: pd.DataFrame, formula: str, match: str) -> N
         build_design(formula, frame)
 
 
-@pytest.mark.parametrize("formula", ["y | se(s) ~ 1 + (1 | g)", "cbind(y, n - y) ~ 1 + (1 | g)"])
-def test_an_addition_no_model_uses_is_never_ignored(frame: pd.DataFrame, formula: str) -> None:
+@pytest.mark.parametrize(("formula", "match"), [
+    ("y | se(s) ~ 1 + (1 | g)", "is not fitted by this version"),
+    ("cbind(y, n - y) ~ 1 + (1 | g)", "needs family='binomial', not 'gaussian'"),
+])
+def test_an_addition_no_model_uses_is_never_ignored(frame: pd.DataFrame, formula: str,
+                                                    match: str) -> None:
     import lmmhmc
 
-    with pytest.raises(FormulaError, match="is not fitted by this version"):
+    with pytest.raises(FormulaError, match=match):
         lmmhmc.Model(formula, frame)
