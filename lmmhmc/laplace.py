@@ -39,8 +39,8 @@ from .predictor import linear_predictor
 __all__ = ["NEWTON_STEPS", "TINY_WEIGHT", "laplace_log_likelihood", "mode", "newton_step",
            "reparameterized"]
 
-#: Newton steps ``K`` of the sampler's reparameterization, from ``v = 0`` (the issue's sketch
-#: used 4 on cbpp; see docs/families.md for the measurements).
+#: Newton steps ``K`` of the sampler's reparameterization, from ``v = 0`` (the value of the
+#: sketch that first measured the method on cbpp; not tuned further yet).
 NEWTON_STEPS = 4
 
 #: Floor of the family's weights ``W`` (a rate or ``p (1 - p)`` that underflows to 0).

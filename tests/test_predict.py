@@ -153,7 +153,7 @@ def test_subset_of_draws(sleepstudy_fit) -> None:
 
 def test_bad_arguments(sleepstudy_fit) -> None:
     with pytest.raises(ValueError, match="kind must be one of"):
-        sleepstudy_fit.predict(kind="link")
+        sleepstudy_fit.predict(kind="linear")
     with pytest.raises(ValueError, match="new_levels must be one of"):
         sleepstudy_fit.predict(new_levels="gaussian")
     with pytest.raises(DataError, match="column 'Days' not found in new data"):
@@ -162,7 +162,9 @@ def test_bad_arguments(sleepstudy_fit) -> None:
                                         "training; it has 'three'"):
         sleepstudy_fit.predict(pd.DataFrame({"Subject": ["308"], "Days": ["three"]}))
     with pytest.raises(LmmhmcError, match="kind must be one of"):  # the package's own error
-        sleepstudy_fit.predict(kind="link")
+        sleepstudy_fit.predict(kind="linear")
+    np.testing.assert_array_equal(sleepstudy_fit.predict(kind="link", draws=5),
+                                  sleepstudy_fit.predict(kind="mean", draws=5))
 
 
 def _standard_normal_pvalue(z: np.ndarray) -> float:
