@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, replace
 
 from .errors import LmmhmcError
 
-__all__ = ["DEFAULTS", "FitOptions", "check_devices"]
+__all__ = ["DEFAULTS", "FitOptions"]
 
 #: ``chain_method`` values.
-CHAIN_METHODS = ("auto", "parallel", "sequential")
+CHAIN_METHODS = ("auto", "parallel", "sequential", "vectorized")
 #: ``init`` values.
 INITS = ("ml", "prior")
 
@@ -46,9 +46,11 @@ class FitOptions:
         dimensions, diagonal above.
     max_tree_depth : int
         NUTS maximum tree depth.
-    chain_method : {"auto", "parallel", "sequential"}
-        ``"parallel"`` runs the chains side by side on as many JAX devices; ``"auto"`` does when
-        there are enough devices.
+    chain_method : {"auto", "parallel", "sequential", "vectorized"}
+        ``"parallel"`` runs as many chains at a time as there are CPU cores, on threads calling
+        one compiled program; ``"sequential"`` one after another; ``"vectorized"`` all in one
+        batched program (for a GPU). ``"auto"``: parallel on CPU, vectorized on a GPU (see
+        `lmmhmc.runtime.resolve_chain_method`).
     log_likelihood : bool or None
         Store the pointwise log-likelihood (for LOO); None: when draws x observations is at
         most `LOG_LIK_MAX_CELLS`.
@@ -94,16 +96,6 @@ class FitOptions:
     def as_dict(self) -> dict:
         """The options as a plain dict."""
         return asdict(self)
-
-
-def check_devices(chain_method: str, chains: int, devices: int) -> None:
-    """Raise LmmhmcError if ``chain_method="parallel"`` has fewer JAX devices than chains."""
-    if chain_method == "parallel" and devices < chains:
-        raise LmmhmcError(
-            f"chain_method='parallel' runs one chain per JAX device, but JAX sees {devices} "
-            f"device(s) for {chains} chains: on CPU set XLA_FLAGS="
-            f"--xla_force_host_platform_device_count={chains} before importing lmmhmc (or "
-            "jax), or use chain_method='sequential' (or 'auto')")
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
