@@ -127,9 +127,10 @@ def fit(
         Dense mass matrix; None: dense up to 60 sampled dimensions.
     max_tree_depth : int, default 10
         NUTS maximum tree depth.
-    chain_method : {"auto", "parallel", "sequential"}, default "auto"
-        Chains side by side on JAX devices, or one after the other; ``"auto"``: parallel when
-        JAX sees at least ``chains`` devices.
+    chain_method : {"auto", "parallel", "sequential", "vectorized"}, default "auto"
+        ``"parallel"``: as many chains at a time as CPU cores; ``"sequential"``: one after
+        another; ``"vectorized"``: all in one batch (GPU); ``"auto"``: parallel on CPU,
+        vectorized on a GPU.
     log_likelihood : bool or None, default None
         Keep the pointwise log-likelihood (for LOO); None: when draws x observations is at most
         5e7.
