@@ -3,6 +3,7 @@
 ::
 
     Design --make_plan--> Plan --assemble--> AssembledModel --ML start--> starting points
+           --centering.choose--> levels sampled centered
            --ChainRunner--> draws --recover_all--> random effects, log-likelihood
            --to_inference_data--> InferenceData --> FitResult
 """
@@ -20,6 +21,7 @@ import numpyro.distributions as dist
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .assembled import AssembledModel, assemble
+from .centering import centered, choose
 from .chains import WARMUP_STEPS, ChainRunner, Settings
 from .errors import ConvergenceWarning, warn
 from .inference_data import to_inference_data
@@ -84,6 +86,9 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
             with progress.stage("ML start", "maximizing the likelihood over "
                                 f"{assembled.layout.n_theta()} covariance parameters"):
                 ml = fit_ml(assembled.design, starts=1, kernel=assembled.ml_kernel)
+        # which levels are sampled centered: data of the compiled programs, chosen now
+        assembled = centered(assembled, choose(assembled, ml, o.centering))
+        if ml is not None:
             priors = anchored_priors(assembled, ml)
             init = ml_init(assembled, priors, ml, o.chains, key_init)
         else:

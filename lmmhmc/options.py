@@ -18,6 +18,8 @@ __all__ = ["DEFAULTS", "FitOptions"]
 CHAIN_METHODS = ("auto", "parallel", "sequential", "vectorized")
 #: ``init`` values.
 INITS = ("ml", "prior")
+#: ``centering`` values.
+CENTERINGS = ("auto", "none", "all")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class FitOptions:
         one compiled program; ``"sequential"`` one after another; ``"vectorized"`` all in one
         batched program (for a GPU). ``"auto"``: parallel on CPU, vectorized on a GPU (see
         `lmmhmc.runtime.resolve_chain_method`).
+    centering : {"auto", "none", "all"}
+        How the sampled (not marginalized) terms' random effects are sampled: ``"auto"``
+        centers each level whose data dominate its prior at the ML estimate and samples the
+        others non-centered (see `lmmhmc.centering`); ``"none"``: every level non-centered;
+        ``"all"``: every level centered.
     log_likelihood : bool or None
         Store the pointwise log-likelihood (for LOO); None: when draws x observations is at
         most `LOG_LIK_MAX_CELLS`.
@@ -69,6 +76,7 @@ class FitOptions:
     dense_mass: bool | None = None
     max_tree_depth: int = 10
     chain_method: str = "auto"
+    centering: str = "auto"
     log_likelihood: bool | None = None
     posterior_predictive: bool = False
 
@@ -88,6 +96,7 @@ class FitOptions:
             raise LmmhmcError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
         _one_of("init", self.init, INITS)
         _one_of("chain_method", self.chain_method, CHAIN_METHODS)
+        _one_of("centering", self.centering, CENTERINGS)
 
     def replace(self, **changes) -> FitOptions:
         """A copy with ``changes`` applied (and checked)."""
