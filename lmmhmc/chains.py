@@ -215,11 +215,13 @@ class ChainRunner:
             with ThreadPoolExecutor(min(self.workers, chains)) as pool:
                 futures = [pool.submit(chain, c) for c in range(chains)]
                 try:
-                    wait(futures, return_when=FIRST_EXCEPTION)
-                    runs = [future.result() for future in futures]
-                except BaseException:
-                    stop.set()  # the other chains stop after their current segment
-                    raise
+                    done = wait(futures, return_when=FIRST_EXCEPTION).done
+                finally:  # a chain failed, or Ctrl-C: the others stop after their segment
+                    stop.set()
+            failed = [f.exception() for f in futures if f in done and f.exception()]
+            if failed:
+                raise failed[0]
+            runs = [future.result() for future in futures]
         return jax.tree.map(lambda *a: np.stack(a), *runs)
 
     def _run(self, programs, key, z0, data, priors, chain, stop=None) -> dict:
@@ -233,7 +235,7 @@ class ChainRunner:
         parts, warm, axis = [], 0, 1 if self.method == "vectorized" else 0
         for first in range(0, st.total, st.segment):
             if stop is not None and stop.is_set():
-                raise KeyboardInterrupt
+                raise _Stopped
             state, records, steps = segment(state, data, leaves,
                                             jnp.asarray(first, jnp.int64))
             warm = warm + np.asarray(steps)
@@ -246,6 +248,10 @@ class ChainRunner:
         out = jax.tree.map(lambda *a: np.concatenate(a, axis=axis), *parts)
         out["stats"][WARMUP_STEPS] = warm
         return out
+
+
+class _Stopped(Exception):
+    """A chain stopped because another one failed or the user pressed Ctrl-C."""
 
 
 def _nuts(structure: Structure, settings: Settings, start, inverse_mass, args, key):

@@ -201,30 +201,43 @@ def test_a_new_process_compiles_nothing_again(tmp_path):
     assert counts[1] == {"misses": 0, "hits": counts[0]["misses"] + counts[0]["hits"]}, counts
 
 
-@pytest.mark.parametrize("method", ["sequential", "parallel"])
-def test_ctrl_c_stops_sampling_with_a_short_message(monkeypatch: pytest.MonkeyPatch,
-                                                     method: str) -> None:
-    from lmmhmc import chains, progress
+def _fail_third_segment(monkeypatch: pytest.MonkeyPatch, error: type[BaseException]) -> None:
+    """Make the chains' segment program raise ``error`` at its third call."""
+    from lmmhmc import chains
 
-    class Interrupted:
-        """The segment program, interrupted (Ctrl-C) at its third call."""
-
+    class Failing:
         def __init__(self, program) -> None:
             self.program, self.calls = program, 0
 
         def __call__(self, *args):
             self.calls += 1
             if self.calls == 3:
-                raise KeyboardInterrupt
+                raise error("segment 3")
             return self.program(*args)
 
     compiled = chains.ChainRunner._compiled
 
-    def interrupted(self, *args):
+    def failing(self, *args):
         start, segment = compiled(self, *args)
-        return start, Interrupted(segment)
+        return start, Failing(segment)
 
-    monkeypatch.setattr(chains.ChainRunner, "_compiled", interrupted)
+    monkeypatch.setattr(chains.ChainRunner, "_compiled", failing)
+
+
+def test_a_failing_parallel_chain_raises_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other chains stop; the error is the failing chain's, not an interruption."""
+    _fail_third_segment(monkeypatch, RuntimeError)
+    with pytest.raises(RuntimeError, match="^segment 3$"):
+        lmmhmc.fit(SLEEP, load("sleepstudy"), chains=3, draws=40, warmup=40, progress=True,
+                   chain_method="parallel")
+
+
+@pytest.mark.parametrize("method", ["sequential", "parallel"])
+def test_ctrl_c_stops_sampling_with_a_short_message(monkeypatch: pytest.MonkeyPatch,
+                                                     method: str) -> None:
+    from lmmhmc import progress
+
+    _fail_third_segment(monkeypatch, KeyboardInterrupt)
     closed, close = [], progress.ChainProgress.close
 
     def close_bars(self) -> None:
