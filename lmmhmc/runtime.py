@@ -12,10 +12,11 @@ from threadpoolctl import threadpool_limits
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .errors import LmmhmcError, SpeedWarning, warn
 
-#: How to get parallel chains when JAX started before lmmhmc could choose synchronous dispatch.
+#: How to get parallel chains when JAX started before lmmhmc could choose synchronous dispatch
+#: (lmmhmc imports JAX lazily, at its first fit; see `lmmhmc._x64`).
 _HOW_TO_PARALLEL = (
-    "import lmmhmc before running any JAX operation, or run jax.config.update("
-    "'jax_cpu_enable_async_dispatch', False) right after importing jax")
+    "run jax.config.update('jax_cpu_enable_async_dispatch', False) right after importing jax, "
+    "before any JAX operation")
 
 
 def enable_compilation_cache() -> None:
@@ -80,7 +81,7 @@ def resolve_chain_method(method: str, chains: int) -> str:
         return "sequential"
     if not possible:
         warn(f"the {chains} chains run one after another on this {cores()}-core machine: JAX "
-             f"ran an operation before lmmhmc was imported; for parallel chains, "
-             f"{_HOW_TO_PARALLEL}", SpeedWarning)
+             "started its CPU client before lmmhmc could choose synchronous dispatch; for "
+             f"parallel chains, {_HOW_TO_PARALLEL}", SpeedWarning)
         return "sequential"
     return "parallel"

@@ -149,7 +149,7 @@ def test_jax_started_before_lmmhmc_falls_back_to_sequential_with_a_warning():
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["auto"] == "sequential"
-    how = "import lmmhmc before running any JAX operation"
+    how = "run jax.config.update('jax_cpu_enable_async_dispatch', False) right after importing"
     assert how in out["error"] and "chain_method='sequential'" in out["error"]
     if out["cores"] > 1:
         assert len(out["warnings"]) == 1

@@ -144,8 +144,8 @@ def test_parallel_chains_need_synchronous_dispatch(sleep: pd.DataFrame,
 
     monkeypatch.setattr(runtime, "parallel_chains_possible", lambda: False)
     with pytest.raises(LmmhmcError, match="chain_method='parallel' needs JAX's synchronous CPU "
-                                          "dispatch.*import lmmhmc before running any JAX "
-                                          "operation.*'sequential'"):
+                                          r"dispatch.*jax_cpu_enable_async_dispatch', False\) "
+                                          "right after importing jax.*'sequential'"):
         lmmhmc.fit("Reaction ~ Days + (Days | Subject)", sleep, chain_method="parallel")
 
 
