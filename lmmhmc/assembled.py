@@ -53,8 +53,9 @@ class AssembledModel:
     data : dict
         The NumPyro model's data pytree: ``y``, ``X``, ``offset`` (zeros without one), ``w``,
         per-term ``index`` and ``block``,
-        ``kernel`` (the plan's marginal kernel, or None) and ``units`` (``loc`` and ``unit`` of
-        every scalar parameter).
+        ``kernel`` (the plan's marginal kernel, or None), ``units`` (``loc`` and ``unit`` of
+        every scalar parameter) and ``centered`` (per sampled term, which levels are sampled
+        centered: none here, see `lmmhmc.centering`).
     ml_kernel : MarginalKernel
         Every term, for the profiled likelihood of ML and the conditional modes.
     """
@@ -146,5 +147,6 @@ def assemble(design: Design, plan: Plan, priors: Priors,
         "kernel": kernel,
         "units": {"loc": {k: jnp.asarray(v) for k, v in scale.loc.items()},
                   "unit": {k: jnp.asarray(v) for k, v in scale.unit.items()}},
+        "centered": {k: jnp.zeros(design.terms[k].levels.size, bool) for k in layout.sampled},
     }
     return AssembledModel(design, plan, priors, structure, data, ml_kernel)

@@ -125,6 +125,7 @@ class Model:
         dense_mass: bool | None = DEFAULTS.dense_mass,
         max_tree_depth: int = DEFAULTS.max_tree_depth,
         chain_method: str = DEFAULTS.chain_method,
+        centering: str = DEFAULTS.centering,
         log_likelihood: bool | None = DEFAULTS.log_likelihood,
         posterior_predictive: bool = DEFAULTS.posterior_predictive,
     ):
@@ -140,7 +141,7 @@ class Model:
         options = FitOptions(
             marginalize=marginalize, chains=chains, draws=draws, warmup=warmup, seed=seed,
             target_accept=target_accept, progress=progress, init=init, dense_mass=dense_mass,
-            max_tree_depth=max_tree_depth, chain_method=chain_method,
+            max_tree_depth=max_tree_depth, chain_method=chain_method, centering=centering,
             log_likelihood=log_likelihood, posterior_predictive=posterior_predictive)
         return fit_model(self, options, priors)
 

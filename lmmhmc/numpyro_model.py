@@ -10,7 +10,9 @@ Every scalar parameter is sampled on its internal scale, ``theta = loc + unit * 
 per-term sds ``s_k`` and correlation Cholesky factors ``L_k``)::
 
     Lambda_k = diag(s_k) L_k,                  G_k = Lambda_k Lambda_k^T
-    u_k = z_k Lambda_k^T,  z_k ~ N(0, I)       (sampled terms, non-centered)
+    u_kj = Lambda_k v_kj,  v_kj ~ N(0, I)      (sampled terms: non-centered levels)
+    u_kj = v_kj ~ N(0, G_k)                    (centered levels, data["centered"][k][j];
+                                                see `lmmhmc.centering`)
     mu = X beta + o + sum_k Z_k u_k            (`linear_predictor`; o the known offset)
     log p(y | theta, u_sampled) = likelihood with the marginalized terms integrated out
 """
@@ -23,15 +25,16 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+from jax.scipy.linalg import solve_triangular
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .layout import Layout
 from .likelihood import Gaussian
 from .marginal import Affine
 
-__all__ = ["Structure", "factors", "fixed_effects", "linear_predictor", "make_model", "mean",
-           "pointwise_log_likelihood", "posterior_predictive", "recover", "residual",
-           "sampled_effects"]
+__all__ = ["Structure", "centered_log_density", "factors", "fixed_effects", "linear_predictor",
+           "make_model", "mean", "pointwise_log_likelihood", "posterior_predictive", "recover",
+           "residual", "sampled_effects"]
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,24 @@ def linear_predictor(X: jax.Array, beta: jax.Array, offset: jax.Array, index, bl
     return mu
 
 
-def sampled_effects(layout: Layout, params: dict, lams: list[jax.Array]) -> dict:
-    """``u_k = z_k Lambda_k^T`` for every sampled term of one draw."""
-    return {k: params[layout.terms[k].offset] @ lams[k].T for k in layout.sampled}
+def sampled_effects(layout: Layout, params: dict, lams: list[jax.Array],
+                    centered: dict) -> dict:
+    """``u_kj = Lambda_k v_kj`` (non-centered levels) or ``v_kj`` (``centered[k][j]``) for every
+    sampled term ``k`` of one draw."""
+    out = {}
+    for k in layout.sampled:
+        v = params[layout.terms[k].offset]
+        out[k] = jnp.where(centered[k][:, None], v, v @ lams[k].T)
+    return out
+
+
+def centered_log_density(v: jax.Array, lam: jax.Array, centered: jax.Array) -> jax.Array:
+    """``sum_j [log N(v_j; 0, Lambda Lambda^T) - log N(v_j; 0, I)]`` over the centered levels:
+    what turns the sites' standard-normal density into the centered levels' prior."""
+    x = solve_triangular(lam, v.T, lower=True)  # Lambda^-1 v_j, column per level
+    per_level = (0.5 * jnp.sum(v * v, axis=1) - 0.5 * jnp.sum(x * x, axis=0)
+                 - jnp.sum(jnp.log(jnp.abs(jnp.diagonal(lam)))))
+    return jnp.sum(jnp.where(centered, per_level, 0.0))
 
 
 def residual(structure: Structure, data: dict, params: dict, effects: dict):
@@ -111,7 +129,11 @@ def make_model(structure: Structure):
             value = numpyro.sample(name, prior)
             params[name] = loc[name] + unit[name] * value if name in unit else value
         lams = factors(layout, params)
-        resid = residual(structure, data, params, sampled_effects(layout, params, lams))
+        for k in layout.sampled:
+            numpyro.factor(f"centered[{k}]", centered_log_density(
+                params[layout.terms[k].offset], lams[k], data["centered"][k]))
+        resid = residual(structure, data, params,
+                         sampled_effects(layout, params, lams, data["centered"]))
         if data["kernel"] is None:
             numpyro.factor("loglik", jnp.sum(
                 likelihood.log_prob(resid, jnp.zeros_like(resid), params, data["w"])))
@@ -132,7 +154,7 @@ def recover(structure: Structure, data: dict, params: dict, key: jax.Array) -> d
     """
     layout = structure.layout
     lams = factors(layout, params)
-    effects = sampled_effects(layout, params, lams)
+    effects = sampled_effects(layout, params, lams, data["centered"])
     kernel = data["kernel"]
     if kernel is not None:
         r = residual(structure, data, params, effects)

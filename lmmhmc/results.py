@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 
 from . import plots, storage
 from .assembled import AssembledModel
+from .centering import describe as describe_centering
 from .diagnostics import Diagnostics, diagnose
 from .errors import LmmhmcError
 from .hypothesis import difference
@@ -153,10 +154,12 @@ class FitResult:
         checks come with advice.
         """
         s = self.settings
+        centering = describe_centering(self.assembled)
         lines = [
             f"Formula: {self.design.formula}",
             f"Observations: {self.design.n_obs}",
             f"Plan: {self.plan}",
+            *([f"Sampled terms: {centering}"] if centering else []),
             f"Sampler: NUTS, {s['chains']} chains x {s['draws']} draws "
             f"(warm-up {s['warmup']}), target_accept={s['target_accept']}, seed={s['seed']}",
             f"Divergences: {self._divergence_line()}",

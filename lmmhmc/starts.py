@@ -2,8 +2,8 @@
 
 With ``init="ml"`` every standard deviation is sampled on a softplus scale anchored at its ML
 estimate (`lmmhmc.reparam`); the chains start at the estimate (the sds off the boundary
-0), with the sampled terms' offsets at the random effects' conditional means, jittered per
-chain.
+0), with the sampled terms' random effects at their conditional means (their sites
+whitened, or not for centered levels: `lmmhmc.centering`), jittered per chain.
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
         lams = factors(layout, params)
         modes = conditional_modes(assembled, ml)
         for k in layout.sampled:
-            params[layout.terms[k].offset] = jnp.asarray(np.linalg.solve(lams[k], modes[k].T).T)
+            whitened = np.linalg.solve(lams[k], modes[k].T).T
+            centered = np.asarray(assembled.data["centered"][k])[:, None]
+            params[layout.terms[k].offset] = jnp.asarray(np.where(centered, modes[k], whitened))
     return params
 
 
@@ -91,12 +93,17 @@ def conditional_modes(assembled: AssembledModel, ml: MLResult) -> list[np.ndarra
 def ml_init(assembled: AssembledModel, priors: dict, ml: MLResult, chains: int,
             key: jax.Array) -> dict:
     """Unconstrained starting points near the ML estimate, jittered per chain (by the fixed
-    effects' standard errors, `JITTER` for the rest), on the internal scale."""
+    effects' standard errors, `JITTER` for the rest, times the sd for centered random
+    effects), on the internal scale."""
     units = assembled.units
     params = units.to_internal(_ml_params(assembled, ml))
     spec, leaves = PriorSpec.of(priors)
     unconstrained = _unconstrain(assembled.structure, spec, assembled.data, leaves, params)
     scale = {name: float(ml.se[name]) / units.unit[name] for name in assembled.layout.fixed}
+    for k in assembled.layout.sampled:  # centered levels: jitter in units of the term's sds
+        sd = np.sqrt(np.diag(ml.factors[k] @ ml.factors[k].T))
+        centered = np.asarray(assembled.data["centered"][k])[:, None]
+        scale[assembled.layout.terms[k].offset] = JITTER * np.where(centered, sd, 1.0)
     keys = jax.random.split(key, len(unconstrained))
     out = {}
     for kk, (name, value) in zip(keys, sorted(unconstrained.items()), strict=True):
