@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .design import Design, GroupTerm
-from .errors import DataError, ModelWarning, ResponseWarning, warn
+from .errors import DataError, FormulaError, ModelWarning, ResponseWarning, warn
 
 __all__ = [
     "check_confounded_factors",
@@ -55,6 +55,7 @@ def check_model(design: Design, allow_one_per_level: bool = False) -> None:
         scale, a grouping factor has one observation per level, or the fixed part (with a
         factor's intercepts) reproduces the response exactly.
     """
+    check_additions_supported(design)
     check_constant_response(design)
     check_scales(design)
     check_one_observation_per_level(design, allow_one_per_level)
@@ -63,6 +64,15 @@ def check_model(design: Design, allow_one_per_level: bool = False) -> None:
     check_few_levels(design)
     check_confounded_factors(design)
     check_constant_slopes(design)
+
+
+def check_additions_supported(design: Design) -> None:
+    """Raise FormulaError for response addition terms that no fitted model uses yet."""
+    for name, values in (("se", design.se), ("trials", design.trials)):
+        if values is not None:
+            raise FormulaError(
+                f"the response term '{name}()' in '{design.formula}' is not fitted by this "
+                f"version of lmmhmc; remove it (a '{name}()' term is never ignored silently)")
 
 
 def check_constant_response(design: Design) -> None:

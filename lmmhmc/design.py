@@ -159,6 +159,15 @@ class Design:
     offset_argument : numpy.ndarray or None
         float64 ``(N,)``: the part of ``offset`` given by the ``offset=`` argument; None
         without one (new data then needs no offset argument).
+    se : numpy.ndarray or None
+        float64 ``(N,)``: the known standard errors of ``y | se(s)`` (finite, positive); None
+        without.
+    se_sigma : bool
+        ``y | se(s, sigma = TRUE)``: a residual sd is estimated on top of `se` (the
+        variances add).
+    trials : numpy.ndarray or None
+        float64 ``(N,)``: the binomial trials of ``y | trials(n)`` or ``cbind(s, f)``
+        (non-negative integers); None without.
     """
 
     formula: str
@@ -174,6 +183,9 @@ class Design:
     offset_terms: tuple[str, ...] = ()
     offset_specs: tuple = ()
     offset_argument: np.ndarray | None = None
+    se: np.ndarray | None = None
+    se_sigma: bool = False
+    trials: np.ndarray | None = None
 
     @property
     def n_obs(self) -> int:
@@ -308,6 +320,7 @@ def build_design(
     if argument is not None:
         _check_offset(argument, f"column '{offset}'" if isinstance(offset, str) else "argument")
     total, specs = _formula_offsets(parsed.offsets, frame)
+    additions = {a.name: (a, _addition_values(a, frame)) for a in parsed.additions}
     return Design(
         formula=formula,
         response=response,
@@ -322,6 +335,9 @@ def build_design(
         offset_terms=parsed.offsets,
         offset_specs=specs,
         offset_argument=argument,
+        se=additions["se"][1] if "se" in additions else None,
+        se_sigma="se" in additions and additions["se"][0].option("sigma") == "TRUE",
+        trials=additions["trials"][1] if "trials" in additions else None,
     )
 
 
@@ -333,6 +349,9 @@ def _used_columns(parsed: ParsedFormula,
     predictors += _formula_variables(parsed.fixed, "fixed part")
     for expr in parsed.offsets:
         predictors += _formula_variables(_offset_formula(expr), f"offset 'offset({expr})'")
+    for addition in parsed.additions:
+        predictors += _formula_variables(_offset_formula(addition.args[0]),
+                                         f"response term '{_addition_text(addition)}'")
     factors = []
     for bar in parsed.bars:
         predictors += _formula_variables(bar.lhs, f"random-effect term '({bar.text})'")
@@ -392,6 +411,40 @@ def _argument_vector(value: object, name: str, frame: pd.DataFrame,
 def _offset_formula(expr: str) -> str:
     """The formulaic formula of an offset expression: one column, evaluated as Python."""
     return f"0 + {{{expr}}}"
+
+
+def _addition_text(addition) -> str:
+    """The addition term as written, e.g. ``se(s)``."""
+    return f"{addition.name}({addition.args[0]})"
+
+
+def _addition_values(addition, frame: pd.DataFrame) -> np.ndarray:
+    """A response addition term's values on `frame`, checked.
+
+    Raises
+    ------
+    DataError
+        If ``se()`` is not finite and positive, or ``trials()`` not non-negative integers
+        (the message names the first offending rows).
+    """
+    where = f"response term '{_addition_text(addition)}'"
+    matrix = _materialize(_offset_formula(addition.args[0]), frame, where)
+    if matrix.shape[1] != 1:
+        raise DataError(f"{where} must be numeric: it evaluates to the columns "
+                        f"{_quoted(map(str, matrix.columns))}")
+    values = matrix.to_numpy(dtype=np.float64)[:, 0]
+    if addition.name == "se":
+        bad, need = ~(np.isfinite(values) & (values > 0)), "finite and positive"
+    else:
+        bad = ~(np.isfinite(values) & (values >= 0) & (values == np.round(values)))
+        need = "non-negative integers"
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise DataError(f"{where} must be {need}; it is not in {len(rows)} row"
+                        f"{'s' if len(rows) > 1 else ''} (row positions "
+                        f"{', '.join(map(str, rows[:5]))}{', ...' if len(rows) > 5 else ''}: "
+                        f"{', '.join(f'{v:g}' for v in values[rows[:5]])})")
+    return values
 
 
 def _formula_offsets(exprs: tuple[str, ...], frame: pd.DataFrame) -> tuple[np.ndarray, tuple]:

@@ -14,11 +14,14 @@ With Stan's thresholds (the defaults of its ``check_hmc_diagnostics`` and of
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import arviz as az
 import numpy as np
 import xarray as xr
+
+from .convergence import rhat_and_ess
 
 __all__ = ["Diagnostics", "diagnose"]
 
@@ -111,9 +114,11 @@ def diagnose(idata: az.InferenceData, var_names: list[str],
     """The `Diagnostics` of the posterior variables ``var_names`` of ``idata``."""
     post = idata.posterior[var_names]
     stats = idata.sample_stats
-    r_hat, r_where = _extreme(az.rhat(post), np.nanargmax)
-    bulk, bulk_where = _extreme(az.ess(post, method="bulk"), np.nanargmin)
-    tail, tail_where = _extreme(az.ess(post, method="tail"), np.nanargmin)
+    draws, labels = _columns(post)
+    r_hat, bulk, tail = rhat_and_ess(draws)
+    r_hat, r_where = _extreme(r_hat, labels, np.nanargmax)
+    bulk, bulk_where = _extreme(bulk, labels, np.nanargmin)
+    tail, tail_where = _extreme(tail, labels, np.nanargmin)
     return Diagnostics(
         max_r_hat=r_hat, worst_r_hat=r_where,
         min_ess_bulk=bulk, worst_ess_bulk=bulk_where,
@@ -127,21 +132,26 @@ def diagnose(idata: az.InferenceData, var_names: list[str],
     )
 
 
-def _extreme(values: xr.Dataset, pick) -> tuple[float, str]:
-    """The extreme value over every element of every variable, and where it is
+def _columns(post: xr.Dataset) -> tuple[np.ndarray, list[str]]:
+    """Every scalar of every variable as one ``(chain, draw, K)`` array, with its label
     (``"name"`` or ``"name[label]"`` as in `arviz.summary()`)."""
-    best, where = None, ""
-    for name, arr in values.data_vars.items():
-        flat = np.asarray(arr.values, dtype=float).ravel()
-        if not flat.size or np.all(np.isnan(flat)):
+    blocks, labels = [], []
+    for name, arr in post.data_vars.items():
+        values = np.asarray(arr.values, dtype=float)
+        blocks.append(values.reshape(values.shape[:2] + (-1,)))
+        extra = arr.dims[2:]
+        if not extra:
+            labels.append(str(name))
             continue
-        i = int(pick(flat))
-        if best is None or pick([best, flat[i]]) == 1:
-            best = float(flat[i])
-            if arr.ndim:
-                pos = np.unravel_index(i, arr.shape)
-                labels = [str(arr.coords[d].values[p]) for d, p in zip(arr.dims, pos, strict=True)]
-                where = f"{name}[{', '.join(labels)}]"
-            else:
-                where = str(name)
-    return (float("nan"), "") if best is None else (best, where)
+        coords = [[str(v) for v in arr.coords[d].values] for d in extra]
+        labels += [f"{name}[{', '.join(c)}]" for c in itertools.product(*coords)]
+    return np.concatenate(blocks, axis=2), labels
+
+
+def _extreme(values: np.ndarray, labels: list[str], pick) -> tuple[float, str]:
+    """The extreme value (the first, on ties) and its label; NaN and "" when every value is
+    NaN."""
+    if values.size == 0 or np.all(np.isnan(values)):
+        return float("nan"), ""
+    i = int(pick(values))
+    return float(values[i]), labels[i]

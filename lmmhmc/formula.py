@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from lmmhmc.errors import FormulaError
 
-__all__ = ["BarTerm", "ParsedFormula", "parse_formula"]
+__all__ = ["ADDITIONS", "Addition", "BarTerm", "ParsedFormula", "parse_formula"]
 
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {v: k for k, v in _OPEN.items()}
@@ -31,6 +31,11 @@ _EXPONENT = re.compile(r"(?<![\w.])\d+\.?\d*[eE]$")
 _OFFSET = re.compile(r"^offset\s*\(")
 # ``offset(`` anywhere, as a call (not the end of a longer name).
 _OFFSET_CALL = re.compile(r"(?<![\w.])offset\s*\(")
+# A call ``name(...)`` filling a whole piece of text: an addition term or ``cbind``.
+_CALL = re.compile(r"^([A-Za-z_.][\w.]*)\s*\((.*)\)$", re.DOTALL)
+
+#: brms's response addition terms that lmmhmc supports, with their options and defaults.
+ADDITIONS = {"se": {"sigma": "FALSE"}, "trials": {}}
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,30 @@ class BarTerm:
 
 
 @dataclass(frozen=True)
+class Addition:
+    """One response addition term of brms's ``y | name(args)`` syntax.
+
+    Attributes
+    ----------
+    name : str
+        ``"se"`` (known standard errors) or ``"trials"`` (binomial trials).
+    args : tuple of str
+        The positional arguments as written: expressions evaluated as Python on the data.
+    options : tuple of (str, str)
+        The named arguments, every supported one present (defaults from `ADDITIONS`), e.g.
+        ``(("sigma", "TRUE"),)``.
+    """
+
+    name: str
+    args: tuple[str, ...]
+    options: tuple[tuple[str, str], ...] = ()
+
+    def option(self, key: str) -> str:
+        """The value of the named argument `key`."""
+        return dict(self.options)[key]
+
+
+@dataclass(frozen=True)
 class ParsedFormula:
     """A mixed-model formula split into its parts.
 
@@ -77,12 +106,16 @@ class ParsedFormula:
     offsets : tuple of str
         The expressions inside the ``offset(...)`` terms, in formula order (empty without
         offsets), e.g. ``("np.log(n)",)``.
+    additions : tuple of Addition
+        The response's addition terms (``y | se(s)``, ``y | trials(n)``); lme4's
+        ``cbind(s, f)`` response becomes the response ``s`` with ``trials((s) + (f))``.
     """
 
     response: str
     fixed: str
     bars: list[BarTerm]
     offsets: tuple[str, ...] = ()
+    additions: tuple[Addition, ...] = ()
 
 
 def parse_formula(formula: str) -> ParsedFormula:
@@ -110,6 +143,8 @@ def parse_formula(formula: str) -> ParsedFormula:
     ('x', ['1 | a', '1 | a:b'])
     >>> parse_formula("y ~ x + offset(np.log(n)) + (1 | g)").offsets
     ('np.log(n)',)
+    >>> parse_formula("y | se(s, sigma = TRUE) ~ 1 + (1 | g)").additions
+    (Addition(name='se', args=('s',), options=(('sigma', 'TRUE'),)),)
     """
     if not isinstance(formula, str):
         raise FormulaError(f"formula must be a string, got {type(formula).__name__}")
@@ -117,7 +152,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     tildes = [i for i, ch in enumerate(formula) if ch == "~" and depth[i] == 0]
     if len(tildes) != 1:
         raise FormulaError(f"formula must have the form 'response ~ terms': '{formula}'")
-    response = _squash(formula[: tildes[0]])
+    response, additions = _response_part(_squash(formula[: tildes[0]]))
     rhs = formula[tildes[0] + 1 :]
     if not response:
         raise FormulaError(f"formula has no response (left of '~'): '{formula}'")
@@ -145,7 +180,94 @@ def parse_formula(formula: str) -> ParsedFormula:
         else:
             bars.extend(_expand_bar(inner, piece))
     return ParsedFormula(response=response, fixed=" ".join(fixed) or "1", bars=bars,
-                         offsets=tuple(offsets))
+                         offsets=tuple(offsets), additions=additions)
+
+
+def _response_part(lhs: str) -> tuple[str, tuple[Addition, ...]]:
+    """Split the left-hand side into the response and its addition terms.
+
+    ``y | se(s) + trials(n)`` (brms) gives ``y`` and the two terms; ``cbind(s, f)`` (lme4's
+    binomial response) gives ``s`` and ``trials((s) + (f))``.
+    """
+    depth = _depths(lhs)
+    bars = [i for i, ch in enumerate(lhs) if ch == "|" and depth[i] == 0]
+    if len(bars) > 1:
+        raise FormulaError(f"response '{lhs}' has more than one '|'; write several addition "
+                           "terms as 'y | se(s) + trials(n)'")
+    response = _squash(lhs[: bars[0]]) if bars else lhs
+    additions = []
+    for sign, piece in _summands(lhs[bars[0] + 1:]) if bars else []:
+        if sign == "-":
+            raise FormulaError(f"addition term '{piece}' in '{lhs}' cannot be subtracted")
+        additions.append(_addition(piece, lhs))
+    if bars and not additions:
+        raise FormulaError(f"response '{lhs}' has nothing after '|'; write e.g. 'y | se(s)'")
+    call = _CALL.match(response)
+    if call and call.group(1) == "cbind":
+        args = _arguments(call.group(2), response)
+        if len(args) != 2 or any("=" in a for a in args):
+            raise FormulaError(f"'{response}' must have two arguments, successes and failures: "
+                               "'cbind(successes, failures)'")
+        if any(a.name == "trials" for a in additions):
+            raise FormulaError(f"'{lhs}' gives the trials twice: use 'cbind(s, f)' or "
+                               "'s | trials(n)', not both")
+        response = args[0]
+        additions.append(Addition("trials", (f"({args[0]}) + ({args[1]})",)))
+    names = [a.name for a in additions]
+    for name in set(names):
+        if names.count(name) > 1:
+            raise FormulaError(f"response '{lhs}' has the addition term '{name}()' twice")
+    return response, tuple(additions)
+
+
+def _addition(piece: str, lhs: str) -> Addition:
+    """Parse one addition term ``name(arg, key = value)``."""
+    call = _CALL.match(piece)
+    if not call or call.group(1) not in ADDITIONS:
+        name = call.group(1) if call else piece
+        hint = (f"; pass weights='{call.group(2).strip()}' instead"
+                if call and name == "weights" else "")
+        raise FormulaError(
+            f"unsupported response addition term '{piece}' in '{lhs}'; lmmhmc supports "
+            f"{', '.join(f'{n}()' for n in ADDITIONS)}{hint}")
+    name, known = call.group(1), ADDITIONS[call.group(1)]
+    args, options = [], dict(known)
+    for arg in _arguments(call.group(2), piece):
+        key, eq, value = arg.partition("=")
+        if eq and key.strip() in known and value.strip():
+            options[key.strip()] = _option_value(value.strip(), key.strip(), piece)
+        elif eq and _NAME.match(key.strip()) and not value.startswith("="):
+            raise FormulaError(f"'{piece}' has no argument '{key.strip()}'; "
+                               f"{name}() takes {_quoted_options(known)}")
+        else:
+            args.append(arg)
+    if len(args) != 1:
+        raise FormulaError(f"'{piece}' must name one column or expression, e.g. '{name}(s)'")
+    return Addition(name, tuple(args), tuple(sorted(options.items())))
+
+
+def _option_value(value: str, key: str, piece: str) -> str:
+    """A logical option as ``"TRUE"`` or ``"FALSE"`` (R's and Python's spellings)."""
+    logical = {"TRUE": "TRUE", "T": "TRUE", "True": "TRUE",
+               "FALSE": "FALSE", "F": "FALSE", "False": "FALSE"}
+    if value not in logical:
+        raise FormulaError(f"'{key}' in '{piece}' must be TRUE or FALSE, got '{value}'")
+    return logical[value]
+
+
+def _quoted_options(known: dict[str, str]) -> str:
+    """``sigma = FALSE`` style list of the named arguments, or "no named arguments"."""
+    return ", ".join(f"'{k} = {v}'" for k, v in known.items()) or "no named arguments"
+
+
+def _arguments(text: str, piece: str) -> list[str]:
+    """The comma-separated top-level arguments of a call, squashed."""
+    depth = _depths(text)
+    cuts = [-1] + [i for i, ch in enumerate(text) if ch == "," and depth[i] == 0] + [len(text)]
+    args = [_squash(text[a + 1:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    if any(not a for a in args):
+        raise FormulaError(f"'{piece}' has an empty argument")
+    return args
 
 
 def _squash(text: str) -> str:
