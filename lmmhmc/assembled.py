@@ -27,7 +27,7 @@ import numpy as np
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .design import Design
 from .layout import Layout, parameter_layout
-from .likelihood import Gaussian
+from .likelihood import Gaussian, for_design, observation_weights
 from .marginal import MarginalKernel, prepare
 from .numpyro_model import Structure, make_model
 from .plan import Plan, elimination
@@ -116,7 +116,8 @@ def profile_kernel(design: Design, order=None) -> MarginalKernel:
     """
     design.require_terms()
     order = elimination(design.terms) if order is None else order
-    return prepare(design.terms, design.weights, order, fixed=fixed_columns(design))
+    return prepare(design.terms, observation_weights(design), order,
+                   fixed=fixed_columns(design))
 
 
 def assemble(design: Design, plan: Plan, priors: Priors,
@@ -130,11 +131,13 @@ def assemble(design: Design, plan: Plan, priors: Priors,
         ml_kernel = profile_kernel(design)
         kernel = None
         if plan.marginalized:
-            kernel = prepare([design.terms[k] for k in plan.marginalized], design.weights,
-                             plan.elimination, fixed=fixed_columns(design))
+            kernel = prepare([design.terms[k] for k in plan.marginalized],
+                             observation_weights(design), plan.elimination,
+                             fixed=fixed_columns(design))
     layout = parameter_layout(design, plan.marginalized)
-    structure = Structure(layout, likelihood or Gaussian(), design.n_obs)
-    w = np.ones(design.n_obs) if design.weights is None else design.weights
+    structure = Structure(layout, likelihood or for_design(design), design.n_obs)
+    weights = observation_weights(design)
+    w = np.ones(design.n_obs) if weights is None else weights
     scale = units(design)
     data = {
         "y": jnp.asarray(design.y),

@@ -20,13 +20,15 @@ def to_inference_data(assembled: AssembledModel, samples: dict, effects: list, l
     observed response. Arrays are ``(chains, draws, ...)``; ``effects``, ``loglik`` and
     ``yrep`` have the chains stacked on their leading axis."""
     layout, design = assembled.layout, assembled.design
-    chains, draws = np.asarray(samples[layout.sigma]).shape[:2]
+    chains, draws = np.asarray(next(iter(samples.values()))).shape[:2]
 
     def grouped(a):
         a = np.asarray(a)
         return a.reshape((chains, draws) + a.shape[1:])
 
-    posterior = {name: np.asarray(samples[name]) for name in [*layout.fixed, layout.sigma]}
+    posterior = {name: np.asarray(samples[name]) for name in layout.fixed}
+    if layout.sigma is not None:
+        posterior[layout.sigma] = np.asarray(samples[layout.sigma])
     dims, coords = {}, {}
     for t, u, term in zip(layout.terms, effects, design.terms, strict=True):
         posterior.update({name: np.asarray(samples[name]) for name in t.sds})

@@ -3,7 +3,7 @@
 Names follow bambi (see DESIGN.md §6)::
 
     fixed effects          the design's column names: "Intercept", "Days", "cond[T.b]"
-    residual sd            "sigma"
+    residual sd            "sigma" (none with known standard errors, ``y | se(s)``)
     random-effect sds      "<column>_sigma", e.g. "1|Subject_sigma", "Days|Subject_sigma"
     correlations           "<factor>_corr" (made unique when a factor has several correlated
                            terms), its pairs along "<factor>_corr_dim"
@@ -118,15 +118,19 @@ class Layout:
         Fixed-effect names (design column order).
     terms : tuple of TermLayout
         One per grouping term, in formula order.
+    residual_sd : bool
+        Whether ``sigma`` is a parameter (False for ``y | se(s)``: the residual sds are data).
     """
 
     fixed: tuple[str, ...]
     terms: tuple[TermLayout, ...]
+    residual_sd: bool = True
 
     @property
-    def sigma(self) -> str:
-        """Name of the residual standard deviation."""
-        return SIGMA
+    def sigma(self) -> str | None:
+        """Name of the residual standard deviation; None when the model has none (known
+        standard errors, ``y | se(s)``)."""
+        return SIGMA if self.residual_sd else None
 
     @property
     def marginalized(self) -> tuple[int, ...]:
@@ -144,7 +148,7 @@ class Layout:
 
     def scale_names(self) -> list[str]:
         """``sigma`` and every random-effect standard deviation."""
-        return [SIGMA, *self.sd_names()]
+        return [SIGMA, *self.sd_names()] if self.residual_sd else self.sd_names()
 
     def effect_names(self) -> list[str]:
         """Every random-effect variable (one per term column)."""
@@ -156,7 +160,8 @@ class Layout:
 
     def site_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shape of every sampled site, by name, in sampling order."""
-        shapes: dict[str, tuple[int, ...]] = dict.fromkeys([*self.fixed, SIGMA], ())
+        shapes: dict[str, tuple[int, ...]] = dict.fromkeys(
+            [*self.fixed, SIGMA] if self.residual_sd else self.fixed, ())
         for t in self.terms:
             shapes.update(dict.fromkeys(t.sds, ()))
             if t.correlated:
@@ -193,7 +198,7 @@ def parameter_layout(design, marginalized: tuple[int, ...] | None = None) -> Lay
         )
         for k, t in enumerate(design.terms)
     )
-    return Layout(tuple(design.x_names), terms)
+    return Layout(tuple(design.x_names), terms, design.se is None or design.se_sigma)
 
 
 def _corr_name(terms, k: int) -> str:

@@ -412,6 +412,11 @@ class MarginalKernel:
             y2 = self._rest_apply(lams[st.n_diag :], b2, True)
         return xs, y2
 
+    @property
+    def weights(self) -> jax.Array:
+        """The observation weights ``w`` (N,) the kernel was prepared with."""
+        return self.arrays["w"]
+
     def reweighted(self, w: jax.Array) -> MarginalKernel:
         """The kernel for observation weights ``w`` (N,) that depend on the draw.
 

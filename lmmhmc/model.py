@@ -10,7 +10,7 @@ import pandas as pd
 
 from lmmhmc.checks import check_model
 from lmmhmc.design import Design, build_design
-from lmmhmc.errors import checked_arguments
+from lmmhmc.errors import LmmhmcError, checked_arguments
 from lmmhmc.options import DEFAULTS, FitOptions
 
 __all__ = ["Model"]
@@ -100,6 +100,11 @@ class Model:
         """
         from lmmhmc.ml import fit_ml
 
+        if self.design.se is not None:
+            raise LmmhmcError(
+                "fit_ml() is not available for a model with known standard errors "
+                "(y | se(s)): lme4's profiled likelihood estimates a multiplicative sigma. "
+                "fit() starts its chains from that fit (weights 1 / s^2) rescaled to the model")
         return fit_ml(self.design, reml=reml, starts=starts)
 
     @property

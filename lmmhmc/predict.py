@@ -32,6 +32,7 @@ import pandas as pd
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from . import numpyro_model as nm
 from .errors import DataError, LmmhmcError
+from .likelihood import observation_weights
 
 __all__ = ["draw_indices", "predict"]
 
@@ -81,7 +82,9 @@ def predict(
     weights : str or array-like, optional
         Observation weights for ``kind="response"``: a column of `newdata` or an array of
         one positive weight per row. Defaults to the training weights when `newdata` is
-        omitted and to 1 otherwise.
+        omitted and to 1 otherwise. For a model with known standard errors
+        (``y | se(s)``) the weights are ``1 / s^2`` (the training ones by default; required
+        with `newdata`).
     offset : str or array-like, optional
         With `newdata`, for a model fitted with an ``offset=`` argument (and required then):
         a column of `newdata` or an array of one finite value per row, added to the offsets
@@ -144,7 +147,8 @@ def predict(
     w = _weights(design, newdata, weights, X.shape[0])
     sample = jax.vmap(result.assembled.likelihood.sample, in_axes=(0, 0, 0, None))
     keys = jax.random.split(jax.random.key(seed), len(take))
-    return np.asarray(sample(keys, mu, {layout.sigma: jnp.asarray(param(layout.sigma))}, w))
+    params = {} if layout.sigma is None else {layout.sigma: jnp.asarray(param(layout.sigma))}
+    return np.asarray(sample(keys, mu, params, w))
 
 
 @jax.jit
@@ -250,9 +254,14 @@ def _population_draws(sds: np.ndarray, pairs: np.ndarray | None,
 
 def _weights(design, newdata: pd.DataFrame | None, weights, n_rows: int) -> np.ndarray:
     """Observation weights of the predicted rows (see [`predict()`][lmmhmc.predict.predict])."""
+    known = observation_weights(design)
     if weights is None:
-        if newdata is None and design.weights is not None:
-            return design.weights
+        if newdata is None and known is not None:
+            return known
+        if design.se is not None:
+            raise LmmhmcError("the model has known standard errors (y | se(s)): "
+                              "predict(kind='response') on new data needs them; pass "
+                              "weights=1 / s**2 of the new rows")
         return np.ones(n_rows)
     if isinstance(weights, str):
         if newdata is None or weights not in newdata.columns:

@@ -31,7 +31,7 @@ from .design import Design
 from .errors import LmmhmcError
 from .layout import parameter_layout
 from .reparam import positive_support
-from .scaling import units
+from .scaling import response_sd, units
 
 STUDENT_T_DF = 3.0
 SCALE = 2.5
@@ -101,7 +101,7 @@ def default_priors(design: Design) -> Priors:
     means, sds = x.mean(axis=0), x.std(axis=0)
     slopes = sds > 0
     layout = parameter_layout(design)
-    s_y = u[layout.sigma]
+    s_y = response_sd(design)
     intercept_var = (SCALE * s_y) ** 2 + float(
         np.sum((SCALE * s_y * means[slopes] / sds[slopes]) ** 2)
     )
@@ -111,7 +111,8 @@ def default_priors(design: Design) -> Priors:
         else:  # the intercept (a constant column)
             items[name] = dist.Normal(float(np.mean(design.shifted_y)),
                                           float(np.sqrt(intercept_var)))
-    items[layout.sigma] = half_student_t(STUDENT_T_DF, SCALE * s_y)
+    if layout.sigma is not None:
+        items[layout.sigma] = half_student_t(STUDENT_T_DF, SCALE * s_y)
     for term in layout.terms:
         items.update({name: half_student_t(STUDENT_T_DF, SCALE * u[name]) for name in term.sds})
         if term.correlated:

@@ -295,8 +295,9 @@ class FitResult:
                                    var2=[t.columns[i] for i in rows],
                                    parameter=t.pair_names()))
         sigma = self.layout.sigma
-        parts.append(_rows(post[sigma], hdi_prob, group="Residual", term=None, kind="sd",
-                           var1=sigma, var2=None, parameter=sigma))
+        if sigma is not None:
+            parts.append(_rows(post[sigma], hdi_prob, group="Residual", term=None, kind="sd",
+                               var1=sigma, var2=None, parameter=sigma))
         return _table(parts, hdi_prob)
 
     def _overview(self) -> list[tuple[str, pd.DataFrame]]:
@@ -407,8 +408,9 @@ class FitResult:
             R2_s = var(mu_s) / (var(mu_s) + e_s),    e_s = sigma_s^2 mean(1 / w)
 
         variances over the observations with ``ddof=1``. ``e_s`` is the model's residual
-        variance, averaged over the observation weights ``w`` (residual variance
-        ``sigma^2 / w_i``; ``w = 1`` without weights). With ``residuals=True``,
+        variance, averaged over the observations (residual variance ``sigma^2 / w_i`` with
+        weights ``w``, 1 without; ``s_i^2`` or ``s_i^2 + sigma^2`` with ``y | se(s)``). With
+        ``residuals=True``,
         ``e_s = var(y - mu_s)``, the variance of the realized residuals, as brms computes it.
 
         Parameters
@@ -434,10 +436,11 @@ class FitResult:
         if residuals:
             unexplained = (self.design.y - mu).var(axis=1, ddof=1)
         else:
-            post = self.idata.posterior
-            sigma = post[self.layout.sigma].values.ravel()[draw_indices(_n_draws(post), draws)]
-            weights = self.design.weights
-            unexplained = sigma**2 * (1.0 if weights is None else np.mean(1.0 / weights))
+            post, sigma = self.idata.posterior, self.layout.sigma
+            params = {} if sigma is None else {sigma: post[sigma].values.ravel()[
+                draw_indices(_n_draws(post), draws), None]}
+            scale = self.assembled.likelihood.scale(params, self.assembled.data["w"])
+            unexplained = np.mean(np.asarray(scale) ** 2, axis=-1)
         r2 = explained / (explained + unexplained)
         if not summary:
             return r2

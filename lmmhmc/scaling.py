@@ -71,7 +71,8 @@ def units(design: Design) -> Units:
         constant = not s_x > 0
         loc[name] = float(np.mean(design.shifted_y)) if constant else 0.0
         unit[name] = s_y if constant else s_y / float(s_x)
-    loc[layout.sigma], unit[layout.sigma] = 0.0, s_y
+    if layout.sigma is not None:
+        loc[layout.sigma], unit[layout.sigma] = 0.0, s_y
     for term, names in zip(design.terms, layout.terms, strict=True):
         for name, s_x in zip(names.sds, term.block.std(axis=0), strict=True):
             loc[name], unit[name] = 0.0, s_y / (float(s_x) if s_x > 0 else 1.0)

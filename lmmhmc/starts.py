@@ -23,8 +23,10 @@ from .marginal import Affine
 from .ml import MLResult
 from .numpyro_model import Structure, factors, make_model
 from .reparam import anchor_priors, starts
+from .scaling import response_sd
 
-__all__ = ["anchored_priors", "ml_init", "ml_sds", "prior_init", "start_shapes"]
+__all__ = ["anchored_priors", "ml_init", "ml_sds", "prior_init", "residual_estimates",
+           "start_shapes"]
 
 #: Jitter (on the unconstrained scale) of the starting points of parameters without a
 #: standard error.
@@ -42,6 +44,22 @@ def ml_sds(assembled: AssembledModel, ml: MLResult) -> dict[str, float]:
     return out
 
 
+def residual_estimates(assembled: AssembledModel, ml: MLResult) -> tuple[dict, float]:
+    """ML estimates of the residual-sd parameters (by name; none for ``y | se(s)``) and the
+    residual scale that floors every sd's start and anchor.
+
+    With known standard errors the ML fit has weights ``1 / s_i^2`` and lme4's multiplicative
+    ``sigma_m``: the scale is ``sigma_m rms(s)`` and ``se(s, sigma = TRUE)``'s additive sigma
+    starts at ``rms(s) sqrt(max(sigma_m^2 - 1, 0))`` (then floored).
+    """
+    layout, se = assembled.layout, assembled.design.se
+    if se is None:
+        return {layout.sigma: ml.sigma}, ml.sigma
+    rms = float(np.sqrt(np.mean(se**2)))
+    extra = rms * float(np.sqrt(max(ml.sigma**2 - 1.0, 0.0)))
+    return ({} if layout.sigma is None else {layout.sigma: extra}), ml.sigma * rms
+
+
 def anchored_priors(assembled: AssembledModel, ml: MLResult | None) -> dict:
     """The priors as the sampler sees them: on the internal scale, every sd anchored at its ML
     estimate, or, without an ML fit, at one unit (the shapes and types of the compiled
@@ -49,8 +67,9 @@ def anchored_priors(assembled: AssembledModel, ml: MLResult | None) -> dict:
     priors, unit = assembled.internal_priors(), assembled.units.unit
     if ml is None:
         return anchor_priors(priors, {name: unit[name] for name in assembled.layout.sd_names()},
-                             unit[assembled.layout.sigma], unit)
-    return anchor_priors(priors, ml_sds(assembled, ml), ml.sigma, unit)
+                             response_sd(assembled.design), unit)
+    residual, scale = residual_estimates(assembled, ml)
+    return anchor_priors(priors, {**residual, **ml_sds(assembled, ml)}, scale, unit)
 
 
 def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
@@ -58,8 +77,9 @@ def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
     sampled terms' offsets at the random effects' conditional means)."""
     layout = assembled.layout
     params = {name: jnp.asarray(ml.beta[name]) for name in layout.fixed}
-    params[layout.sigma] = jnp.asarray(ml.sigma)
-    start = starts(ml_sds(assembled, ml), ml.sigma)  # the sds, off the boundary 0
+    residual, scale = residual_estimates(assembled, ml)
+    start = starts({**residual, **ml_sds(assembled, ml)}, scale)  # the sds, off the boundary 0
+    params.update({name: jnp.asarray(start[name]) for name in residual})
     for t, lam in zip(layout.terms, ml.factors, strict=True):
         params.update({name: jnp.asarray(start[name]) for name in t.sds})
         if t.correlated:
