@@ -52,7 +52,8 @@ class AssembledModel:
         Layout, likelihood and number of observations (the compiled programs' static key).
     data : dict
         The NumPyro model's data pytree: ``y``, ``X``, ``offset`` (zeros without one), ``w``,
-        per-term ``index`` and ``block``,
+        per-term ``index`` and ``block``, ``sigma_part`` (a distributional model's ``X``,
+        ``index`` and ``block`` of log sigma, or None),
         ``kernel`` (the plan's marginal kernel, or None) and ``units`` (``loc`` and ``unit`` of
         every scalar parameter).
     ml_kernel : MarginalKernel
@@ -147,7 +148,19 @@ def assemble(design: Design, plan: Plan, priors: Priors,
         "index": tuple(jnp.asarray(t.index) for t in design.terms),
         "block": tuple(jnp.asarray(t.block) for t in design.terms),
         "kernel": kernel,
+        "sigma_part": _sigma_data(design),
         "units": {"loc": {k: jnp.asarray(v) for k, v in scale.loc.items()},
                   "unit": {k: jnp.asarray(v) for k, v in scale.unit.items()}},
     }
     return AssembledModel(design, plan, priors, structure, data, ml_kernel)
+
+
+def _sigma_data(design: Design) -> dict | None:
+    """A distributional model's design of log sigma (``X``, per-term ``index`` and
+    ``block``), or None."""
+    part = design.sigma_part
+    if part is None:
+        return None
+    return {"X": jnp.asarray(part.X),
+            "index": tuple(jnp.asarray(t.index) for t in part.terms),
+            "block": tuple(jnp.asarray(t.block) for t in part.terms)}

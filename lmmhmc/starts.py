@@ -33,6 +33,8 @@ __all__ = ["anchored_priors", "ml_init", "ml_sds", "prior_init", "residual_estim
 JITTER = 0.1
 #: Shrinkage of an ML correlation matrix towards the identity at the start (keeps it inside).
 CORR_SHRINK = 0.8
+#: Start of the sds of a distributional model's random effects of log sigma (10 % spread).
+LOG_SIGMA_SD = 0.1
 
 
 def ml_sds(assembled: AssembledModel, ml: MLResult) -> dict[str, float]:
@@ -53,6 +55,8 @@ def residual_estimates(assembled: AssembledModel, ml: MLResult) -> tuple[dict, f
     starts at ``rms(s) sqrt(max(sigma_m^2 - 1, 0))`` (then floored).
     """
     layout, se = assembled.layout, assembled.design.se
+    if layout.sigma is None and se is None:  # distributional: see `log_sigma_start`
+        return {}, ml.sigma
     if se is None:
         return {layout.sigma: ml.sigma}, ml.sigma
     rms = float(np.sqrt(np.mean(se**2)))
@@ -90,12 +94,31 @@ def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
             np.fill_diagonal(corr, 1.0)
             params[t.corr] = jnp.asarray(
                 np.linalg.cholesky(CORR_SHRINK * corr + (1 - CORR_SHRINK) * np.eye(t.d)))
+    params.update(log_sigma_start(assembled, ml))
     if layout.sampled:
         lams = factors(layout, params)
         modes = conditional_modes(assembled, ml)
         for k in layout.sampled:
             params[layout.terms[k].offset] = jnp.asarray(np.linalg.solve(lams[k], modes[k].T).T)
     return params
+
+
+def log_sigma_start(assembled: AssembledModel, ml: MLResult) -> dict:
+    """A distributional model's start of log sigma: the homoscedastic ML fit's
+    ``log sigma`` as the intercept, slopes and effects 0, their sds `LOG_SIGMA_SD` (in units
+    of ``1 / s_x``) and correlations 0."""
+    layout, part = assembled.layout, assembled.design.sigma_part
+    if part is None:
+        return {}
+    unit = assembled.units.unit
+    out = {name: jnp.asarray(0.0 if s_x > 0 else np.log(ml.sigma))
+           for name, s_x in zip(layout.sigma_fixed, part.X.std(axis=0), strict=True)}
+    for t in layout.sigma_terms:
+        out.update({name: jnp.asarray(LOG_SIGMA_SD * unit[name]) for name in t.sds})
+        if t.correlated:
+            out[t.corr] = jnp.eye(t.d)
+        out[t.offset] = jnp.zeros((t.n_levels, t.d))
+    return out
 
 
 def conditional_modes(assembled: AssembledModel, ml: MLResult) -> list[np.ndarray]:
