@@ -33,7 +33,7 @@ from .layout import Layout, TermLayout
 from .ml import MLResult
 from .options import HDI_PROB, FitOptions
 from .plan import Plan
-from .predict import draw_indices, predict
+from .predict import predict
 from .priors import Priors
 
 __all__ = ["FitResult", "compare", "format_table"]
@@ -418,8 +418,9 @@ class FitResult:
             R2_s = var(mu_s) / (var(mu_s) + e_s),    e_s = sigma_s^2 mean(1 / w)
 
         variances over the observations with ``ddof=1``. ``e_s`` is the model's residual
-        variance, averaged over the observations (residual variance ``sigma^2 / w_i`` with
-        weights ``w``, 1 without; ``s_i^2`` or ``s_i^2 + sigma^2`` with ``y | se(s)``). With
+        variance averaged over the observations (``sigma^2 / w_i`` with weights ``w``, 1
+        without; ``s_i^2 [+ sigma^2]`` with ``y | se(s)``; ``sigma_i^2`` of a distributional
+        model: `predict(kind="sigma")`). With
         ``residuals=True``,
         ``e_s = var(y - mu_s)``, the variance of the realized residuals, as brms computes it.
 
@@ -446,11 +447,7 @@ class FitResult:
         if residuals:
             unexplained = (self.design.y - mu).var(axis=1, ddof=1)
         else:
-            post, sigma = self.idata.posterior, self.layout.sigma
-            params = {} if sigma is None else {sigma: post[sigma].values.ravel()[
-                draw_indices(_n_draws(post), draws), None]}
-            scale = self.assembled.likelihood.scale(params, self.assembled.data["w"])
-            unexplained = np.mean(np.asarray(scale) ** 2, axis=-1)
+            unexplained = np.mean(self.predict(kind="sigma", draws=draws) ** 2, axis=1)
         r2 = explained / (explained + unexplained)
         if not summary:
             return r2
@@ -586,11 +583,6 @@ def format_table(table: pd.DataFrame, **kwargs) -> str:
     `pandas.DataFrame.to_string()`.
     """
     return table.to_string(line_width=shutil.get_terminal_size().columns, **kwargs)
-
-
-def _n_draws(posterior: xr.Dataset) -> int:
-    """Number of posterior draws, chains x draws per chain."""
-    return posterior.sizes["chain"] * posterior.sizes["draw"]
 
 
 def _coefficients(term: TermLayout, group_term) -> list[str]:

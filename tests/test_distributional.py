@@ -158,6 +158,10 @@ def test_fit_and_everything_downstream(tmp_path) -> None:
     with pytest.raises(LmmhmcError, match="not seen in training"):
         fit.predict(new, kind="sigma", new_levels="error")
     assert np.isfinite(fit.loo().elpd_loo)
+    r2 = fit.bayes_R2(summary=False, draws=20)  # e_s: the mean of sigma_i^2 of the draw
+    mu = fit.predict(kind="mean", draws=20)
+    explained = mu.var(axis=1, ddof=1)
+    np.testing.assert_allclose(r2, explained / (explained + np.mean(sd**2, axis=1)), rtol=1e-10)
     assert fit.idata.posterior_predictive["y"].shape[-1] == len(data)
     path = tmp_path / "fit.nc"
     fit.save(path)
