@@ -59,7 +59,7 @@ def __dir__() -> list[str]:
 
 @checked_arguments
 def fit(
-    formula: str,
+    formula: str | Sequence[str],
     data,
     *,
     weights=None,
@@ -89,8 +89,10 @@ def fit(
 
     Parameters
     ----------
-    formula : str
-        lme4 syntax, e.g. ``"rt ~ cond + (1 + cond | subject) + (1 | item)"``.
+    formula : str or list of str
+        lme4 syntax, e.g. ``"rt ~ cond + (1 + cond | subject) + (1 | item)"``; or the mean
+        formula and ``"sigma ~ ..."`` for a distributional model (see
+        [`lmmhmc.Model`][lmmhmc.Model]).
     data : pandas.DataFrame
         The observations.
     weights : str or array-like, optional

@@ -27,7 +27,7 @@ import numpy as np
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .design import Design
 from .layout import Layout, parameter_layout
-from .likelihood import Gaussian
+from .likelihood import Gaussian, for_design, observation_weights
 from .marginal import MarginalKernel, prepare
 from .numpyro_model import Structure, make_model
 from .plan import Plan, elimination
@@ -52,7 +52,8 @@ class AssembledModel:
         Layout, likelihood and number of observations (the compiled programs' static key).
     data : dict
         The NumPyro model's data pytree: ``y``, ``X``, ``offset`` (zeros without one), ``w``,
-        per-term ``index`` and ``block``,
+        per-term ``index`` and ``block``, ``sigma_part`` (a distributional model's ``X``,
+        ``index`` and ``block`` of log sigma, or None),
         ``kernel`` (the plan's marginal kernel, or None), ``units`` (``loc`` and ``unit`` of
         every scalar parameter) and ``centered`` (per sampled term, which levels are sampled
         centered: none here, see `lmmhmc.centering`).
@@ -117,7 +118,8 @@ def profile_kernel(design: Design, order=None) -> MarginalKernel:
     """
     design.require_terms()
     order = elimination(design.terms) if order is None else order
-    return prepare(design.terms, design.weights, order, fixed=fixed_columns(design))
+    return prepare(design.terms, observation_weights(design), order,
+                   fixed=fixed_columns(design))
 
 
 def assemble(design: Design, plan: Plan, priors: Priors,
@@ -131,11 +133,13 @@ def assemble(design: Design, plan: Plan, priors: Priors,
         ml_kernel = profile_kernel(design)
         kernel = None
         if plan.marginalized:
-            kernel = prepare([design.terms[k] for k in plan.marginalized], design.weights,
-                             plan.elimination, fixed=fixed_columns(design))
+            kernel = prepare([design.terms[k] for k in plan.marginalized],
+                             observation_weights(design), plan.elimination,
+                             fixed=fixed_columns(design))
     layout = parameter_layout(design, plan.marginalized)
-    structure = Structure(layout, likelihood or Gaussian(), design.n_obs)
-    w = np.ones(design.n_obs) if design.weights is None else design.weights
+    structure = Structure(layout, likelihood or for_design(design), design.n_obs)
+    weights = observation_weights(design)
+    w = np.ones(design.n_obs) if weights is None else weights
     scale = units(design)
     data = {
         "y": jnp.asarray(design.y),
@@ -145,8 +149,20 @@ def assemble(design: Design, plan: Plan, priors: Priors,
         "index": tuple(jnp.asarray(t.index) for t in design.terms),
         "block": tuple(jnp.asarray(t.block) for t in design.terms),
         "kernel": kernel,
+        "sigma_part": _sigma_data(design),
         "units": {"loc": {k: jnp.asarray(v) for k, v in scale.loc.items()},
                   "unit": {k: jnp.asarray(v) for k, v in scale.unit.items()}},
         "centered": {k: jnp.zeros(design.terms[k].levels.size, bool) for k in layout.sampled},
     }
     return AssembledModel(design, plan, priors, structure, data, ml_kernel)
+
+
+def _sigma_data(design: Design) -> dict | None:
+    """A distributional model's design of log sigma (``X``, per-term ``index`` and
+    ``block``), or None."""
+    part = design.sigma_part
+    if part is None:
+        return None
+    return {"X": jnp.asarray(part.X),
+            "index": tuple(jnp.asarray(t.index) for t in part.terms),
+            "block": tuple(jnp.asarray(t.block) for t in part.terms)}

@@ -67,8 +67,14 @@ def check_model(design: Design, allow_one_per_level: bool = False) -> None:
 
 
 def check_additions_supported(design: Design) -> None:
-    """Raise FormulaError for response addition terms that no fitted model uses yet."""
-    for name, values in (("se", design.se), ("trials", design.trials)):
+    """Raise FormulaError for response addition terms that no fitted model uses yet, and for
+    ``se()`` with ``weights=`` (both would set the residual variances)."""
+    if design.se is not None and design.weights is not None:
+        raise FormulaError(
+            f"'{design.formula}' has known standard errors (se()) and weights= is given: "
+            "both set the residual variances; drop weights= (se(s) is weights 1 / s^2 with "
+            "sigma fixed at 1)")
+    for name, values in (("trials", design.trials),):
         if values is not None:
             raise FormulaError(
                 f"the response term '{name}()' in '{design.formula}' is not fitted by this "
@@ -140,7 +146,10 @@ def _fits_within(term: GroupTerm, X: np.ndarray, y: np.ndarray) -> bool:
 
 def check_one_observation_per_level(design: Design, allow: bool = False) -> None:
     """Raise DataError (warn if `allow`) for a grouping factor with as many levels as
-    observations, as lme4 does."""
+    observations, as lme4 does; not with known standard errors alone (``y | se(s)``: the
+    residual sds are data, so nothing is confounded)."""
+    if design.se is not None and not design.se_sigma:
+        return
     for t in design.terms:
         if t.n_levels < design.n_obs:
             continue

@@ -194,6 +194,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", required=True, help="CSV file, or a bundled data set (see `lmmhmc datasets`)"
     )
+    parser.add_argument("--sigma", metavar="TERMS",
+                        help='a distributional model: the right-hand side of "sigma ~ ...", '
+                             'e.g. "c + (1 + c | subj)" (log link)')
     parser.add_argument("--weights", help="column of positive observation weights")
     parser.add_argument("--offset", metavar="COLUMN",
                         help="column of a known offset of the linear predictor (added to the "
@@ -232,7 +235,9 @@ def _model(args: argparse.Namespace) -> Model:
     data = read_data(args.data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = Model(args.formula, data, weights=args.weights, offset=args.offset,
+        formula = args.formula if args.sigma is None else [args.formula,
+                                                            f"sigma ~ {args.sigma}"]
+        model = Model(formula, data, weights=args.weights, offset=args.offset,
                       na_action=args.na_action)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)

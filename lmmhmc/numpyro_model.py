@@ -14,6 +14,7 @@ per-term sds ``s_k`` and correlation Cholesky factors ``L_k``)::
     u_kj = v_kj ~ N(0, G_k)                    (centered levels, data["centered"][k][j];
                                                 see `lmmhmc.centering`)
     mu = X beta + o + sum_k Z_k u_k            (`linear_predictor`; o the known offset)
+    sigma_i = exp(X_s gamma + sum_k Z_sk v_k)  (distributional models, `with_residual_sd`)
     log p(y | theta, u_sampled) = likelihood with the marginalized terms integrated out
 """
 
@@ -28,13 +29,13 @@ import numpyro.distributions as dist
 from jax.scipy.linalg import solve_triangular
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
-from .layout import Layout
+from .layout import SIGMA, Layout
 from .likelihood import Gaussian
 from .marginal import Affine
 
 __all__ = ["Structure", "centered_log_density", "factors", "fixed_effects", "linear_predictor",
            "make_model", "mean", "pointwise_log_likelihood", "posterior_predictive", "recover",
-           "residual", "sampled_effects"]
+           "residual", "sampled_effects", "sigma_effects", "with_residual_sd"]
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,34 @@ class Structure:
     n_obs: int
 
 
-def factors(layout: Layout, params: dict) -> list[jax.Array]:
-    """``Lambda_k = diag(s_k) L_k`` of every term from a (single) draw."""
+def factors(layout: Layout, params: dict, terms=None) -> list[jax.Array]:
+    """``Lambda_k = diag(s_k) L_k`` of every term (of ``terms``, the mean's by default) from
+    a (single) draw."""
     out = []
-    for t in layout.terms:
+    for t in layout.terms if terms is None else terms:
         sds = jnp.stack([params[name] for name in t.sds])
         chol = params[t.corr] if t.correlated else jnp.eye(t.d)
         out.append(sds[:, None] * chol)
     return out
+
+
+def sigma_effects(layout: Layout, params: dict) -> list[jax.Array]:
+    """A distributional model's random effects of log sigma, ``v_k = z_k Lambda_k^T``."""
+    lams = factors(layout, params, layout.sigma_terms)
+    return [params[t.offset] @ lam.T for t, lam in zip(layout.sigma_terms, lams, strict=True)]
+
+
+def with_residual_sd(layout: Layout, data: dict, params: dict) -> dict:
+    """``params`` with the residual sd the likelihood reads: for a distributional model one
+    per training row, ``sigma_i = exp(X_s gamma + sum_k Z_sk v_k)``; else unchanged."""
+    if not layout.distributional:
+        return params
+    gamma = jnp.stack([params[n] for n in layout.sigma_fixed]) if layout.sigma_fixed else (
+        jnp.zeros(0))
+    part = data["sigma_part"]
+    log_sd = linear_predictor(part["X"], gamma, 0.0, part["index"], part["block"],
+                              dict(enumerate(sigma_effects(layout, params))))
+    return {**params, SIGMA: jnp.exp(log_sd)}
 
 
 def fixed_effects(layout: Layout, params: dict) -> jax.Array:
@@ -121,7 +142,8 @@ def make_model(structure: Structure):
 
     def model(data: dict, priors: dict) -> None:
         params = {}
-        offsets = {layout.terms[k].offset for k in layout.sampled}
+        offsets = {layout.terms[k].offset for k in layout.sampled} | {
+            t.offset for t in layout.sigma_terms}
         loc, unit = data["units"]["loc"], data["units"]["unit"]
         for name, shape in layout.site_shapes().items():
             prior = (dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape))
@@ -134,6 +156,7 @@ def make_model(structure: Structure):
                 params[layout.terms[k].offset], lams[k], data["centered"][k]))
         resid = residual(structure, data, params,
                          sampled_effects(layout, params, lams, data["centered"]))
+        params = with_residual_sd(layout, data, params)
         if data["kernel"] is None:
             numpyro.factor("loglik", jnp.sum(
                 likelihood.log_prob(resid, jnp.zeros_like(resid), params, data["w"])))
@@ -158,6 +181,7 @@ def recover(structure: Structure, data: dict, params: dict, key: jax.Array) -> d
     kernel = data["kernel"]
     if kernel is not None:
         r = residual(structure, data, params, effects)
+        params = with_residual_sd(layout, data, params)
         keys = jax.random.split(key, len(layout.marginalized))
         shapes = kernel.noise_shapes()
         noise = [jax.random.normal(kk, s) for kk, s in zip(keys, shapes, strict=True)]
@@ -179,6 +203,7 @@ def pointwise_log_likelihood(structure: Structure, data: dict, params: dict,
                              effects: dict) -> jax.Array:
     """The likelihood of every observation given one draw and its random effects."""
     mu = mean(structure, data, params, effects)
+    params = with_residual_sd(structure.layout, data, params)
     return structure.likelihood.log_prob(data["y"], mu, params, data["w"])
 
 
@@ -186,5 +211,6 @@ def posterior_predictive(structure: Structure, data: dict, params: dict, effects
                          key: jax.Array) -> jax.Array:
     """One replicated response vector for one draw and its random effects."""
     mu = mean(structure, data, params, effects)
+    params = with_residual_sd(structure.layout, data, params)
     return structure.likelihood.sample(key, mu, params, data["w"])
 

@@ -15,6 +15,13 @@ Defaults, with ``s_y = sd(y)`` and ``s_x = sd(x)`` of each non-constant column (
 
 With an offset ``o``, ``y`` stands for ``y - o`` throughout (`lmmhmc.scaling`).
 
+A distributional model's log sigma (``sigma ~ ...``; brms's defaults beside)::
+
+    sigma_Intercept      ~ Student-t(3, log s_y, 2.5)        brms: Student-t(3, 0, 2.5)
+    slope sigma_x        ~ Normal(0, 2.5 / s_x)              brms: flat
+    sd of column x       ~ Half-Student-t(3, 0, 2.5 / s_x)   brms: Half-Student-t(3, 0, 2.5)
+    correlations         ~ LKJ(eta = 2)                      brms: LKJ(1)
+
 The intercept's scale is the spread of ``mean(y) - sum_x b_x mean(x)`` implied by the slope
 priors, so it stays weakly informative when predictors are not centred.
 """
@@ -31,7 +38,7 @@ from .design import Design
 from .errors import LmmhmcError
 from .layout import parameter_layout
 from .reparam import positive_support
-from .scaling import units
+from .scaling import response_sd, units
 
 STUDENT_T_DF = 3.0
 SCALE = 2.5
@@ -101,7 +108,7 @@ def default_priors(design: Design) -> Priors:
     means, sds = x.mean(axis=0), x.std(axis=0)
     slopes = sds > 0
     layout = parameter_layout(design)
-    s_y = u[layout.sigma]
+    s_y = response_sd(design)
     intercept_var = (SCALE * s_y) ** 2 + float(
         np.sum((SCALE * s_y * means[slopes] / sds[slopes]) ** 2)
     )
@@ -111,8 +118,14 @@ def default_priors(design: Design) -> Priors:
         else:  # the intercept (a constant column)
             items[name] = dist.Normal(float(np.mean(design.shifted_y)),
                                           float(np.sqrt(intercept_var)))
-    items[layout.sigma] = half_student_t(STUDENT_T_DF, SCALE * s_y)
-    for term in layout.terms:
+    if layout.sigma is not None:
+        items[layout.sigma] = half_student_t(STUDENT_T_DF, SCALE * s_y)
+    if design.sigma_part is not None:  # log sigma: the intercept at log s_y, slopes by s_x
+        loc = units(design).loc
+        for name, s_x in zip(layout.sigma_fixed, design.sigma_part.X.std(axis=0), strict=True):
+            items[name] = (dist.Normal(0.0, SCALE * u[name]) if s_x > 0
+                           else dist.StudentT(STUDENT_T_DF, loc[name], SCALE))
+    for term in (*layout.terms, *layout.sigma_terms):
         items.update({name: half_student_t(STUDENT_T_DF, SCALE * u[name]) for name in term.sds})
         if term.correlated:
             items[term.corr] = dist.LKJCholesky(term.d, LKJ_ETA)

@@ -23,14 +23,18 @@ from .marginal import Affine
 from .ml import MLResult
 from .numpyro_model import Structure, factors, make_model
 from .reparam import anchor_priors, starts
+from .scaling import response_sd
 
-__all__ = ["anchored_priors", "ml_init", "ml_sds", "prior_init", "start_shapes"]
+__all__ = ["anchored_priors", "ml_init", "ml_sds", "prior_init", "residual_estimates",
+           "start_shapes"]
 
 #: Jitter (on the unconstrained scale) of the starting points of parameters without a
 #: standard error.
 JITTER = 0.1
 #: Shrinkage of an ML correlation matrix towards the identity at the start (keeps it inside).
 CORR_SHRINK = 0.8
+#: Start of the sds of a distributional model's random effects of log sigma (10 % spread).
+LOG_SIGMA_SD = 0.1
 
 
 def ml_sds(assembled: AssembledModel, ml: MLResult) -> dict[str, float]:
@@ -42,6 +46,24 @@ def ml_sds(assembled: AssembledModel, ml: MLResult) -> dict[str, float]:
     return out
 
 
+def residual_estimates(assembled: AssembledModel, ml: MLResult) -> tuple[dict, float]:
+    """ML estimates of the residual-sd parameters (by name; none for ``y | se(s)``) and the
+    residual scale that floors every sd's start and anchor.
+
+    With known standard errors the ML fit has weights ``1 / s_i^2`` and lme4's multiplicative
+    ``sigma_m``: the scale is ``sigma_m rms(s)`` and ``se(s, sigma = TRUE)``'s additive sigma
+    starts at ``rms(s) sqrt(max(sigma_m^2 - 1, 0))`` (then floored).
+    """
+    layout, se = assembled.layout, assembled.design.se
+    if layout.sigma is None and se is None:  # distributional: see `log_sigma_start`
+        return {}, ml.sigma
+    if se is None:
+        return {layout.sigma: ml.sigma}, ml.sigma
+    rms = float(np.sqrt(np.mean(se**2)))
+    extra = rms * float(np.sqrt(max(ml.sigma**2 - 1.0, 0.0)))
+    return ({} if layout.sigma is None else {layout.sigma: extra}), ml.sigma * rms
+
+
 def anchored_priors(assembled: AssembledModel, ml: MLResult | None) -> dict:
     """The priors as the sampler sees them: on the internal scale, every sd anchored at its ML
     estimate, or, without an ML fit, at one unit (the shapes and types of the compiled
@@ -49,8 +71,9 @@ def anchored_priors(assembled: AssembledModel, ml: MLResult | None) -> dict:
     priors, unit = assembled.internal_priors(), assembled.units.unit
     if ml is None:
         return anchor_priors(priors, {name: unit[name] for name in assembled.layout.sd_names()},
-                             unit[assembled.layout.sigma], unit)
-    return anchor_priors(priors, ml_sds(assembled, ml), ml.sigma, unit)
+                             response_sd(assembled.design), unit)
+    residual, scale = residual_estimates(assembled, ml)
+    return anchor_priors(priors, {**residual, **ml_sds(assembled, ml)}, scale, unit)
 
 
 def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
@@ -58,8 +81,9 @@ def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
     sampled terms' offsets at the random effects' conditional means)."""
     layout = assembled.layout
     params = {name: jnp.asarray(ml.beta[name]) for name in layout.fixed}
-    params[layout.sigma] = jnp.asarray(ml.sigma)
-    start = starts(ml_sds(assembled, ml), ml.sigma)  # the sds, off the boundary 0
+    residual, scale = residual_estimates(assembled, ml)
+    start = starts({**residual, **ml_sds(assembled, ml)}, scale)  # the sds, off the boundary 0
+    params.update({name: jnp.asarray(start[name]) for name in residual})
     for t, lam in zip(layout.terms, ml.factors, strict=True):
         params.update({name: jnp.asarray(start[name]) for name in t.sds})
         if t.correlated:
@@ -70,6 +94,7 @@ def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
             np.fill_diagonal(corr, 1.0)
             params[t.corr] = jnp.asarray(
                 np.linalg.cholesky(CORR_SHRINK * corr + (1 - CORR_SHRINK) * np.eye(t.d)))
+    params.update(log_sigma_start(assembled, ml))
     if layout.sampled:
         lams = factors(layout, params)
         modes = conditional_modes(assembled, ml)
@@ -78,6 +103,24 @@ def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
             centered = np.asarray(assembled.data["centered"][k])[:, None]
             params[layout.terms[k].offset] = jnp.asarray(np.where(centered, modes[k], whitened))
     return params
+
+
+def log_sigma_start(assembled: AssembledModel, ml: MLResult) -> dict:
+    """A distributional model's start of log sigma: the homoscedastic ML fit's
+    ``log sigma`` as the intercept, slopes and effects 0, their sds `LOG_SIGMA_SD` (in units
+    of ``1 / s_x``) and correlations 0."""
+    layout, part = assembled.layout, assembled.design.sigma_part
+    if part is None:
+        return {}
+    unit = assembled.units.unit
+    out = {name: jnp.asarray(0.0 if s_x > 0 else np.log(ml.sigma))
+           for name, s_x in zip(layout.sigma_fixed, part.X.std(axis=0), strict=True)}
+    for t in layout.sigma_terms:
+        out.update({name: jnp.asarray(LOG_SIGMA_SD * unit[name]) for name in t.sds})
+        if t.correlated:
+            out[t.corr] = jnp.eye(t.d)
+        out[t.offset] = jnp.zeros((t.n_levels, t.d))
+    return out
 
 
 def conditional_modes(assembled: AssembledModel, ml: MLResult) -> list[np.ndarray]:
