@@ -9,10 +9,13 @@ Prints a table and writes ``benchmarks/results/kernels.json``:
 - the log-log slope of time against N for the one-term kernel (linear time means ~1);
 - the one-term kernel with a per-observation residual sd ``sigma_i = exp(a + b x_i)`` (a
   distributional model: the weighted Gram blocks recomputed per evaluation) and its slope;
+- the Laplace-reparameterized density of a bernoulli response (`lmmhmc.laplace`, K = 4
+  Newton steps) for the one-term design, and its slope (``--laplace`` runs only these rows
+  and adds them to the existing JSON);
 - InstEval ``y ~ service + (1 | s) + (1 | d) + (1 | dept)``: one joint evaluation with its
   gradient, and the full ML fit.
 
-Usage: ``python benchmarks/kernels.py [--quick]``.
+Usage: ``python benchmarks/kernels.py [--quick] [--laplace]``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import numpy as np
 from common import environment_line, markdown_table
 
 import lmmhmc
+from lmmhmc.families import Bernoulli
+from lmmhmc.laplace import NEWTON_STEPS, reparameterized
 from lmmhmc.marginal import prepare
 from lmmhmc.ml import fit_ml
 
@@ -82,6 +87,37 @@ def kernel_time(terms, r, x=None) -> float:
                      kernel)
 
 
+def laplace_time(terms, rng) -> float:
+    """Best time of one jitted value-and-gradient of the reparameterized bernoulli density."""
+    kernel = prepare(terms)
+    n_obs = len(terms[0].index)
+    y = jnp.asarray((rng.random(n_obs) < 0.5).astype(float))
+    index, block = [jnp.asarray(t.index) for t in terms], [jnp.asarray(t.block) for t in terms]
+    z = [jnp.asarray(rng.normal(size=(t.n_levels, 2))) for t in terms]
+
+    def f(theta, kernel, z):
+        lam = jnp.array([[theta[0], 0.0], [theta[1], theta[2]]])
+        eta0 = jnp.full(n_obs, theta[3])
+        return reparameterized(kernel, Bernoulli(), y, jnp.ones(n_obs), eta0, index, block,
+                               [lam] * len(terms), z, NEWTON_STEPS)[1]
+
+    return best_time(jax.jit(jax.value_and_grad(f)), jnp.array([1.0, 0.2, 0.5, 0.0]), kernel, z)
+
+
+def laplace_rows(sizes) -> tuple[list[dict], float]:
+    """The reparameterized density's time against N (one term) and its log-log slope."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for n in sizes:
+        t = laplace_time(simulate_terms(n, False, rng), rng)
+        rows.append({"n_obs": n, "laplace_s": t})
+        print(f"{n:>9} laplace (K = {NEWTON_STEPS}) {t * 1e3:10.3f} ms")
+    big = [r for r in rows if r["n_obs"] >= 10_000]
+    slope = float(np.polyfit(np.log([r["n_obs"] for r in big]),
+                             np.log([r["laplace_s"] for r in big]), 1)[0])
+    return rows, slope
+
+
 def dense_time(terms, r) -> float:
     """The naive reference: build Sigma = sigma^2 I + Z G Z^T densely, Cholesky, solve."""
     n = len(r)
@@ -109,12 +145,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N up to 10^5 only")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite kernels.md from the existing kernels.json")
+    parser.add_argument("--laplace", action="store_true",
+                        help="measure only the Laplace-reparameterized rows, added to the JSON")
     args = parser.parse_args()
     if args.report_only:
         write_report(json.loads(OUT.read_text()))
         return
-    rng = np.random.default_rng(0)
     sizes = [1_000, 10_000, 100_000] + ([] if args.quick else [1_000_000])
+    if args.laplace:
+        record = json.loads(OUT.read_text())
+        record["laplace_rows"], record["slope_laplace"] = laplace_rows(sizes)
+        OUT.write_text(json.dumps(record, indent=2))
+        write_report(record)
+        return
+    rng = np.random.default_rng(0)
     rows = []
     print(f"{'N':>9} {'terms':>7} {'kernel ms':>10} {'dense ms':>9}")
     for n in sizes:
@@ -193,6 +237,15 @@ def write_report(record: dict) -> None:
         f"gradient; ML fit {record['insteval_ml_s']:.1f} s, deviance "
         f"{record['insteval_ml_deviance']:.4f}.\n"
     )
+    if "laplace_rows" in record:
+        laplace = markdown_table(
+            ["N", "Laplace-reparameterized bernoulli density ms"],
+            [[f"{r['n_obs']:,}", f"{r['laplace_s'] * 1e3:.3f}"] for r in record["laplace_rows"]])
+        text += (
+            f"\nThe exact Laplace reparameterization of a bernoulli response (one term, d = 2, "
+            f"K = 4 Newton steps, each reweighting and factoring the kernel; "
+            f"`python benchmarks/kernels.py --laplace`, measured on a shared machine):\n\n"
+            f"{laplace}\n\nLog-log slope for N >= 10^4: {record['slope_laplace']:.2f}.\n")
     (OUT.parent / "kernels.md").write_text(text)
 
 

@@ -66,6 +66,7 @@ def fit(
     offset=None,
     na_action: str = "drop",
     allow_one_per_level: bool = False,
+    family: str = "gaussian",
     priors: Mapping | None = None,
     marginalize: str | Sequence[str] = DEFAULTS.marginalize,
     chains: int = DEFAULTS.chains,
@@ -106,6 +107,8 @@ def fit(
     allow_one_per_level : bool, default False
         Fit a grouping factor with one observation per level (with a warning) instead of
         refusing it, as lme4 does.
+    family : {"gaussian", "bernoulli", "binomial", "poisson"}, default "gaussian"
+        The response distribution (canonical links), as for [`Model`][lmmhmc.Model].
     priors : dict, optional
         Parameter name -> numpyro distribution, replacing the defaults
         ([`lmmhmc.priors.default_priors()`][lmmhmc.priors.default_priors]).
@@ -150,7 +153,7 @@ def fit(
     from lmmhmc.model import Model
 
     model = Model(formula, data, weights=weights, offset=offset, na_action=na_action,
-                  allow_one_per_level=allow_one_per_level)
+                  allow_one_per_level=allow_one_per_level, family=family)
     return model.fit(
         priors=priors, marginalize=marginalize, chains=chains, draws=draws, warmup=warmup,
         seed=seed, target_accept=target_accept, progress=progress, init=init,

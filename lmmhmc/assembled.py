@@ -26,6 +26,7 @@ import numpy as np
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .design import Design
+from .families import get_family
 from .layout import Layout, parameter_layout
 from .likelihood import Gaussian, for_design, observation_weights
 from .marginal import MarginalKernel, prepare
@@ -58,7 +59,8 @@ class AssembledModel:
         every scalar parameter) and ``centered`` (per sampled term, which levels are sampled
         centered: none here, see `lmmhmc.centering`).
     ml_kernel : MarginalKernel
-        Every term, for the profiled likelihood of ML and the conditional modes.
+        Every term, for the profiled likelihood of ML and the conditional modes (for a
+        non-Gaussian family, the Laplace ML of `lmmhmc.laplace_ml`).
     """
 
     design: Design
@@ -123,11 +125,27 @@ def profile_kernel(design: Design, order=None) -> MarginalKernel:
 
 
 def assemble(design: Design, plan: Plan, priors: Priors,
-             likelihood: Gaussian | None = None) -> AssembledModel:
+             likelihood: Gaussian | None = None, family: str = "gaussian") -> AssembledModel:
     """Build the [`AssembledModel`][lmmhmc.assembled.AssembledModel] of ``design`` under ``plan``
-    and ``priors``."""
+    and ``priors``.
+
+    For a non-Gaussian ``family`` the plan's marginalized terms are the Laplace-reparameterized
+    ones (`lmmhmc.laplace`): their kernel has no precomputed columns (its weights change with
+    every draw), and ``data["w"]`` holds the family's per-observation data (the trials of a
+    binomial response, else ones).
+    """
     every = tuple(range(len(design.terms)))
-    if plan.marginalized == every:
+    if family != "gaussian":
+        likelihood = get_family(family)
+        if plan.marginalized == every:
+            kernel = ml_kernel = prepare(design.terms, None, plan.elimination)
+        else:
+            ml_kernel = prepare(design.terms, None, elimination(design.terms))
+            kernel = None
+            if plan.marginalized:
+                kernel = prepare([design.terms[k] for k in plan.marginalized], None,
+                                 plan.elimination)
+    elif plan.marginalized == every:
         kernel = ml_kernel = profile_kernel(design, plan.elimination)
     else:
         ml_kernel = profile_kernel(design)
@@ -136,11 +154,12 @@ def assemble(design: Design, plan: Plan, priors: Priors,
             kernel = prepare([design.terms[k] for k in plan.marginalized],
                              observation_weights(design), plan.elimination,
                              fixed=fixed_columns(design))
-    layout = parameter_layout(design, plan.marginalized)
+    layout = parameter_layout(design, plan.marginalized, family)
     structure = Structure(layout, likelihood or for_design(design), design.n_obs)
-    weights = observation_weights(design)
-    w = np.ones(design.n_obs) if weights is None else weights
-    scale = units(design)
+    # the family's per-observation data: known weights (Gaussian) or trials (binomial)
+    w = observation_weights(design) if family == "gaussian" else design.trials
+    w = np.ones(design.n_obs) if w is None else w
+    scale = units(design, family)
     data = {
         "y": jnp.asarray(design.y),
         "X": jnp.asarray(design.X),

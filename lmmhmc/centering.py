@@ -55,15 +55,16 @@ def level_ratios(design: Design, k: int, lam: np.ndarray, sigma: float) -> np.nd
 def choose(assembled: AssembledModel, ml: MLResult | None, centering: str) -> dict:
     """Which levels of each sampled term to center: term position -> boolean per level.
 
-    ``centering``: ``"auto"`` (levels with ``r_j < CENTER_BELOW``; none without an ML fit),
-    ``"none"`` or ``"all"``.
+    ``centering``: ``"auto"`` (levels with ``r_j < CENTER_BELOW``; none without an ML fit, and
+    none for a non-Gaussian family, whose information per observation is not ``w_i /
+    sigma^2``), ``"none"`` or ``"all"``.
     """
     design, out = assembled.design, {}
     for k in assembled.layout.sampled:
         n = len(design.terms[k].levels)
         if centering == "all":
             out[k] = np.ones(n, bool)
-        elif centering == "auto" and ml is not None:
+        elif centering == "auto" and ml is not None and assembled.layout.gaussian:
             out[k] = level_ratios(design, k, np.asarray(ml.factors[k]), ml.sigma) < CENTER_BELOW
         else:
             out[k] = np.zeros(n, bool)

@@ -13,13 +13,23 @@ from __future__ import annotations
 import numpy as np
 
 from .design import Design, GroupTerm
-from .errors import DataError, FormulaError, ModelWarning, ResponseWarning, warn
+from .errors import (
+    ArgumentError,
+    DataError,
+    FormulaError,
+    ModelWarning,
+    ResponseWarning,
+    did_you_mean,
+    warn,
+)
 
 __all__ = [
     "check_confounded_factors",
     "check_constant_response",
     "check_constant_slopes",
     "check_exact_fit",
+    "check_family_name",
+    "check_family_response",
     "check_few_levels",
     "check_model",
     "check_one_observation_per_level",
@@ -36,9 +46,22 @@ COUNT_MAX_MEDIAN = 20
 MAX_SCALE = 1e100
 #: Relative tolerance of "constant within a level" and "in the span of the fixed part".
 _TOL = 1e-10
+#: Per non-Gaussian family (`lmmhmc.families`): what its response must be, and the test
+#: of each row given the response ``y`` and the trials ``n`` (1 without ``trials()``).
+RESPONSE_RULES = {
+    "bernoulli": ("0 or 1", lambda y, n: (y == 0) | (y == 1)),
+    "binomial": ("whole numbers between 0 and the trials",
+                 lambda y, n: (y >= 0) & (y <= n) & (y == np.round(y))),
+    "poisson": ("non-negative whole numbers", lambda y, n: (y >= 0) & (y == np.round(y))),
+}
+#: Every accepted ``family=`` (brms's and bambi's names).
+FAMILY_NAMES = ("gaussian", *RESPONSE_RULES)
+#: Rows named in a response error.
+_SHOW_ROWS = 5
 
 
-def check_model(design: Design, allow_one_per_level: bool = False) -> None:
+def check_model(design: Design, allow_one_per_level: bool = False,
+                family: str = "gaussian") -> None:
     """Run every check on ``design``: raise the errors, then warn.
 
     Parameters
@@ -47,6 +70,9 @@ def check_model(design: Design, allow_one_per_level: bool = False) -> None:
     allow_one_per_level : bool
         Warn instead of raising for a grouping factor with one observation per level (as
         lme4's ``check.nobs.vs.nlev = "warning"``).
+    family : str
+        The response family (`FAMILY_NAMES`): a non-Gaussian response is checked against it
+        (`RESPONSE_RULES`) instead of by the Gaussian's residual checks.
 
     Raises
     ------
@@ -55,30 +81,75 @@ def check_model(design: Design, allow_one_per_level: bool = False) -> None:
         scale, a grouping factor has one observation per level, or the fixed part (with a
         factor's intercepts) reproduces the response exactly.
     """
-    check_additions_supported(design)
+    check_additions_supported(design, family)
     check_constant_response(design)
     check_scales(design)
-    check_one_observation_per_level(design, allow_one_per_level)
-    check_exact_fit(design)
-    check_response_family(design)
+    check_family_name(family)
+    if family == "gaussian":
+        # (glmer allows one observation per level: an observation-level effect models
+        # overdispersion when there is no residual)
+        check_one_observation_per_level(design, allow_one_per_level)
+        check_exact_fit(design)
+        check_response_family(design)
+    else:
+        check_family_response(design, family)
     check_few_levels(design)
     check_confounded_factors(design)
     check_constant_slopes(design)
 
 
-def check_additions_supported(design: Design) -> None:
-    """Raise FormulaError for response addition terms that no fitted model uses yet, and for
-    ``se()`` with ``weights=`` (both would set the residual variances)."""
+def check_additions_supported(design: Design, family: str = "gaussian") -> None:
+    """Raise FormulaError for response terms the model cannot use: ``se()`` with
+    ``weights=`` (both would set the residual variances) or with a non-Gaussian family,
+    ``sigma ~ ...`` with a non-Gaussian family, ``trials()`` without the binomial family
+    or the binomial family without it, and weights with a non-Gaussian family."""
     if design.se is not None and design.weights is not None:
         raise FormulaError(
             f"'{design.formula}' has known standard errors (se()) and weights= is given: "
             "both set the residual variances; drop weights= (se(s) is weights 1 / s^2 with "
             "sigma fixed at 1)")
-    for name, values in (("trials", design.trials),):
-        if values is not None:
-            raise FormulaError(
-                f"the response term '{name}()' in '{design.formula}' is not fitted by this "
-                f"version of lmmhmc; remove it (a '{name}()' term is never ignored silently)")
+    gaussian_only = [what for what, present in (
+        ("known standard errors (se())", design.se is not None),
+        ("a model of sigma ('sigma ~ ...')", design.sigma_part is not None)) if present]
+    if family != "gaussian" and gaussian_only:
+        raise FormulaError(f"{gaussian_only[0]} need family='gaussian', not '{family}'")
+    binomial = family == "binomial"
+    if binomial and design.trials is None:
+        raise FormulaError(
+            f"family 'binomial' needs the number of trials of '{design.response}': write "
+            "'y | trials(n) ~ ...' (brms) or 'cbind(successes, failures) ~ ...' (lme4), or use "
+            "family='bernoulli' for a 0/1 response")
+    if design.trials is not None and not binomial:
+        raise FormulaError(
+            f"the response term 'trials()' (or cbind()) in '{design.formula}' needs "
+            f"family='binomial', not '{family}'")
+    if family != "gaussian" and design.weights is not None:
+        raise FormulaError(
+            f"weights are not supported with family '{family}' (they scale a Gaussian "
+            "residual variance); for a binomial response out of n trials use trials(n)")
+
+
+def check_family_name(family: str) -> None:
+    """Raise ArgumentError unless ``family`` is one of `FAMILY_NAMES`."""
+    if family not in FAMILY_NAMES:
+        raise ArgumentError(f"unknown family {family!r}{did_you_mean(str(family), FAMILY_NAMES)}"
+                            f" (accepted: {', '.join(FAMILY_NAMES)})")
+
+
+def check_family_response(design: Design, family: str) -> None:
+    """Raise DataError unless the response suits ``family`` (`RESPONSE_RULES`), naming the
+    first offending rows (0-based among the rows used)."""
+    trials = design.trials if design.trials is not None else np.ones(design.n_obs)
+    y = design.y
+    what, ok = RESPONSE_RULES[family]
+    rows = np.flatnonzero(~ok(y, trials))
+    if not len(rows):
+        return
+    shown = ", ".join(f"{r} ({y[r]:g})" for r in rows[:_SHOW_ROWS])
+    more = f" and {len(rows) - _SHOW_ROWS} more" if len(rows) > _SHOW_ROWS else ""
+    raise DataError(f"family '{family}' needs a response '{design.response}' of {what}; "
+                    f"{len(rows)} row(s) are not: rows {shown}{more} (0-based, among the "
+                    "rows used)")
 
 
 def check_constant_response(design: Design) -> None:
@@ -168,19 +239,20 @@ def check_one_observation_per_level(design: Design, allow: bool = False) -> None
 
 
 def check_response_family(design: Design) -> None:
-    """Warn if the response looks binary or like counts: only Gaussian responses are fitted."""
+    """Warn if a Gaussian model's response looks binary or like counts (suggesting the
+    family that fits it)."""
     y = design.y
     values = np.unique(y)
     if len(values) == 2:
-        kind = f"binary (two values, {values[0]:g} and {values[1]:g})"
+        kind, family = f"binary (two values, {values[0]:g} and {values[1]:g})", "bernoulli"
     elif (np.all(values == np.round(values)) and values[0] == 0
           and np.median(y) <= COUNT_MAX_MEDIAN):
-        kind = "like counts (non-negative integers with zeros)"
+        kind, family = "like counts (non-negative integers with zeros)", "poisson"
     else:
         return
-    warn(f"response '{design.response}' looks {kind}; lmmhmc fits a Gaussian response only, "
-          "for now: the fit treats it as continuous (a binary or count response needs a "
-          "generalized mixed model, e.g. lme4's glmer or brms)", ResponseWarning)
+    extra = "" if family == "poisson" or set(values) == {0.0, 1.0} else " (coded 0 and 1)"
+    warn(f"response '{design.response}' looks {kind}; it is fitted as a Gaussian response: "
+         f"for a generalized mixed model pass family='{family}'{extra}", ResponseWarning)
 
 
 def check_few_levels(design: Design) -> None:

@@ -197,6 +197,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sigma", metavar="TERMS",
                         help='a distributional model: the right-hand side of "sigma ~ ...", '
                              'e.g. "c + (1 + c | subj)" (log link)')
+    parser.add_argument("--family", default="gaussian",
+                        help="response family: gaussian (default), bernoulli, binomial "
+                             "(y | trials(n) or cbind(s, f)) or poisson")
     parser.add_argument("--weights", help="column of positive observation weights")
     parser.add_argument("--offset", metavar="COLUMN",
                         help="column of a known offset of the linear predictor (added to the "
@@ -238,7 +241,7 @@ def _model(args: argparse.Namespace) -> Model:
         formula = args.formula if args.sigma is None else [args.formula,
                                                             f"sigma ~ {args.sigma}"]
         model = Model(formula, data, weights=args.weights, offset=args.offset,
-                      na_action=args.na_action)
+                      na_action=args.na_action, family=args.family)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     return model

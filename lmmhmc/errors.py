@@ -113,7 +113,7 @@ def checked_arguments(func: F) -> F:
     """Decorate `func` so that a call with unknown arguments raises `ArgumentError`.
 
     The message names the unknown argument, the closest valid ones and all valid ones
-    (``family=`` gets its own message: only Gaussian responses are supported). The decorated
+    (``family=`` gets its own message: it belongs to the model). The decorated
     function keeps its signature and docstring (``functools.wraps``).
     """
     signature = inspect.signature(func)
@@ -137,9 +137,8 @@ def _argument_error(func: Callable, signature: inspect.Signature, kwargs: dict,
         name = f"{func.__module__.split('.')[0]}.{name}"
     if "family" in kwargs and "family" not in signature.parameters:
         return ArgumentError(
-            f"{name}() got family={kwargs['family']!r}: lmmhmc fits linear mixed models with a "
-            "Gaussian response only, for now; drop the family argument (a binary or count "
-            "response needs a generalized mixed model, e.g. brms or lme4's glmer)")
+            f"{name}() got family={kwargs['family']!r}: the family belongs to the model; pass "
+            "it to lmmhmc.Model(..., family=...) or lmmhmc.fit(..., family=...)")
     valid = [p for p in signature.parameters if p != "self"]
     unknown = [k for k in kwargs if k not in signature.parameters]
     if not unknown:

@@ -25,6 +25,7 @@ from .centering import centered, choose
 from .chains import WARMUP_STEPS, ChainRunner, Settings
 from .errors import ConvergenceWarning, warn
 from .inference_data import to_inference_data
+from .laplace_ml import fit_laplace
 from .ml import fit_ml
 from .options import DENSE_MASS_MAX_DIM, LOG_LIK_MAX_CELLS, FitOptions
 from .plan import make_plan
@@ -45,7 +46,9 @@ def fit_model(model, options: FitOptions,
         enable_compilation_cache()
         design = model.design
         plan = make_plan(design, options.marginalize)
-        assembled = assemble(design, plan, resolve_priors(design, priors))
+        family = model.family
+        assembled = assemble(design, plan, resolve_priors(design, priors, family),
+                             family=family)
         return _sample(model, assembled, options)
 
 
@@ -85,7 +88,7 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
         if o.init == "ml":
             with progress.stage("ML start", "maximizing the likelihood over "
                                 f"{assembled.layout.n_theta()} covariance parameters"):
-                ml = fit_ml(assembled.design, starts=1, kernel=assembled.ml_kernel)
+                ml = _fit_ml(assembled)
         # which levels are sampled centered: data of the compiled programs, chosen now
         assembled = centered(assembled, choose(assembled, ml, o.centering))
         if ml is not None:
@@ -123,6 +126,15 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
         warn("the fit may not have converged: " + "; ".join(problems)
              + " (FitResult.diagnostics has the figures)", ConvergenceWarning)
     return result
+
+
+def _fit_ml(assembled: AssembledModel):
+    """The ML start: lme4's ``lmer`` fit, or ``glmer``'s Laplace fit for a non-Gaussian
+    family."""
+    if assembled.layout.gaussian:
+        return fit_ml(assembled.design, starts=1, kernel=assembled.ml_kernel)
+    return fit_laplace(assembled.design, assembled.likelihood, starts=1,
+                       kernel=assembled.ml_kernel)
 
 
 def _wait(jobs: list, progress: Progress, what: str) -> None:

@@ -20,7 +20,7 @@ def to_inference_data(assembled: AssembledModel, samples: dict, effects: list, l
     observed response. Arrays are ``(chains, draws, ...)``; ``effects``, ``loglik`` and
     ``yrep`` have the chains stacked on their leading axis."""
     layout, design = assembled.layout, assembled.design
-    chains, draws = np.asarray(next(iter(samples.values()))).shape[:2]
+    chains, draws = np.asarray(samples[next(iter(layout.site_shapes()))]).shape[:2]
 
     def grouped(a):
         a = np.asarray(a)

@@ -2,10 +2,11 @@
 
 The metadata rebuilds the rest of the [`FitResult`][lmmhmc.results.FitResult]::
 
-    formula, data (the training DataFrame as given), weights, offset, na_action,
+    formula, data (the training DataFrame as given), weights, offset, na_action, family,
     plan, priors, options, timings, gradients, ml, versions
 
-On load the model is rebuilt with ``Model(formula, data, weights=..., offset=..., na_action=...)``
+On load the model is rebuilt with ``Model(formula, data, weights=..., offset=..., na_action=...,
+family=...)`` (files without a family are Gaussian)
 and assembled with the same plan and priors, so the design (transforms, categorical encodings,
 level order) is exactly the one of the fit, and a loaded result summarises and predicts as the
 original did.
@@ -77,7 +78,7 @@ def load(path: str | PathLike) -> FitResult:
         warnings.simplefilter("ignore")
         model = Model(meta["formula"], meta["data"], weights=meta["weights"],
                       offset=meta.get("offset"), na_action=meta["na_action"],
-                      allow_one_per_level=True)
+                      allow_one_per_level=True, family=meta.get("family", "gaussian"))
     _check_design(model.design, idata, Path(path))
     plan, options = meta["plan"], meta.get("options")
     if meta["format"] == 1:  # lmmhmc 0.1.0: plan the same terms again; settings, not options
@@ -85,7 +86,7 @@ def load(path: str | PathLike) -> FitResult:
         plan = replace(make_plan(model.design, texts or "none"), reason=plan.reason)
         options = meta["settings"]
     options = FitOptions(**{"centering": "none", **options})  # older fits: non-centered
-    assembled = assemble(model.design, plan, meta["priors"])
+    assembled = assemble(model.design, plan, meta["priors"], family=model.family)
     assembled = centered(assembled, choose(assembled, meta["ml"], options.centering))
     return FitResult(idata=idata, model=model, assembled=assembled,
                      options=options, timings=meta["timings"],

@@ -8,7 +8,9 @@ Names follow bambi (see DESIGN.md §6)::
     correlations           "<factor>_corr" (made unique when a factor has several correlated
                            terms), its pairs along "<factor>_corr_dim"
     random effects         "<column>", e.g. "1|Subject", along "<factor>__factor_dim"
-    non-centered offsets   "<term text>_offset" (sampled terms only; not in the posterior)
+    non-centered offsets   "<term text>_offset" (sampled terms only; not in the posterior;
+                           for a non-Gaussian family also the standard-normal ``z`` of the
+                           Laplace-reparameterized terms, `lmmhmc.laplace`)
 
 A distributional model (``sigma ~ c + (1 + c | subj)``, `SIGMA_PREFIX`) has no "sigma"; its
 parameters of log sigma carry the prefix "sigma_": "sigma_Intercept", "sigma_c",
@@ -135,11 +137,14 @@ class Layout:
         One per grouping term, in formula order.
     residual_sd : bool
         Whether ``sigma`` is one parameter (False for ``y | se(s)``: the residual sds are
-        data; and for a distributional model, where log sigma has its own linear predictor).
+        data; for a distributional model, where log sigma has its own linear predictor; and
+        for a non-Gaussian family).
     sigma_fixed : tuple of str
         A distributional model's fixed effects of log sigma (``"sigma_Intercept"``, ...).
     sigma_terms : tuple of TermLayout
         Its grouping terms of log sigma (always sampled non-centered).
+    family : str
+        The response family (`lmmhmc.families`).
     """
 
     fixed: tuple[str, ...]
@@ -147,6 +152,13 @@ class Layout:
     residual_sd: bool = True
     sigma_fixed: tuple[str, ...] = ()
     sigma_terms: tuple[TermLayout, ...] = ()
+    family: str = "gaussian"
+
+    @property
+    def gaussian(self) -> bool:
+        """Whether the response is Gaussian (the marginalized terms integrated out exactly; the
+        link is the identity)."""
+        return self.family == "gaussian"
 
     @property
     def distributional(self) -> bool:
@@ -156,7 +168,7 @@ class Layout:
     @property
     def sigma(self) -> str | None:
         """Name of the residual standard deviation; None when the model has none (known
-        standard errors, ``y | se(s)``)."""
+        standard errors ``y | se(s)``, a distributional model, a non-Gaussian family)."""
         return SIGMA if self.residual_sd else None
 
     @property
@@ -174,7 +186,7 @@ class Layout:
         return [name for t in self.terms for name in t.sds]
 
     def scale_names(self) -> list[str]:
-        """``sigma`` and every random-effect standard deviation."""
+        """``sigma`` (if any) and every random-effect standard deviation."""
         return [SIGMA, *self.sd_names()] if self.residual_sd else self.sd_names()
 
     def sigma_sd_names(self) -> list[str]:
@@ -198,7 +210,7 @@ class Layout:
             shapes.update(dict.fromkeys(t.sds, ()))
             if t.correlated:
                 shapes[t.corr] = (t.d, t.d)
-            if not t.marginalized:
+            if not t.marginalized or not self.gaussian:
                 shapes[t.offset] = (t.n_levels, t.d)
         return shapes
 
@@ -207,25 +219,30 @@ class Layout:
         return sum(len(t.theta_entries()[0]) for t in self.terms)
 
 
-def parameter_layout(design, marginalized: tuple[int, ...] | None = None) -> Layout:
+def parameter_layout(design, marginalized: tuple[int, ...] | None = None,
+                     family: str = "gaussian") -> Layout:
     """The layout of ``design``'s parameters.
 
     Parameters
     ----------
     design : Design
     marginalized : tuple of int, optional
-        Positions of the integrated-out terms (every term when omitted).
+        Positions of the integrated-out terms (every term when omitted); for a non-Gaussian
+        family, the Laplace-reparameterized ones.
+    family : str
+        The response family.
     """
     every = range(len(design.terms))
     marginalized = tuple(every) if marginalized is None else tuple(marginalized)
     part = design.sigma_part
-    residual_sd = (design.se is None or design.se_sigma) and part is None
+    residual_sd = (family == "gaussian" and (design.se is None or design.se_sigma)
+                   and part is None)
+    terms = _term_layouts(design.terms, marginalized)
     if part is None:
-        return Layout(tuple(design.x_names), _term_layouts(design.terms, marginalized),
-                      residual_sd)
-    return Layout(tuple(design.x_names), _term_layouts(design.terms, marginalized),
-                  residual_sd, tuple(SIGMA_PREFIX + n for n in part.x_names),
-                  _term_layouts(part.terms, (), SIGMA_PREFIX))
+        return Layout(tuple(design.x_names), terms, residual_sd, family=family)
+    return Layout(tuple(design.x_names), terms, residual_sd,
+                  tuple(SIGMA_PREFIX + n for n in part.x_names),
+                  _term_layouts(part.terms, (), SIGMA_PREFIX), family)
 
 
 def _term_layouts(terms, marginalized: tuple[int, ...], prefix: str = "") -> tuple:

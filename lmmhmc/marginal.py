@@ -518,6 +518,23 @@ class MarginalKernel:
         kernel, sigma = self._per_observation(sigma)
         if kernel is not self:
             return kernel.draw(resid, sigma, lams, noise)
+        return self._solve(resid, sigma, lams, noise)[1]
+
+    def conditional(self, resid, lams: Sequence[jax.Array],
+                    noise: Sequence[jax.Array]) -> tuple[list, list, jax.Array]:
+        """``(v, u, log|P|)`` of [`draw()`][lmmhmc.marginal.MarginalKernel.draw] with
+        ``sigma = 1``: the spherical effects ``v = P^{-1} c + L^{-T} z``, the effects
+        ``u = Lambda v`` (one (n_levels, d) array per term, caller order) and ``log|P|``.
+
+        With weights ``W`` from [`reweighted()`][lmmhmc.marginal.MarginalKernel.reweighted],
+        ``P = I + Lambda^T Z^T W Z Lambda`` is the negative Hessian of a Laplace approximation in
+        ``v`` (`lmmhmc.laplace`).
+        """
+        return self._solve(resid, 1.0, lams, noise)
+
+    def _solve(self, resid, sigma, lams, noise) -> tuple[list, list, jax.Array]:
+        """``(v, u, log|P|)``: the spherical and the actual effects of
+        [`draw()`][lmmhmc.marginal.MarginalKernel.draw] (caller order) and ``log|P|``."""
         a, st = self.arrays, self.static
         lams = self._lams_in_order(lams)
         noise = [jnp.asarray(noise[k]) for k in st.order]
@@ -525,10 +542,13 @@ class MarginalKernel:
         chols, links, e, s = fac
         xs, y2 = self._solve_forward(self._project(resid), sigma, lams, fac)
         s2 = sigma**2
-        out = [None] * len(lams)
+        out, vout = [None] * len(lams), [None] * len(lams)
         corr = 0.0
+        logdet = sum(2.0 * jnp.sum(jnp.log(jnp.diagonal(c, axis1=-2, axis2=-1)))
+                     for c in chols)
         if s is not None:
             l22 = jnp.linalg.cholesky(s)
+            logdet = logdet + 2.0 * jnp.sum(jnp.log(jnp.diagonal(l22)))
             x2 = solve_triangular(l22, y2[:, 0], lower=True)
             w2 = x2 / s2 + jnp.concatenate([z.reshape(-1) for z in noise[st.n_diag :]])
             v2 = solve_triangular(l22.T, w2, lower=False)
@@ -539,6 +559,7 @@ class MarginalKernel:
             start = 0
             for k, (n, d) in enumerate(st.dims_rest, start=st.n_diag):
                 out[st.order[k]] = u2[start : start + n * d].reshape(n, d)
+                vout[st.order[k]] = v2[start : start + n * d].reshape(n, d)
                 start += n * d
         # back substitution through the eliminated terms, coarsest first:
         # v_i = L_i^{-T} (x_i / sigma^2 + z_i - sum_{j > i} links[i, j] v_j[containing level])
@@ -549,7 +570,8 @@ class MarginalKernel:
                 w = w - small_matmul(links[i, j], vs[j][a[f"anc{i}_{j}"]][..., None])[..., 0]
             vs[i] = batched_solve(chols[i], w[..., None], transpose=True)[..., 0]
             out[st.order[i]] = vs[i] @ lams[i].T
-        return out
+            vout[st.order[i]] = vs[i]
+        return vout, out, logdet
 
 
 def prepare(

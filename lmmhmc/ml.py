@@ -80,9 +80,12 @@ class MLResult:
     corrs : dict[str, pandas.DataFrame]
         Correlation matrix of each correlated term.
     objective : float
-        ``-2 log L`` at the optimum (lme4's deviance), or the REML criterion.
+        ``-2 log L`` at the optimum (lme4's deviance), or the REML criterion; for a
+        non-Gaussian family the Laplace approximation's, normalising constants included.
     theta : numpy.ndarray
         lme4's relative covariance factors (``T_k`` entries).
+    family : str
+        The response family (`lmmhmc.families`); ``sigma`` is 1 for families without one.
     """
 
     reml: bool
@@ -97,16 +100,20 @@ class MLResult:
     n_evals: int
     seconds: float
     factors: list[np.ndarray] = field(repr=False, default_factory=list)
+    family: str = "gaussian"
 
     def __str__(self) -> str:
         """lme4's summary: the criterion, the random effects (standard deviations and
         correlations per term, and the residual) and the fixed effects with their standard
         errors and t values ``estimate / std. error``."""
         kind = "REML criterion" if self.reml else "deviance (-2 log L)"
+        what = "REML" if self.reml else "ML" if self.family == "gaussian" else (
+            f"Laplace ML ({self.family})")
+        stat = "t value" if self.family == "gaussian" else "z value"
         fixed = pd.DataFrame({"Estimate": self.beta, "Std. Error": self.se,
-                              "t value": self.beta / self.se})
+                              stat: self.beta / self.se})
         return "\n".join([
-            f"{'REML' if self.reml else 'ML'} fit: {kind} = {self.objective:.4f}", "",
+            f"{what} fit: {kind} = {self.objective:.4f}", "",
             "Random effects:", *self._random_effect_lines(), "",
             "Fixed effects:", fixed.to_string(float_format="{:.5g}".format),
         ])
@@ -119,12 +126,28 @@ class MLResult:
             for i, (name, sd) in enumerate(sds.items()):
                 cells = [] if corr is None else [f"{corr.iloc[i, j]:5.2f}" for j in range(i)]
                 rows.append([term if i == 0 else "", name, f"{sd:.5g}", " ".join(cells)])
-        rows.append(["Residual", "", f"{self.sigma:.5g}", ""])
+        if self.family == "gaussian":
+            rows.append(["Residual", "", f"{self.sigma:.5g}", ""])
         widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
         return [" " + "  ".join(cell.rjust(w) if k == 2 else cell.ljust(w)
                                 for k, (cell, w) in enumerate(zip(row, widths, strict=True))
                                 ).rstrip()
                 for row in rows]
+
+
+def random_effect_scales(design: Design, factors: list[np.ndarray]) -> tuple[dict, dict]:
+    """Per term, the sds (a Series by column) and, for correlated terms, the correlation
+    matrix (a DataFrame) of ``G_k = Lambda_k Lambda_k^T``."""
+    sds, corrs = {}, {}
+    for t, lam in zip(design.terms, factors, strict=True):
+        g = lam @ lam.T
+        sd = np.sqrt(np.diag(g))
+        sds[t.text] = pd.Series(sd, index=t.columns)
+        if t.correlated:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                corr = g / np.outer(sd, sd)
+            corrs[t.text] = pd.DataFrame(corr, index=t.columns, columns=t.columns)
+    return sds, corrs
 
 
 def fit_ml(design: Design, reml: bool = False, starts: int = 3,
@@ -179,15 +202,7 @@ def _fit_ml(design: Design, reml: bool, starts: int, kernel: MarginalKernel | No
     sigma = float(np.sqrt(sigma2))
     cov_beta = sigma2 * np.linalg.inv(xtx) if design.X.shape[1] else np.zeros((0, 0))
     factors = [f * sigma for f in rel]
-    sds, corrs = {}, {}
-    for t, lam in zip(design.terms, factors, strict=True):
-        g = lam @ lam.T
-        sd = np.sqrt(np.diag(g))
-        sds[t.text] = pd.Series(sd, index=t.columns)
-        if t.correlated:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                corr = g / np.outer(sd, sd)
-            corrs[t.text] = pd.DataFrame(corr, index=t.columns, columns=t.columns)
+    sds, corrs = random_effect_scales(design, factors)
     return MLResult(
         reml=reml,
         beta=pd.Series(np.asarray(beta), index=design.x_names),

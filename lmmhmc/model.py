@@ -11,7 +11,7 @@ import pandas as pd
 from lmmhmc.checks import check_model
 from lmmhmc.design import Design, build_design
 from lmmhmc.distributional import complete_rows, sigma_design, split_formulas
-from lmmhmc.errors import LmmhmcError, checked_arguments
+from lmmhmc.errors import ArgumentError, LmmhmcError, checked_arguments
 from lmmhmc.options import DEFAULTS, FitOptions
 
 __all__ = ["Model"]
@@ -48,6 +48,10 @@ class Model:
         Fit a grouping factor with one observation per level (its random effects are
         confounded with the residual) with a warning, instead of raising
         `lmmhmc.errors.DataError` as lme4 does.
+    family : {"gaussian", "bernoulli", "binomial", "poisson"}
+        The response distribution (brms's names, canonical links: identity, logit, logit,
+        log). A binomial response is written ``y | trials(n) ~ ...`` or
+        ``cbind(successes, failures) ~ ...``; see `lmmhmc.families`.
 
     Attributes
     ----------
@@ -61,6 +65,8 @@ class Model:
     na_action : str
         As given.
     allow_one_per_level : bool
+        As given.
+    family : str
         As given.
     design : Design
         Response, fixed-effects matrix and random-effect terms.
@@ -84,7 +90,9 @@ class Model:
         offset: str | np.ndarray | None = None,
         na_action: str = "drop",
         allow_one_per_level: bool = False,
+        family: str = "gaussian",
     ) -> None:
+        self.family = family
         self.formula = formula
         self.data = data
         self.weights = weights
@@ -100,15 +108,25 @@ class Model:
                                            na_action=na_action)
         if sigma is not None:
             self.design = sigma_design(self.design, sigma, data)
-        check_model(self.design, allow_one_per_level)
+        check_model(self.design, allow_one_per_level, family)
 
     @checked_arguments
     def fit_ml(self, reml: bool = False, starts: int = 3):
-        """Maximum-likelihood (or REML) estimates, as lme4's ``lmer``.
+        """Maximum-likelihood (or REML) estimates, as lme4's ``lmer``, or for a non-Gaussian
+        family the Laplace approximation's, as lme4's ``glmer`` (``nAGQ = 1``).
 
-        See [`lmmhmc.ml.fit_ml()`][lmmhmc.ml.fit_ml]; returns an
+        See [`lmmhmc.ml.fit_ml()`][lmmhmc.ml.fit_ml] and
+        [`lmmhmc.laplace_ml.fit_laplace()`][lmmhmc.laplace_ml.fit_laplace]; returns an
         [`lmmhmc.ml.MLResult`][lmmhmc.ml.MLResult].
         """
+        if self.family != "gaussian":
+            if reml:
+                raise ArgumentError(f"REML is defined for the Gaussian family only, not "
+                                    f"'{self.family}' (as lme4's glmer): use reml=False")
+            from lmmhmc.families import get_family
+            from lmmhmc.laplace_ml import fit_laplace
+
+            return fit_laplace(self.design, get_family(self.family), starts=starts)
         from lmmhmc.ml import fit_ml
 
         if self.design.sigma_part is not None:
@@ -128,7 +146,7 @@ class Model:
         """The default priors of this model ([`lmmhmc.priors.Priors`][lmmhmc.priors.Priors])."""
         from lmmhmc.priors import default_priors
 
-        return default_priors(self.design)
+        return default_priors(self.design, self.family)
 
     @checked_arguments
     def fit(
@@ -172,7 +190,8 @@ class Model:
         weighted = (", weighted" if d.weights is not None else "") + (
             ", with offset" if d.has_offset else "")
         lines = [
-            f"lmmhmc.Model: {d.formula}",
+            f"lmmhmc.Model: {d.formula}" + (
+                f" (family {self.family})" if self.family != "gaussian" else ""),
             f"  observations: {d.n_obs} (response: {d.response}{weighted}{dropped})",
             f"  fixed effects ({len(d.x_names)}): {', '.join(d.x_names) or '(none)'}",
             f"  group terms ({len(d.terms)}):",

@@ -29,13 +29,16 @@ import numpyro.distributions as dist
 from jax.scipy.linalg import solve_triangular
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
+from .laplace import NEWTON_STEPS, reparameterized
 from .layout import SIGMA, Layout
 from .likelihood import Gaussian
 from .marginal import Affine
+from .predictor import linear_predictor
 
-__all__ = ["Structure", "centered_log_density", "factors", "fixed_effects", "linear_predictor",
-           "make_model", "mean", "pointwise_log_likelihood", "posterior_predictive", "recover",
-           "residual", "sampled_effects", "sigma_effects", "with_residual_sd"]
+__all__ = ["Structure", "centered_log_density", "factors", "fixed_effects", "laplace_effects",
+           "linear_predictor", "make_model", "mean", "pointwise_log_likelihood",
+           "posterior_predictive", "recover", "residual", "sampled_effects", "sigma_effects",
+           "with_residual_sd"]
 
 
 @dataclass(frozen=True)
@@ -82,27 +85,6 @@ def fixed_effects(layout: Layout, params: dict) -> jax.Array:
     return jnp.stack([params[n] for n in layout.fixed]) if layout.fixed else jnp.zeros(0)
 
 
-def linear_predictor(X: jax.Array, beta: jax.Array, offset: jax.Array, index, block,
-                     effects: dict) -> jax.Array:
-    """``X beta + o + sum_k Z_k u_k`` for one draw, from the sparse (index, block) form.
-
-    Parameters
-    ----------
-    X : (rows, p) array
-    beta : (p,) array
-    offset : (rows,) array
-        The known offset ``o`` of every row (zeros without one).
-    index, block : sequences
-        Per term: each row's level (rows,) and covariate row (rows, d).
-    effects : dict
-        Term position -> effects (levels, d); only these terms enter.
-    """
-    mu = X @ beta + offset
-    for k, u in effects.items():
-        mu = mu + jnp.sum(u[index[k]] * block[k], axis=-1)
-    return mu
-
-
 def sampled_effects(layout: Layout, params: dict, lams: list[jax.Array],
                     centered: dict) -> dict:
     """``u_kj = Lambda_k v_kj`` (non-centered levels) or ``v_kj`` (``centered[k][j]``) for every
@@ -142,8 +124,9 @@ def make_model(structure: Structure):
 
     def model(data: dict, priors: dict) -> None:
         params = {}
-        offsets = {layout.terms[k].offset for k in layout.sampled} | {
-            t.offset for t in layout.sigma_terms}
+        # standard-normal sites: the sampled terms' (or their centered levels' scaled ones),
+        # log sigma's, and a non-Gaussian family's reparameterized terms' z
+        offsets = {t.offset for t in (*layout.terms, *layout.sigma_terms)}
         loc, unit = data["units"]["loc"], data["units"]["unit"]
         for name, shape in layout.site_shapes().items():
             prior = (dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape))
@@ -154,8 +137,11 @@ def make_model(structure: Structure):
         for k in layout.sampled:
             numpyro.factor(f"centered[{k}]", centered_log_density(
                 params[layout.terms[k].offset], lams[k], data["centered"][k]))
-        resid = residual(structure, data, params,
-                         sampled_effects(layout, params, lams, data["centered"]))
+        effects = sampled_effects(layout, params, lams, data["centered"])
+        if not layout.gaussian:
+            numpyro.factor("loglik", laplace_effects(structure, data, params, effects, lams)[1])
+            return
+        resid = residual(structure, data, params, effects)
         params = with_residual_sd(layout, data, params)
         if data["kernel"] is None:
             numpyro.factor("loglik", jnp.sum(
@@ -179,6 +165,8 @@ def recover(structure: Structure, data: dict, params: dict, key: jax.Array) -> d
     lams = factors(layout, params)
     effects = sampled_effects(layout, params, lams, data["centered"])
     kernel = data["kernel"]
+    if not layout.gaussian:
+        return laplace_effects(structure, data, params, effects, lams)[0]
     if kernel is not None:
         r = residual(structure, data, params, effects)
         params = with_residual_sd(layout, data, params)
@@ -189,6 +177,31 @@ def recover(structure: Structure, data: dict, params: dict, key: jax.Array) -> d
         drawn = structure.likelihood.conditional_draw(kernel, r, params, marg, noise)
         effects.update(dict(zip(layout.marginalized, drawn, strict=True)))
     return effects
+
+
+def laplace_effects(structure: Structure, data: dict, params: dict, effects: dict,
+                    lams: list[jax.Array]) -> tuple[dict, jax.Array]:
+    """A non-Gaussian family: every random effect of a draw and ``log p(y | .)`` plus the
+    reparameterization's terms.
+
+    The reparameterized (plan-marginalized) terms' effects are ``u(psi, z)`` of
+    `lmmhmc.laplace.reparameterized` (`lmmhmc.laplace.NEWTON_STEPS` Newton steps, ``z`` the
+    terms' standard-normal sites), so that the returned density plus the priors is the exact
+    log density of the sampled ``(psi, z)``; without such terms it is the likelihood given the
+    non-centered ``effects``.
+    """
+    layout, family = structure.layout, structure.likelihood
+    if data["kernel"] is None:
+        mu = mean(structure, data, params, effects)
+        return effects, jnp.sum(family.log_prob(data["y"], mu, params, data["w"]))
+    marg = layout.marginalized
+    eta0 = mean(structure, data, params, effects)
+    us, density = reparameterized(
+        data["kernel"], family, data["y"], data["w"], eta0,
+        [data["index"][k] for k in marg], [data["block"][k] for k in marg],
+        [lams[k] for k in marg], [params[layout.terms[k].offset] for k in marg], NEWTON_STEPS,
+        params)
+    return {**effects, **dict(zip(marg, us, strict=True))}, density
 
 
 def mean(structure: Structure, data: dict, params: dict, effects: dict) -> jax.Array:

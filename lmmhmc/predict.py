@@ -37,7 +37,7 @@ from .likelihood import observation_weights
 
 __all__ = ["draw_indices", "predict"]
 
-KINDS = ("mean", "response", "sigma")
+KINDS = ("mean", "link", "response", "sigma")
 NEW_LEVELS = ("sample", "zero", "error")
 #: New levels named in the error of ``new_levels="error"``.
 _SHOW_LEVELS = 5
@@ -65,12 +65,16 @@ def predict(
         Rows to predict; the training observations if omitted. Needs every predictor and
         grouping column (not the response). Transforms (``center(x)``, ``log(x)``, ...) and
         categorical encodings are those of the training data.
-    kind : {"mean", "response", "sigma"}
-        ``"mean"``: the linear predictor ``X beta + o + Z u`` (the expected response, on the scale
-        of the formula's left-hand side, e.g. ``log(rt)``). ``"response"``: new observations,
-        the mean plus ``N(0, sigma^2 / w)`` noise. ``"sigma"``: the residual sd of each row
-        (a distributional model's ``exp(X_s gamma + Z_s v)``, its random effects included
-        as for the mean; ``sqrt(s^2 + sigma^2)`` with known standard errors).
+    kind : {"mean", "link", "response", "sigma"}
+        ``"link"``: the linear predictor ``X beta + o + Z u``. ``"mean"``: the expected
+        response, the same for a Gaussian model (on the scale of the formula's left-hand side,
+        e.g. ``log(rt)``), its inverse link for a non-Gaussian family (probabilities of a
+        bernoulli, ``trials x`` probability of a binomial, rates of a poisson response), as
+        brms's ``posterior_epred``. ``"response"``: new observations drawn from the family (for
+        a Gaussian model, the mean plus ``N(0, sigma^2 / w)`` noise). ``"sigma"`` (Gaussian
+        models): the residual sd of each row (a distributional model's
+        ``exp(X_s gamma + Z_s v)``, its random effects included as for the mean;
+        ``sqrt(s^2 + sigma^2)`` with known standard errors).
     include_random : bool
         Add the random effects; ``False`` gives the population-level prediction
         ``X beta + o``.
@@ -87,7 +91,8 @@ def predict(
         one positive weight per row. Defaults to the training weights when `newdata` is
         omitted and to 1 otherwise. For a model with known standard errors
         (``y | se(s)``) the weights are ``1 / s^2`` (the training ones by default; required
-        with `newdata`).
+        with `newdata`). For a binomial model: the number of trials (of ``kind="mean"`` and
+        ``"response"``; the training trials by default, else 1).
     offset : str or array-like, optional
         With `newdata`, for a model fitted with an ``offset=`` argument (and required then):
         a column of `newdata` or an array of one finite value per row, added to the offsets
@@ -127,10 +132,13 @@ def predict(
                           "offset")
     rng = np.random.default_rng(seed)
     extra = None if newdata is None else _argument_offset(design, newdata, offset)
+    if kind == "sigma" and not layout.gaussian:
+        raise LmmhmcError(f"kind='sigma' is a Gaussian model's residual sd; the "
+                          f"'{layout.family}' family has none")
     mu = None if kind == "sigma" else _predictor_draws(
         design, layout.fixed, layout.terms, param, newdata, extra, include_random, new_levels,
         rng)
-    if kind == "mean":
+    if kind == "link" or (kind == "mean" and layout.gaussian):
         return np.asarray(mu)
     params = {}
     if layout.sigma is not None:
@@ -144,7 +152,10 @@ def predict(
         scale = result.assembled.likelihood.scale
         sd = jax.vmap(scale, in_axes=(0, None))(params, w) if params else scale(params, w)
         return np.asarray(sd) * np.ones((len(take), len(w)))
-    sample = jax.vmap(result.assembled.likelihood.sample, in_axes=(0, 0, 0, None))
+    likelihood = result.assembled.likelihood
+    if kind == "mean":
+        return np.asarray(likelihood.mean(jnp.asarray(mu), jnp.asarray(w)))
+    sample = jax.vmap(likelihood.sample, in_axes=(0, 0, 0, None))
     keys = jax.random.split(jax.random.key(seed), len(take))
     return np.asarray(sample(keys, mu, params, w))
 
@@ -281,7 +292,7 @@ def _population_draws(sds: np.ndarray, pairs: np.ndarray | None,
 
 def _weights(design, newdata: pd.DataFrame | None, weights, n_rows: int) -> np.ndarray:
     """Observation weights of the predicted rows (see [`predict()`][lmmhmc.predict.predict])."""
-    known = observation_weights(design)
+    known = observation_weights(design) if design.trials is None else design.trials
     if weights is None:
         if newdata is None and known is not None:
             return known

@@ -22,6 +22,12 @@ A distributional model's log sigma (``sigma ~ ...``; brms's defaults beside)::
     sd of column x       ~ Half-Student-t(3, 0, 2.5 / s_x)   brms: Half-Student-t(3, 0, 2.5)
     correlations         ~ LKJ(eta = 2)                      brms: LKJ(1)
 
+For a non-Gaussian family (bernoulli, binomial, poisson) the same rules apply on the link
+scale with ``s_y = 1`` and the intercept centred at the link of the mean response (as
+rstanarm's default ``normal(0, 2.5 / sd(x))`` slopes; brms leaves slopes flat and gives the
+intercept and the sds ``student_t(3, 0, 2.5)``): slopes ``Normal(0, 2.5 / s_x)``, sds
+``Half-Student-t(3, 0, 2.5 / s_x)``; there is no ``sigma``.
+
 The intercept's scale is the spread of ``mean(y) - sum_x b_x mean(x)`` implied by the slope
 priors, so it stays weakly informative when predictors are not centred.
 """
@@ -97,18 +103,19 @@ class Priors(Mapping):
         return "\n".join(f"{k:<{width}} ~ {describe(v)}" for k, v in self._items.items())
 
 
-def default_priors(design: Design) -> Priors:
+def default_priors(design: Design, family: str = "gaussian") -> Priors:
     """Data-scaled default priors for every parameter of ``design`` (see module docstring).
 
     The scales are `SCALE` times the parameters' units (`lmmhmc.scaling.units()`).
     """
-    u = units(design).unit
+    scale = units(design, family)
+    u = scale.unit
     x = design.X
     items: dict[str, dist.Distribution] = {}
     means, sds = x.mean(axis=0), x.std(axis=0)
     slopes = sds > 0
-    layout = parameter_layout(design)
-    s_y = response_sd(design)
+    layout = parameter_layout(design, family=family)
+    s_y = response_sd(design) if layout.gaussian else 1.0
     intercept_var = (SCALE * s_y) ** 2 + float(
         np.sum((SCALE * s_y * means[slopes] / sds[slopes]) ** 2)
     )
@@ -116,15 +123,13 @@ def default_priors(design: Design) -> Priors:
         if slopes[j]:
             items[name] = dist.Normal(0.0, SCALE * u[name])
         else:  # the intercept (a constant column)
-            items[name] = dist.Normal(float(np.mean(design.shifted_y)),
-                                          float(np.sqrt(intercept_var)))
+            items[name] = dist.Normal(scale.loc[name], float(np.sqrt(intercept_var)))
     if layout.sigma is not None:
         items[layout.sigma] = half_student_t(STUDENT_T_DF, SCALE * s_y)
     if design.sigma_part is not None:  # log sigma: the intercept at log s_y, slopes by s_x
-        loc = units(design).loc
         for name, s_x in zip(layout.sigma_fixed, design.sigma_part.X.std(axis=0), strict=True):
             items[name] = (dist.Normal(0.0, SCALE * u[name]) if s_x > 0
-                           else dist.StudentT(STUDENT_T_DF, loc[name], SCALE))
+                           else dist.StudentT(STUDENT_T_DF, scale.loc[name], SCALE))
     for term in (*layout.terms, *layout.sigma_terms):
         items.update({name: half_student_t(STUDENT_T_DF, SCALE * u[name]) for name in term.sds})
         if term.correlated:
@@ -132,9 +137,10 @@ def default_priors(design: Design) -> Priors:
     return Priors(items)
 
 
-def resolve_priors(design: Design, overrides: Mapping[str, dist.Distribution] | None) -> Priors:
+def resolve_priors(design: Design, overrides: Mapping[str, dist.Distribution] | None,
+                   family: str = "gaussian") -> Priors:
     """Defaults with the user's ``overrides`` applied; unknown names are an error."""
-    priors = dict(default_priors(design))
+    priors = dict(default_priors(design, family))
     for name, value in (overrides or {}).items():
         if name not in priors:
             raise LmmhmcError(

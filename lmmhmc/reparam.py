@@ -169,7 +169,6 @@ def anchor_priors(
     """
     out = dict(priors)
     for name, anchor in anchors(sds, sigma).items():
-        if name not in priors:  # no sigma parameter (known standard errors)
-            continue
-        out[name] = Anchored(priors[name], anchor / (1.0 if unit is None else unit[name]))
+        if name in priors:  # (no sigma with known standard errors or a non-Gaussian family)
+            out[name] = Anchored(priors[name], anchor / (1.0 if unit is None else unit[name]))
     return out

@@ -423,9 +423,9 @@ class FitResult:
         variances over the observations with ``ddof=1``. ``e_s`` is the model's residual
         variance averaged over the observations (``sigma^2 / w_i`` with weights ``w``, 1
         without; ``s_i^2 [+ sigma^2]`` with ``y | se(s)``; ``sigma_i^2`` of a distributional
-        model: `predict(kind="sigma")`). With
-        ``residuals=True``,
-        ``e_s = var(y - mu_s)``, the variance of the realized residuals, as brms computes it.
+        model: `predict(kind="sigma")`). With ``residuals=True``, ``e_s = var(y - mu_s)``,
+        the variance of the realized residuals, as brms computes it (always, for a
+        non-Gaussian family, with ``mu_s`` the expected response).
 
         Parameters
         ----------
@@ -447,7 +447,7 @@ class FitResult:
         """
         mu = self.predict(kind="mean", draws=draws)
         explained = mu.var(axis=1, ddof=1)
-        if residuals:
+        if residuals or not self.layout.gaussian:
             unexplained = (self.design.y - mu).var(axis=1, ddof=1)
         else:
             unexplained = np.mean(self.predict(kind="sigma", draws=draws) ** 2, axis=1)
@@ -550,6 +550,7 @@ class FitResult:
             "weights": weights,
             "offset": offset,
             "na_action": model.na_action,
+            "family": model.family,
             "plan": self.plan,
             "priors": self.priors,
             "options": self.options.as_dict(),

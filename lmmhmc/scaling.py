@@ -17,6 +17,10 @@ With an offset ``o`` the response's location and scale are those of ``y - o`` (t
 response that the parameters explain): ``s_y = sd(y - o)`` and the intercept's ``loc`` is
 ``mean(y - o)``, so that a fit with an offset is the fit of ``y - o`` without it.
 
+For a non-Gaussian family the parameters act on the link scale (log-odds, log-rate), whose
+natural unit is 1: ``s_y = 1``, and the intercept's ``loc`` is the link of the mean response
+(``logit(sum y / sum n)``, ``log(mean y)``) less the mean offset.
+
 The posterior is unchanged: the priors are the user's, carried to the internal scale by
 `lmmhmc.reparam.Scaled`, and the draws are reported on the data's scale. The default
 priors ([`lmmhmc.priors`][lmmhmc.priors]) are stated in the same units.
@@ -32,7 +36,7 @@ from .design import Design
 from .errors import DataError
 from .layout import parameter_layout
 
-__all__ = ["Units", "response_sd", "units"]
+__all__ = ["Units", "link_mean", "response_sd", "units"]
 
 
 @dataclass(frozen=True)
@@ -63,15 +67,25 @@ def response_sd(design: Design) -> float:
     return s_y
 
 
-def units(design: Design) -> Units:
+def link_mean(design: Design, family: str) -> float:
+    """The link of the mean response of a non-Gaussian family, less the mean offset."""
+    n = design.trials if design.trials is not None else np.ones(design.n_obs)
+    mean = np.clip(np.sum(design.y) / np.sum(n), 1e-6, None)
+    link = np.log(mean) if family == "poisson" else np.log(mean / max(1.0 - mean, 1e-6))
+    return float(link - np.mean(design.offset))
+
+
+def units(design: Design, family: str = "gaussian") -> Units:
     """The units of every scalar parameter of ``design`` (module docstring)."""
-    s_y = response_sd(design)
-    layout = parameter_layout(design)
+    layout = parameter_layout(design, family=family)
+    s_y = response_sd(design) if layout.gaussian else 1.0
+    intercept = float(np.mean(design.shifted_y)) if layout.gaussian else link_mean(design,
+                                                                                     family)
     loc: dict[str, float] = {}
     unit: dict[str, float] = {}
     for name, s_x in zip(layout.fixed, design.X.std(axis=0), strict=True):
         constant = not s_x > 0
-        loc[name] = float(np.mean(design.shifted_y)) if constant else 0.0
+        loc[name] = intercept if constant else 0.0
         unit[name] = s_y if constant else s_y / float(s_x)
     if layout.sigma is not None:
         loc[layout.sigma], unit[layout.sigma] = 0.0, s_y

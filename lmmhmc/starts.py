@@ -19,6 +19,7 @@ from numpyro.infer.util import initialize_model, unconstrain_fn
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .assembled import AssembledModel
 from .chains import PriorSpec
+from .laplace import mode
 from .marginal import Affine
 from .ml import MLResult
 from .numpyro_model import Structure, factors, make_model
@@ -68,10 +69,10 @@ def anchored_priors(assembled: AssembledModel, ml: MLResult | None) -> dict:
     """The priors as the sampler sees them: on the internal scale, every sd anchored at its ML
     estimate, or, without an ML fit, at one unit (the shapes and types of the compiled
     program's arguments)."""
-    priors, unit = assembled.internal_priors(), assembled.units.unit
-    if ml is None:
-        return anchor_priors(priors, {name: unit[name] for name in assembled.layout.sd_names()},
-                             response_sd(assembled.design), unit)
+    priors, unit, layout = assembled.internal_priors(), assembled.units.unit, assembled.layout
+    if ml is None:  # (the link scale's unit is 1 for a non-Gaussian family)
+        return anchor_priors(priors, {name: unit[name] for name in layout.sd_names()},
+                             response_sd(assembled.design) if layout.gaussian else 1.0, unit)
     residual, scale = residual_estimates(assembled, ml)
     return anchor_priors(priors, {**residual, **ml_sds(assembled, ml)}, scale, unit)
 
@@ -102,6 +103,10 @@ def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
             whitened = np.linalg.solve(lams[k], modes[k].T).T
             centered = np.asarray(assembled.data["centered"][k])[:, None]
             params[layout.terms[k].offset] = jnp.asarray(np.where(centered, modes[k], whitened))
+    if not layout.gaussian:  # the reparameterized terms start at z = 0, u at its Newton point
+        for k in layout.marginalized:
+            params[layout.terms[k].offset] = jnp.zeros((layout.terms[k].n_levels,
+                                                        layout.terms[k].d))
     return params
 
 
@@ -124,8 +129,15 @@ def log_sigma_start(assembled: AssembledModel, ml: MLResult) -> dict:
 
 
 def conditional_modes(assembled: AssembledModel, ml: MLResult) -> list[np.ndarray]:
-    """Conditional means of every term's random effects at the ML estimate."""
+    """Conditional means (for a non-Gaussian family, modes) of every term's random effects
+    at the ML estimate."""
     kernel = assembled.ml_kernel
+    if not assembled.layout.gaussian:
+        data, zeros = assembled.data, [jnp.zeros(s) for s in kernel.noise_shapes()]
+        eta0 = data["X"] @ jnp.asarray(ml.beta.values) + data["offset"]
+        _, modes = jax.jit(lambda k, *a: mode(k, assembled.likelihood, *a, (zeros, zeros)))(
+            kernel, data["y"], data["w"], eta0, data["index"], data["block"], ml.factors)
+        return [np.asarray(u) for u in modes]
     coef = np.concatenate([-np.asarray(ml.beta.values), np.ones(1)])  # r = [X, y - o] coef
     zeros = [np.zeros(s) for s in kernel.noise_shapes()]
     modes = jax.jit(lambda k, c, *a: k.draw(Affine(c), *a))(kernel, coef, ml.sigma,

@@ -78,9 +78,12 @@ def test_bad_addition_values(frame: pd.DataFrame, formula: str, match: str) -> N
         build_design(formula, frame)
 
 
-@pytest.mark.parametrize("formula", ["cbind(y, n - y) ~ 1 + (1 | g)"])
-def test_an_addition_no_model_uses_is_never_ignored(frame: pd.DataFrame, formula: str) -> None:
+@pytest.mark.parametrize(("formula", "match"), [
+    ("cbind(y, n - y) ~ 1 + (1 | g)", "needs family='binomial', not 'gaussian'"),
+])
+def test_an_addition_the_family_cannot_use_is_an_error(frame: pd.DataFrame, formula: str,
+                                                       match: str) -> None:
     import lmmhmc
 
-    with pytest.raises(FormulaError, match="is not fitted by this version"):
+    with pytest.raises(FormulaError, match=match):
         lmmhmc.Model(formula, frame)

@@ -13,6 +13,7 @@ import lmmhmc
 from lmmhmc.errors import (
     ArgumentError,
     DataError,
+    FormulaError,
     LmmhmcError,
     LmmhmcWarning,
     ModelWarning,
@@ -85,12 +86,13 @@ def test_few_levels_warn(sleep: pd.DataFrame) -> None:
 
 
 def test_binary_and_count_responses_warn(sleep: pd.DataFrame) -> None:
-    with pytest.warns(ResponseWarning, match=r"'binary' looks binary \(two values, 0 and 1\)"):
+    with pytest.warns(ResponseWarning, match=r"'binary' looks binary \(two values, 0 and 1\).*"
+                                             r"family='bernoulli'$"):
         lmmhmc.Model("binary ~ Days + (1 | Subject)", sleep)
     with pytest.warns(ResponseWarning, match="looks binary"):
         lmmhmc.Model("flag ~ Days + (1 | Subject)", sleep.assign(flag=sleep["binary"] > 0))
     ticks = lmmhmc.datasets.load("grouseticks")
-    with pytest.warns(ResponseWarning, match="'TICKS' looks like counts .*Gaussian"):
+    with pytest.warns(ResponseWarning, match="'TICKS' looks like counts .*family='poisson'"):
         lmmhmc.Model("TICKS ~ YEAR + (1 | BROOD)", ticks)
 
 
@@ -100,12 +102,36 @@ def test_warnings_point_at_the_callers_line(sleep: pd.DataFrame) -> None:
     assert caught[0].filename == __file__
 
 
-def test_family_is_refused_clearly(sleep: pd.DataFrame) -> None:
+def test_family_names_and_responses_are_checked(sleep: pd.DataFrame) -> None:
     formula = "binary ~ Days + (1 | Subject)"
-    for call in (lambda: lmmhmc.fit(formula, sleep, family="binomial"),
-                 lambda: lmmhmc.Model(formula, sleep, family="binomial")):
-        with pytest.raises(ArgumentError, match="family='binomial': .*Gaussian response only"):
-            call()
+    with pytest.raises(ArgumentError, match="unknown family 'binomal'; did you mean 'binomial'"):
+        lmmhmc.Model(formula, sleep, family="binomal")
+    with pytest.raises(ArgumentError, match="the family belongs to the model"):
+        lmmhmc.Model("Reaction ~ Days + (1 | Subject)", sleep).fit(family="bernoulli")
+    with pytest.raises(FormulaError, match="family 'binomial' needs the number of trials"):
+        lmmhmc.fit(formula, sleep, family="binomial")
+    with pytest.raises(DataError, match=r"family 'bernoulli' needs a response 'Reaction' of 0 or "
+                                        r"1; 180 row\(s\) are not: rows 0 \(249\.56\), 1"):
+        lmmhmc.Model("Reaction ~ Days + (1 | Subject)", sleep, family="bernoulli")
+    ticks = lmmhmc.datasets.load("grouseticks")
+    with pytest.raises(DataError, match=r"non-negative whole numbers; 1 row\(s\) are not: "
+                                        r"rows 3 \(-1\)"):
+        lmmhmc.Model("TICKS ~ YEAR + (1 | BROOD)",
+                     ticks.assign(TICKS=np.where(np.arange(len(ticks)) == 3, -1, ticks.TICKS)),
+                     family="poisson")
+    cbpp = lmmhmc.datasets.load("cbpp")
+    with pytest.raises(DataError, match=r"whole numbers between 0 and the trials; 1 row\(s\) "
+                                        r"are not: rows 0 \(15\)"):
+        lmmhmc.Model("incidence | trials(size) ~ period + (1 | herd)",
+                     cbpp.assign(incidence=np.where(cbpp.index == 0, 15, cbpp.incidence)),
+                     family="binomial")
+    with pytest.raises(FormulaError, match=r"'trials\(\)' \(or cbind\(\)\) .* needs "
+                                           "family='binomial', not 'poisson'"):
+        lmmhmc.Model("incidence | trials(size) ~ period + (1 | herd)", cbpp, family="poisson")
+    with pytest.raises(FormulaError, match="weights are not supported with family 'poisson'"):
+        lmmhmc.Model("TICKS ~ YEAR + (1 | BROOD)", ticks, family="poisson", weights="HEIGHT")
+    # glmer allows one observation per level (an observation-level effect): no error
+    lmmhmc.Model("TICKS ~ YEAR + (1 | INDEX)", ticks, family="poisson")
 
 
 def test_unknown_arguments_list_the_valid_ones(sleep: pd.DataFrame) -> None:

@@ -19,6 +19,8 @@ SHAPES = {
     "grouseticks": (403, 7),
     "cake": (270, 5),
     "InstEval": (73421, 7),
+    "cbpp": (56, 4),
+    "VerbAgg": (7584, 9),
     "df_dillonE1": (2855, 5),
     "df_english": (768, 4),
     "df_gg05_rc": (672, 7),

@@ -54,6 +54,14 @@ _DATASETS: dict[str, _Entry] = {
         ("replicate", "recipe", "temperature"),
         "breakage angle of chocolate cakes, recipe x temperature (lme4)",
     ),
+    "cbpp": _Entry(
+        "cbpp.csv", ("herd", "period"),
+        "contagious bovine pleuropneumonia: incidence out of herd size by period (lme4)",
+    ),
+    "VerbAgg": _Entry(
+        "VerbAgg.csv.gz", ("id", "item", "Gender", "btype", "situ", "mode", "resp", "r2"),
+        "verbal aggression: 316 respondents x 24 items, binary response r2 (lme4)",
+    ),
     "InstEval": _Entry(
         "InstEval.csv.gz",
         ("s", "d", "studage", "lectage", "service", "dept"),
