@@ -63,7 +63,7 @@ def test_log_density_is_the_dense_normal(marginalize) -> None:
     for t in layout.sigma_terms + tuple(layout.terms[k] for k in layout.sampled):
         params[t.offset] = jnp.asarray(rng.normal(size=(t.n_levels, t.d)))
     lams = factors(layout, params)
-    effects = sampled_effects(layout, params, lams)
+    effects = sampled_effects(layout, params, lams, assembled.data["centered"])
     resid = residual(assembled.structure, assembled.data, params, effects)
     full = with_residual_sd(layout, assembled.data, params)
     if assembled.kernel is None:

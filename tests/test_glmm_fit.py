@@ -13,13 +13,12 @@ from __future__ import annotations
 import arviz as az
 import numpy as np
 import pytest
+from conftest import FIT_SETTINGS
 from scipy.special import expit
 from scipy.stats import binom
 
 import lmmhmc
 from lmmhmc.datasets import load
-
-from .conftest import FIT_SETTINGS
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 
