@@ -75,6 +75,7 @@ def environment() -> dict:
     return {
         "machine": f"{platform.machine()} {platform.processor()}".strip(),
         "cpu_devices": jax.local_device_count(),
+        "cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
         "jax": jax.__version__,
         "numpyro": numpyro.__version__,
@@ -93,5 +94,7 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 def environment_line(env: dict) -> str:
     """One sentence naming the machine, versions and date of a benchmark record."""
-    return (f"Measured on {env.get('machine', '?')} ({env.get('cpu_devices', '?')} JAX CPU "
-            f"device(s)), jax {env.get('jax')}, {env.get('date')}.")
+    where = (f"{env['cores']} cores" if "cores" in env
+             else f"{env.get('cpu_devices', '?')} JAX CPU device(s)")
+    return (f"Measured on {env.get('machine', '?')} ({where}), jax {env.get('jax')}, "
+            f"{env.get('date')}.")

@@ -7,6 +7,8 @@ Prints a table and writes ``benchmarks/results/kernels.json``:
   per observation (the N-dependent path);
 - the naive dense computation (Cholesky of the N x N covariance) where it fits in memory;
 - the log-log slope of time against N for the one-term kernel (linear time means ~1);
+- the one-term kernel with a per-observation residual sd ``sigma_i = exp(a + b x_i)`` (a
+  distributional model: the weighted Gram blocks recomputed per evaluation) and its slope;
 - the Laplace-reparameterized density of a bernoulli response (`lmmhmc.laplace`, K = 4
   Newton steps) for the one-term design, and its slope (``--laplace`` runs only these rows
   and adds them to the existing JSON);
@@ -37,6 +39,8 @@ from lmmhmc.marginal import prepare
 from lmmhmc.ml import fit_ml
 
 OUT = Path(__file__).parent / "results" / "kernels.json"
+#: Label of the rows with a per-observation residual sd.
+DISTRIBUTIONAL = "1, sigma_i"
 
 
 @dataclass
@@ -67,16 +71,20 @@ def best_time(fn, *args, repeat: int = 5) -> float:
     return min(times)
 
 
-def kernel_time(terms, r) -> float:
-    """Best time of one jitted value-and-gradient of the joint marginal log-density."""
+def kernel_time(terms, r, x=None) -> float:
+    """Best time of one jitted value-and-gradient of the joint marginal log-density; with
+    ``x``, a distributional model's per-observation sd ``sigma_i = exp(a + b x_i)`` (the
+    weighted Gram blocks recomputed per evaluation)."""
     kernel = prepare(terms)
     dims = [np.asarray(t.block).shape[1] for t in terms]
 
     def f(theta, kernel):
         lam = jnp.array([[theta[0], 0.0], [theta[1], theta[2]]])
-        return kernel.log_density(r, jnp.exp(theta[3]), [lam[:d, :d] for d in dims])
+        sigma = jnp.exp(theta[3] if x is None else theta[3] + theta[4] * x)
+        return kernel.log_density(r, sigma, [lam[:d, :d] for d in dims])
 
-    return best_time(jax.jit(jax.value_and_grad(f)), jnp.array([1.0, 0.2, 0.5, 0.0]), kernel)
+    return best_time(jax.jit(jax.value_and_grad(f)), jnp.array([1.0, 0.2, 0.5, 0.0, 0.1]),
+                     kernel)
 
 
 def laplace_time(terms, rng) -> float:
@@ -163,10 +171,14 @@ def main() -> None:
             rows.append({"n_obs": n, "terms": label, "kernel_s": t_kernel, "dense_s": t_dense})
             dense = f"{t_dense * 1e3:9.2f}" if t_dense is not None else f"{'-':>9}"
             print(f"{n:>9} {label:>7} {t_kernel * 1e3:10.3f} {dense}")
-    one = [r for r in rows if r["terms"] == "1" and r["n_obs"] >= 10_000]
-    slope = float(np.polyfit(np.log([r["n_obs"] for r in one]),
-                             np.log([r["kernel_s"] for r in one]), 1)[0])
-    print(f"log-log slope of the one-term kernel (N >= 10^4): {slope:.2f}")
+        terms = simulate_terms(n, False, rng)
+        t_dist = kernel_time(terms, jnp.asarray(rng.normal(size=n)), terms[0].block[:, 1])
+        rows.append({"n_obs": n, "terms": DISTRIBUTIONAL, "kernel_s": t_dist, "dense_s": None})
+        print(f"{n:>9} {DISTRIBUTIONAL:>7} {t_dist * 1e3:10.3f} {'-':>9}")
+    slope = _slope(rows, "1", 10_000)
+    slope_dist = _slope(rows, DISTRIBUTIONAL, 1_000)
+    print(f"log-log slope of the one-term kernel (N >= 10^4): {slope:.2f}; with sigma_i "
+          f"(N >= 10^3): {slope_dist:.2f}")
 
     data = lmmhmc.datasets.load("InstEval")
     design = lmmhmc.Model("y ~ service + (1 | s) + (1 | d) + (1 | dept)", data).design
@@ -185,12 +197,20 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "rows": rows,
         "slope_one_term": slope,
+        "slope_distributional": slope_dist,
         "insteval_joint_value_grad_s": t_joint,
         "insteval_ml_s": t_ml,
         "insteval_ml_deviance": ml.objective,
     }, indent=2))
     write_report(json.loads(OUT.read_text()))
     print(f"wrote {OUT}")
+
+
+def _slope(rows: list[dict], terms: str, n_min: int) -> float:
+    """Log-log slope of the kernel time against N of the rows of ``terms``, N >= n_min."""
+    sel = [r for r in rows if r["terms"] == terms and r["n_obs"] >= n_min]
+    return float(np.polyfit(np.log([r["n_obs"] for r in sel]),
+                            np.log([r["kernel_s"] for r in sel]), 1)[0])
 
 
 def write_report(record: dict) -> None:
@@ -208,6 +228,10 @@ def write_report(record: dict) -> None:
         "(best of 5).\n\n"
         f"{table}\n\n"
         f"Log-log slope of the one-term kernel for N >= 10^4: {record['slope_one_term']:.2f}. "
+        f"Rows `{DISTRIBUTIONAL}`: the one-term kernel with a per-observation residual sd "
+        "`sigma_i = exp(a + b x_i)` (a distributional model: the weighted Gram blocks are "
+        "recomputed by segment sums in every evaluation); log-log slope for N >= 10^3: "
+        f"{record.get('slope_distributional', float('nan')):.2f}. "
         f"InstEval `y ~ service + (1 | s) + (1 | d) + (1 | dept)` (4114 effects, all three "
         f"terms jointly): {record['insteval_joint_value_grad_s'] * 1e3:.0f} ms per value and "
         f"gradient; ML fit {record['insteval_ml_s']:.1f} s, deviance "

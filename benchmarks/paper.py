@@ -32,11 +32,10 @@ Usage::
     python benchmarks/paper.py --report-only    # markdown and plots from the existing JSON
     python benchmarks/paper.py --datasets df_eeg --seeds 1 --out paper_eeg
 
-Both samplers run with their own defaults for parallelism: on a CPU JAX sees one device, so
-lmmhmc's ``chain_method="auto"`` runs the chains one after the other, and PyMC uses
-``min(4, CPUs // 2)`` processes. ``--host-devices 4`` exposes 4 JAX host devices (chains in
-parallel; set through XLA_FLAGS before JAX is imported) and ``--bambi-cores N`` gives PyMC N
-processes. lmmhmc's persistent JAX compilation cache is off for the runs
+Both samplers run with their own defaults for parallelism: lmmhmc's ``chain_method="auto"``
+runs as many chains at a time as there are cores (threads calling one compiled program), and
+PyMC uses ``min(4, CPUs // 2)`` processes; ``--bambi-cores N`` gives PyMC N processes.
+lmmhmc's persistent JAX compilation cache is off for the runs
 (``LMMHMC_CACHE_DIR=off``, as in common.py) unless LMMHMC_CACHE_DIR names a folder.
 """
 
@@ -45,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -85,8 +83,6 @@ def main() -> None:
             sys.exit(f"{path} not found: run without --report-only first")
         report(json.loads(path.read_text()), RESULTS, stem)
         return
-    if args.host_devices:
-        use_host_devices(args.host_devices)
     os.environ.setdefault("LMMHMC_CACHE_DIR", "off")  # cold starts (common.py does the same)
     names = args.datasets or (list(QUICK) if args.quick else [s.name for s in DATASETS])
     main_specs, scaling_specs = select(names, args.scaling, args.quick)
@@ -118,8 +114,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scaling", action="store_true",
                         help="also the scaling study on df_eeg_complete and df_stroop_complete")
     parser.add_argument("--no-bambi", action="store_true", help="leave bambi out")
-    parser.add_argument("--host-devices", type=int, default=0,
-                        help="expose N JAX CPU devices (chains in parallel); 0: JAX default")
     parser.add_argument("--bambi-cores", type=int, default=None,
                         help="PyMC worker processes (default: PyMC's own choice)")
     parser.add_argument("--report-only", action="store_true",
@@ -129,15 +123,6 @@ def parse_args() -> argparse.Namespace:
                         help="add to the existing JSON of the stem, replacing the results of the "
                         "data sets run now (to run the data sets in several sessions)")
     return parser.parse_args()
-
-
-def use_host_devices(n: int) -> None:
-    """Expose ``n`` JAX CPU devices (through XLA_FLAGS: before JAX is imported)."""
-    if "jax" in sys.modules:
-        print("warning: JAX already imported, --host-devices has no effect")
-    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
-                   os.environ.get("XLA_FLAGS", ""))
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
 def select(names: list[str], scaling: bool, quick: bool) -> tuple[list[Spec], list[Spec]]:
@@ -172,7 +157,6 @@ def new_record(args: argparse.Namespace) -> dict:
         "environment": environment,
         "settings": {"chains": CHAINS, "draws": draws, "warmup": args.warmup or draws,
                      "seeds": list(range(args.seeds or (1 if args.quick else 3))),
-                     "host_devices": args.host_devices or None,
                      "bambi_cores": args.bambi_cores,
                      "LMMHMC_CACHE_DIR": os.environ.get("LMMHMC_CACHE_DIR")},
         "bambi": BAMBI_INCLUDED if with_bambi else ("left out" if args.no_bambi

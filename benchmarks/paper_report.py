@@ -271,8 +271,10 @@ def _parallelism(record: dict) -> str:
                                  if r.get("tool") == tool and r.get("chain_method")}))
 
     lmm, bam = chain_methods("lmmhmc"), chain_methods("bambi")
-    text = (f"Chains: lmmhmc chain_method {lmm or '–'} on "
-            f"{record['environment'].get('cpu_devices')} JAX CPU device(s)")
+    env = record["environment"]
+    where = (f"{env['cores']} cores" if "cores" in env
+             else f"{env.get('cpu_devices')} JAX CPU device(s)")
+    text = f"Chains: lmmhmc chain_method {lmm or '–'} on {where}"
     if bam:
         text += f"; bambi/PyMC: {bam}"
     return text + "."

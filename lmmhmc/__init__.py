@@ -59,7 +59,7 @@ def __dir__() -> list[str]:
 
 @checked_arguments
 def fit(
-    formula: str,
+    formula: str | Sequence[str],
     data,
     *,
     weights=None,
@@ -79,6 +79,7 @@ def fit(
     dense_mass: bool | None = DEFAULTS.dense_mass,
     max_tree_depth: int = DEFAULTS.max_tree_depth,
     chain_method: str = DEFAULTS.chain_method,
+    centering: str = DEFAULTS.centering,
     log_likelihood: bool | None = DEFAULTS.log_likelihood,
     posterior_predictive: bool = DEFAULTS.posterior_predictive,
 ) -> FitResult:
@@ -89,8 +90,10 @@ def fit(
 
     Parameters
     ----------
-    formula : str
-        lme4 syntax, e.g. ``"rt ~ cond + (1 + cond | subject) + (1 | item)"``.
+    formula : str or list of str
+        lme4 syntax, e.g. ``"rt ~ cond + (1 + cond | subject) + (1 | item)"``; or the mean
+        formula and ``"sigma ~ ..."`` for a distributional model (see
+        [`lmmhmc.Model`][lmmhmc.Model]).
     data : pandas.DataFrame
         The observations.
     weights : str or array-like, optional
@@ -130,9 +133,13 @@ def fit(
         Dense mass matrix; None: dense up to 60 sampled dimensions.
     max_tree_depth : int, default 10
         NUTS maximum tree depth.
-    chain_method : {"auto", "parallel", "sequential"}, default "auto"
-        Chains side by side on JAX devices, or one after the other; ``"auto"``: parallel when
-        JAX sees at least ``chains`` devices.
+    chain_method : {"auto", "parallel", "sequential", "vectorized"}, default "auto"
+        ``"parallel"``: as many chains at a time as CPU cores; ``"sequential"``: one after
+        another; ``"vectorized"``: all in one batch (GPU); ``"auto"``: parallel on CPU,
+        vectorized on a GPU.
+    centering : {"auto", "none", "all"}, default "auto"
+        Sampled terms' random effects: centered per level where the data dominate the prior
+        at the ML estimate (``"auto"``), all non-centered, or all centered.
     log_likelihood : bool or None, default None
         Keep the pointwise log-likelihood (for LOO); None: when draws x observations is at most
         5e7.
@@ -151,6 +158,7 @@ def fit(
         priors=priors, marginalize=marginalize, chains=chains, draws=draws, warmup=warmup,
         seed=seed, target_accept=target_accept, progress=progress, init=init,
         dense_mass=dense_mass, max_tree_depth=max_tree_depth, chain_method=chain_method,
+        centering=centering,
         log_likelihood=log_likelihood, posterior_predictive=posterior_predictive)
 
 

@@ -1,4 +1,4 @@
-"""JAX in double precision: the one place where lmmhmc switches ``jax_enable_x64`` on.
+"""JAX's process-wide settings, made in one place: double precision and synchronous CPU dispatch.
 
 The marginal-likelihood kernels need float64 (their Cholesky factors and log-determinants lose
 too much in float32). Every lmmhmc module that imports ``jax`` or ``numpyro`` imports this
@@ -7,6 +7,12 @@ creates any JAX array, whichever of its modules is imported first. ``import lmmh
 not import JAX (the command line's ``--help``, ``datasets`` and ``describe`` do not need it);
 it imports this module only when JAX is already loaded, so that a session which imported JAX
 first gets float64 at once, as before.
+
+Parallel chains (``chain_method="parallel"``, see `lmmhmc.chains`) call one compiled program
+from several threads; JAX's CPU client runs such calls side by side only when it dispatches
+synchronously (each call runs on its calling thread), which must be chosen before JAX creates
+its CPU client, i.e. before its first operation. This module chooses it when that is still
+possible (`lmmhmc.runtime.parallel_chains_possible` tells later whether it was).
 """
 
 from __future__ import annotations
@@ -14,3 +20,15 @@ from __future__ import annotations
 import jax
 
 jax.config.update("jax_enable_x64", True)
+
+
+def _backends_started() -> bool:
+    try:
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:  # a JAX without it: assume started, leave the setting alone
+        return True
+    return backends_are_initialized()
+
+
+if not _backends_started():
+    jax.config.update("jax_cpu_enable_async_dispatch", False)

@@ -28,7 +28,7 @@ from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .design import Design
 from .families import get_family
 from .layout import Layout, parameter_layout
-from .likelihood import Gaussian
+from .likelihood import Gaussian, for_design, observation_weights
 from .marginal import MarginalKernel, prepare
 from .numpyro_model import Structure, make_model
 from .plan import Plan, elimination
@@ -53,9 +53,11 @@ class AssembledModel:
         Layout, likelihood and number of observations (the compiled programs' static key).
     data : dict
         The NumPyro model's data pytree: ``y``, ``X``, ``offset`` (zeros without one), ``w``,
-        per-term ``index`` and ``block``,
-        ``kernel`` (the plan's marginal kernel, or None) and ``units`` (``loc`` and ``unit`` of
-        every scalar parameter).
+        per-term ``index`` and ``block``, ``sigma_part`` (a distributional model's ``X``,
+        ``index`` and ``block`` of log sigma, or None),
+        ``kernel`` (the plan's marginal kernel, or None), ``units`` (``loc`` and ``unit`` of
+        every scalar parameter) and ``centered`` (per sampled term, which levels are sampled
+        centered: none here, see `lmmhmc.centering`).
     ml_kernel : MarginalKernel
         Every term, for the profiled likelihood of ML and the conditional modes (for a
         non-Gaussian family, the Laplace ML of `lmmhmc.laplace_ml`).
@@ -118,7 +120,8 @@ def profile_kernel(design: Design, order=None) -> MarginalKernel:
     """
     design.require_terms()
     order = elimination(design.terms) if order is None else order
-    return prepare(design.terms, design.weights, order, fixed=fixed_columns(design))
+    return prepare(design.terms, observation_weights(design), order,
+                   fixed=fixed_columns(design))
 
 
 def assemble(design: Design, plan: Plan, priors: Priors,
@@ -134,22 +137,27 @@ def assemble(design: Design, plan: Plan, priors: Priors,
     every = tuple(range(len(design.terms)))
     if family != "gaussian":
         likelihood = get_family(family)
-        ml_kernel = prepare(design.terms, None, elimination(design.terms))
-        kernel = None
-        if plan.marginalized:
-            kernel = prepare([design.terms[k] for k in plan.marginalized], None,
-                             plan.elimination)
+        if plan.marginalized == every:
+            kernel = ml_kernel = prepare(design.terms, None, plan.elimination)
+        else:
+            ml_kernel = prepare(design.terms, None, elimination(design.terms))
+            kernel = None
+            if plan.marginalized:
+                kernel = prepare([design.terms[k] for k in plan.marginalized], None,
+                                 plan.elimination)
     elif plan.marginalized == every:
         kernel = ml_kernel = profile_kernel(design, plan.elimination)
     else:
         ml_kernel = profile_kernel(design)
         kernel = None
         if plan.marginalized:
-            kernel = prepare([design.terms[k] for k in plan.marginalized], design.weights,
-                             plan.elimination, fixed=fixed_columns(design))
+            kernel = prepare([design.terms[k] for k in plan.marginalized],
+                             observation_weights(design), plan.elimination,
+                             fixed=fixed_columns(design))
     layout = parameter_layout(design, plan.marginalized, family)
-    structure = Structure(layout, likelihood or Gaussian(), design.n_obs)
-    w = design.weights if family == "gaussian" else design.trials
+    structure = Structure(layout, likelihood or for_design(design), design.n_obs)
+    # the family's per-observation data: known weights (Gaussian) or trials (binomial)
+    w = observation_weights(design) if family == "gaussian" else design.trials
     w = np.ones(design.n_obs) if w is None else w
     scale = units(design, family)
     data = {
@@ -160,7 +168,20 @@ def assemble(design: Design, plan: Plan, priors: Priors,
         "index": tuple(jnp.asarray(t.index) for t in design.terms),
         "block": tuple(jnp.asarray(t.block) for t in design.terms),
         "kernel": kernel,
+        "sigma_part": _sigma_data(design),
         "units": {"loc": {k: jnp.asarray(v) for k, v in scale.loc.items()},
                   "unit": {k: jnp.asarray(v) for k, v in scale.unit.items()}},
+        "centered": {k: jnp.zeros(design.terms[k].levels.size, bool) for k in layout.sampled},
     }
     return AssembledModel(design, plan, priors, structure, data, ml_kernel)
+
+
+def _sigma_data(design: Design) -> dict | None:
+    """A distributional model's design of log sigma (``X``, per-term ``index`` and
+    ``block``), or None."""
+    part = design.sigma_part
+    if part is None:
+        return None
+    return {"X": jnp.asarray(part.X),
+            "index": tuple(jnp.asarray(t.index) for t in part.terms),
+            "block": tuple(jnp.asarray(t.block) for t in part.terms)}

@@ -5,10 +5,13 @@ initialisation, `numpyro.infer.hmc.hmc()`) and then runs its warm-up and samplin
 iterations in segments of equal length, each one call of a second program. Both programs are
 jitted with the model's static [`Structure`][lmmhmc.numpyro_model.Structure] and the
 `Settings` as static arguments; the data and the priors are arguments, so JAX compiles
-them once per structure and settings and reuses them for every chain (one after another, or
-side by side with ``pmap`` on several devices) and every later fit of the same shapes. Between
-segments, `ChainRunner` reports the chains' progress (bars in a terminal, lines in a log:
-`lmmhmc.progress`): the programs have no host callbacks.
+them once per structure and settings and reuses them for every chain and every later fit of
+the same shapes. The chains run one after another (``"sequential"``), side by side on CPU
+threads calling the same compiled programs (``"parallel"``: with JAX's synchronous CPU
+dispatch, which `lmmhmc._x64` selects, each call runs on its calling thread, so the chains
+use as many cores), or as one batch in ``vmap``-ed programs (``"vectorized"``, for a GPU).
+Between segments, `ChainRunner` reports the chains' progress (bars in a terminal, lines in a
+log: `lmmhmc.progress`): the programs have no host callbacks.
 
 The priors enter as leaves in a canonical order (`PriorSpec`): NumPyro orders a
 distribution's fields by a set, so the plain pytree, and with it the compiled program and its
@@ -17,6 +20,8 @@ key in JAX's persistent cache, would differ between processes.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -116,90 +121,137 @@ class ChainRunner:
     structure : Structure
         The model's static part.
     settings : Settings
-    parallel : bool
-        Run the chains side by side on as many JAX devices (``pmap``), else one after another.
+    method : {"sequential", "parallel", "vectorized"}
+        One chain after another; ``workers`` chains at a time on threads; or all chains in
+        one batched (``vmap``) program.
+    workers : int
+        Chains run at the same time by ``"parallel"`` (at most the number of chains).
     progress : Progress, optional
         Where the chains' progress goes; by default bars or lines on stderr when
         ``settings.progress`` (see `lmmhmc.progress.Progress`).
     """
 
-    def __init__(self, structure: Structure, settings: Settings, parallel: bool,
-                 progress: Progress | None = None) -> None:
+    def __init__(self, structure: Structure, settings: Settings, method: str = "sequential",
+                 workers: int = 1, progress: Progress | None = None) -> None:
         self.structure = structure
         self.settings = settings
-        self.parallel = parallel
+        self.method = method
+        self.workers = max(1, workers) if method == "parallel" else 1
         self.progress = Progress(settings.progress) if progress is None else progress
         self._shown: ChainProgress | None = None
-        self._done = 0  # iterations run so far, all chains together
-        self._width = 1  # chains advanced by one segment call
+        self._done: list[int] = []  # iterations run so far, per chain (or per batch)
 
-    def lower(self, data: dict, priors: dict, start: dict, key: jax.Array):
+    def lower(self, data: dict, priors: dict, start: dict, key: jax.Array) -> list:
         """The chain's programs traced and lowered for these shapes, to compile ahead.
 
         ``start`` holds the shapes (or values) of one chain's unconstrained starting point.
         Compiling the results (``.compile()``, e.g. in a background thread) fills JAX's cache,
-        where `run()` finds them. Returns an empty list for side-by-side programs, which
-        compile on their first call.
+        where `run()` finds them. Returns an empty list for the batched programs of
+        ``"vectorized"``, which compile when `run()` needs them.
         """
-        if self.parallel:
+        if self.method == "vectorized":
             return []
+        return list(self._lowered(_start_jit, _segment_jit, data, priors, start, key))
+
+    def _lowered(self, start_fn, segment_fn, data, priors, z0, key):
+        """``start_fn`` and ``segment_fn`` lowered for these arguments (traced on this thread:
+        NumPyro's effect handlers are not thread-safe)."""
         spec, leaves = PriorSpec.of(priors)
         static = (self.structure, self.settings, spec)
-        state = jax.eval_shape(partial(_start, *static), key, start, data, leaves)
-        return [_start_jit.lower(*static, key, start, data, leaves),
-                _segment_jit.lower(*static, state, data, leaves, jnp.zeros((), jnp.int64))]
+        start = start_fn.lower(*static, key, z0, data, leaves)
+        state = jax.eval_shape(partial(start_fn, *static), key, z0, data, leaves)
+        return start, segment_fn.lower(*static, state, data, leaves, jnp.zeros((), jnp.int64))
 
     def run(self, data: dict, priors: dict, init: dict, key: jax.Array) -> tuple[dict, dict]:
         """One chain per leading entry of ``init`` (unconstrained starting points).
 
         Returns the constrained posterior draws and the sampler statistics (`STATS`),
         each as NumPy arrays of shape ``(chains, draws, ...)``; the statistics also hold
-        `WARMUP_STEPS` of shape ``(chains,)``. A ``KeyboardInterrupt`` (Ctrl-C) closes
-        the progress bars and is raised again as a one-line ``KeyboardInterrupt`` saying how
-        far the chains got, without the traceback inside JAX.
+        `WARMUP_STEPS` of shape ``(chains,)``. Every method runs the same iterations from
+        the same keys, so the draws agree (bit for bit between ``"sequential"`` and
+        ``"parallel"``, which call the same compiled programs). A ``KeyboardInterrupt``
+        (Ctrl-C) closes the progress bars and is raised again as a one-line
+        ``KeyboardInterrupt`` saying how far the chains got, without the traceback inside JAX.
         """
         chains = int(jax.tree.leaves(init)[0].shape[0])
         keys = jax.random.split(key, chains)
+        batched = self.method == "vectorized"
         self._shown = self.progress.chains(chains, self.settings.warmup, self.settings.total,
-                                           together=self.parallel)
-        self._done, self._width = 0, chains if self.parallel else 1
+                                           together=batched)
+        self._done = [0] * chains
         try:
-            if self.parallel:
-                out = self._run(_start_pmap, _segment_pmap, keys, init, data, priors, 0)
+            if batched:
+                programs = self._compiled(_start_vmap, _segment_vmap, data, priors, init, keys)
+                out = self._run(programs, keys, init, data, priors, 0)
             else:
-                runs = [self._run(_start_jit, _segment_jit, keys[c],
-                                  jax.tree.map(lambda a, c=c: a[c], init), data, priors, c)
-                        for c in range(chains)]
-                out = jax.tree.map(lambda *a: np.stack(a), *runs)
+                out = self._chains(data, priors, init, keys)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
-                f"sampling interrupted by the user after {self._done} of "
+                f"sampling interrupted by the user after {sum(self._done)} of "
                 f"{chains * self.settings.total} iterations (all chains together)") from None
         finally:
             self._shown.close()
         return out["draw"], out["stats"]
 
-    def _run(self, start, segment, key, z0, data, priors, chain) -> dict:
-        """Start one chain (or all, side by side) and run its segments; stack the draws."""
+    def _compiled(self, start_fn, segment_fn, data, priors, z0, key) -> tuple:
+        """The compiled programs (from JAX's cache when `lower()`'s were compiled ahead)."""
+        return tuple(low.compile() for low in
+                     self._lowered(start_fn, segment_fn, data, priors, z0, key))
+
+    def _chains(self, data, priors, init, keys) -> dict:
+        """Chain after chain, or ``workers`` at a time on threads; the draws stacked."""
+        chains = keys.shape[0]
+        programs = self._compiled(_start_jit, _segment_jit, data, priors,
+                                  jax.tree.map(lambda a: a[0], init), keys[0])
+        stop = threading.Event()
+
+        def chain(c: int) -> dict:
+            return self._run(programs, keys[c], jax.tree.map(lambda a, c=c: a[c], init), data,
+                             priors, c, stop)
+
+        if self.workers == 1 or chains == 1:
+            runs = [chain(c) for c in range(chains)]
+        else:
+            with ThreadPoolExecutor(min(self.workers, chains)) as pool:
+                futures = [pool.submit(chain, c) for c in range(chains)]
+                try:
+                    done = wait(futures, return_when=FIRST_EXCEPTION).done
+                finally:  # a chain failed, or Ctrl-C: the others stop after their segment
+                    stop.set()
+            failed = [f.exception() for f in futures if f in done and f.exception()]
+            if failed:
+                raise failed[0]
+            runs = [future.result() for future in futures]
+        return jax.tree.map(lambda *a: np.stack(a), *runs)
+
+    def _run(self, programs, key, z0, data, priors, chain, stop=None) -> dict:
+        """Start one chain (or the batch) and run its segments; stack the draws."""
         st = self.settings
-        spec, priors = PriorSpec.of(priors)
-        static = (self.structure, st, spec)
+        start, segment = programs
+        leaves = PriorSpec.of(priors)[1]
+        width = key.shape[0] if self.method == "vectorized" else 1
         self._shown.begin(chain)
-        state = start(*static, key, z0, data, priors)
-        parts, warm, axis = [], 0, 1 if self.parallel else 0
+        state = start(key, z0, data, leaves)
+        parts, warm, axis = [], 0, 1 if self.method == "vectorized" else 0
         for first in range(0, st.total, st.segment):
-            state, records, steps = segment(*static, state, data, priors,
+            if stop is not None and stop.is_set():
+                raise _Stopped
+            state, records, steps = segment(state, data, leaves,
                                             jnp.asarray(first, jnp.int64))
             warm = warm + np.asarray(steps)
             keep = slice(max(st.warmup - first, 0), min(st.total - first, st.segment))
             parts.append(jax.tree.map(
                 lambda a, keep=keep, axis=axis: np.asarray(a).take(
                     np.arange(a.shape[axis])[keep], axis=axis), records))
-            self._done += self._width * (min(first + st.segment, st.total) - first)
+            self._done[chain] += width * (min(first + st.segment, st.total) - first)
             self._shown.advance(chain, min(first + st.segment, st.total))
         out = jax.tree.map(lambda *a: np.concatenate(a, axis=axis), *parts)
         out["stats"][WARMUP_STEPS] = warm
         return out
+
+
+class _Stopped(Exception):
+    """A chain stopped because another one failed or the user pressed Ctrl-C."""
 
 
 def _nuts(structure: Structure, settings: Settings, start, inverse_mass, args, key):
@@ -274,10 +326,24 @@ def _segment(structure: Structure, settings: Settings, spec: PriorSpec, state, d
 
 _start_jit = jax.jit(_start, static_argnums=(0, 1, 2))
 _segment_jit = jax.jit(_segment, static_argnums=(0, 1, 2))
-_start_pmap = jax.pmap(_start, static_broadcasted_argnums=(0, 1, 2),
-                       in_axes=(None, None, None, 0, 0, None, None))
-_segment_pmap = jax.pmap(_segment, static_broadcasted_argnums=(0, 1, 2),
-                         in_axes=(None, None, None, 0, None, None, None))
+
+
+def _start_all(structure: Structure, settings: Settings, spec: PriorSpec, keys, z0, data,
+               leaves):
+    """`_start` of every chain at once (leading axis of ``keys`` and ``z0``)."""
+    one = partial(_start, structure, settings, spec)
+    return jax.vmap(one, in_axes=(0, 0, None, None))(keys, z0, data, leaves)
+
+
+def _segment_all(structure: Structure, settings: Settings, spec: PriorSpec, state, data,
+                 leaves, first):
+    """`_segment` of every chain at once (leading axis of ``state``)."""
+    one = partial(_segment, structure, settings, spec)
+    return jax.vmap(one, in_axes=(0, None, None, None))(state, data, leaves, first)
+
+
+_start_vmap = jax.jit(_start_all, static_argnums=(0, 1, 2))
+_segment_vmap = jax.jit(_segment_all, static_argnums=(0, 1, 2))
 
 
 def laplace_start(potential, z0, dense: bool) -> tuple[ParamInfo, jax.Array]:

@@ -99,8 +99,20 @@ def check_model(design: Design, allow_one_per_level: bool = False,
 
 
 def check_additions_supported(design: Design, family: str = "gaussian") -> None:
-    """Raise FormulaError for response addition terms that no fitted model uses yet, and
-    for ``trials()`` without the binomial family or the binomial family without it."""
+    """Raise FormulaError for response terms the model cannot use: ``se()`` with
+    ``weights=`` (both would set the residual variances) or with a non-Gaussian family,
+    ``sigma ~ ...`` with a non-Gaussian family, ``trials()`` without the binomial family
+    or the binomial family without it, and weights with a non-Gaussian family."""
+    if design.se is not None and design.weights is not None:
+        raise FormulaError(
+            f"'{design.formula}' has known standard errors (se()) and weights= is given: "
+            "both set the residual variances; drop weights= (se(s) is weights 1 / s^2 with "
+            "sigma fixed at 1)")
+    gaussian_only = [what for what, present in (
+        ("known standard errors (se())", design.se is not None),
+        ("a model of sigma ('sigma ~ ...')", design.sigma_part is not None)) if present]
+    if family != "gaussian" and gaussian_only:
+        raise FormulaError(f"{gaussian_only[0]} need family='gaussian', not '{family}'")
     binomial = family == "binomial"
     if binomial and design.trials is None:
         raise FormulaError(
@@ -115,11 +127,6 @@ def check_additions_supported(design: Design, family: str = "gaussian") -> None:
         raise FormulaError(
             f"weights are not supported with family '{family}' (they scale a Gaussian "
             "residual variance); for a binomial response out of n trials use trials(n)")
-    for name, values in (("se", design.se), ("trials", None if binomial else design.trials)):
-        if values is not None:
-            raise FormulaError(
-                f"the response term '{name}()' in '{design.formula}' is not fitted by this "
-                f"version of lmmhmc; remove it (a '{name}()' term is never ignored silently)")
 
 
 def check_family_name(family: str) -> None:
@@ -210,7 +217,10 @@ def _fits_within(term: GroupTerm, X: np.ndarray, y: np.ndarray) -> bool:
 
 def check_one_observation_per_level(design: Design, allow: bool = False) -> None:
     """Raise DataError (warn if `allow`) for a grouping factor with as many levels as
-    observations, as lme4 does."""
+    observations, as lme4 does; not with known standard errors alone (``y | se(s)``: the
+    residual sds are data, so nothing is confounded)."""
+    if design.se is not None and not design.se_sigma:
+        return
     for t in design.terms:
         if t.n_levels < design.n_obs:
             continue

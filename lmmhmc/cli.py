@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from lmmhmc import __version__, datasets
 from lmmhmc.errors import DataError, LmmhmcError
-from lmmhmc.options import DEFAULTS, HDI_PROB
+from lmmhmc.options import CHAIN_METHODS, DEFAULTS, HDI_PROB
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -160,6 +160,10 @@ def _parser() -> argparse.ArgumentParser:
              "comma-separated terms given by text or factor, e.g. 'Subject' or "
              "'1 | item,Days | Subject'",
     )
+    fit.add_argument("--chain-method", choices=CHAIN_METHODS, default=d.chain_method,
+                     help="parallel: as many chains at a time as CPU cores; sequential: one "
+                          "after another; vectorized: all in one batch (GPU); auto: parallel "
+                          f"on CPU, vectorized on a GPU (default {d.chain_method})")
     fit.add_argument("--out", metavar="FILE", help="save the fit to this netCDF file")
     fit.add_argument("--plot", metavar="DIR",
                      help="write trace.png, forest.png and ranef.png into this directory")
@@ -190,6 +194,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", required=True, help="CSV file, or a bundled data set (see `lmmhmc datasets`)"
     )
+    parser.add_argument("--sigma", metavar="TERMS",
+                        help='a distributional model: the right-hand side of "sigma ~ ...", '
+                             'e.g. "c + (1 + c | subj)" (log link)')
     parser.add_argument("--family", default="gaussian",
                         help="response family: gaussian (default), bernoulli, binomial "
                              "(y | trials(n) or cbind(s, f)) or poisson")
@@ -231,7 +238,9 @@ def _model(args: argparse.Namespace) -> Model:
     data = read_data(args.data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = Model(args.formula, data, weights=args.weights, offset=args.offset,
+        formula = args.formula if args.sigma is None else [args.formula,
+                                                            f"sigma ~ {args.sigma}"]
+        model = Model(formula, data, weights=args.weights, offset=args.offset,
                       na_action=args.na_action, family=args.family)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
@@ -251,7 +260,8 @@ def _fit(args: argparse.Namespace) -> int:
         marginalize = [m.strip() for m in args.marginalize.split(",") if m.strip()]
     result = model.fit(chains=args.chains, draws=args.draws, warmup=args.warmup,
                        seed=args.seed, target_accept=args.target_accept,
-                       marginalize=marginalize, progress=args.progress)
+                       marginalize=marginalize, progress=args.progress,
+                       chain_method=args.chain_method)
     result.print_summary(random_effects=args.random_effects, hdi_prob=args.hdi_prob)
     if args.out:
         result.save(args.out)

@@ -168,6 +168,9 @@ class Design:
     trials : numpy.ndarray or None
         float64 ``(N,)``: the binomial trials of ``y | trials(n)`` or ``cbind(s, f)``
         (non-negative integers); None without.
+    sigma_part : Design or None
+        A distributional model's design of log sigma (``sigma ~ c + (1 | g)``) on the same
+        rows (`lmmhmc.distributional`); None without.
     """
 
     formula: str
@@ -186,6 +189,7 @@ class Design:
     se: np.ndarray | None = None
     se_sigma: bool = False
     trials: np.ndarray | None = None
+    sigma_part: Design | None = None
 
     @property
     def n_obs(self) -> int:
@@ -358,6 +362,11 @@ def _used_columns(parsed: ParsedFormula,
         factors += bar.factor_names
     used = predictors + factors + [v for v in arguments.values() if isinstance(v, str)]
     return list(dict.fromkeys(used)), list(dict.fromkeys(predictors))
+
+
+def formula_columns(formula: str) -> list[str]:
+    """The data columns ``formula`` reads (response, predictors, offsets, grouping factors)."""
+    return _used_columns(parse_formula(formula), {})[0]
 
 
 def _check_not_dates(data: pd.DataFrame, names: list[str]) -> None:

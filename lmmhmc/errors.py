@@ -72,6 +72,10 @@ class ConvergenceWarning(LmmhmcWarning):
     """A fit failed a convergence check (see `lmmhmc.diagnostics`)."""
 
 
+class SpeedWarning(LmmhmcWarning):
+    """A fit runs slower than the machine allows (chains one after another on several cores)."""
+
+
 def warn(message: str, category: type[Warning]) -> None:
     """Issue a warning attributed to the first caller outside lmmhmc (the user's line)."""
     frame, level = sys._getframe(1), 2

@@ -3,6 +3,7 @@
 ::
 
     Design --make_plan--> Plan --assemble--> AssembledModel --ML start--> starting points
+           --centering.choose--> levels sampled centered
            --ChainRunner--> draws --recover_all--> random effects, log-likelihood
            --to_inference_data--> InferenceData --> FitResult
 """
@@ -20,18 +21,19 @@ import numpyro.distributions as dist
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .assembled import AssembledModel, assemble
+from .centering import centered, choose
 from .chains import WARMUP_STEPS, ChainRunner, Settings
 from .errors import ConvergenceWarning, warn
 from .inference_data import to_inference_data
 from .laplace_ml import fit_laplace
 from .ml import fit_ml
-from .options import DENSE_MASS_MAX_DIM, LOG_LIK_MAX_CELLS, FitOptions, check_devices
+from .options import DENSE_MASS_MAX_DIM, LOG_LIK_MAX_CELLS, FitOptions
 from .plan import make_plan
 from .priors import resolve_priors
 from .progress import Progress
 from .recovery import lower_recovery, posterior_predictive, recover_all
 from .results import FitResult
-from .runtime import enable_compilation_cache, single_threaded_blas
+from .runtime import cores, enable_compilation_cache, resolve_chain_method, single_threaded_blas
 from .starts import anchored_priors, ml_init, prior_init, start_shapes
 
 __all__ = ["fit_model"]
@@ -55,10 +57,7 @@ def _resolved(assembled: AssembledModel, options: FitOptions) -> FitOptions:
     o = options
     dense = o.dense_mass if o.dense_mass is not None else (
         assembled.plan.sampled_dims <= DENSE_MASS_MAX_DIM)
-    method = o.chain_method
-    if method == "auto":
-        method = "parallel" if jax.local_device_count() >= o.chains > 1 else "sequential"
-    check_devices(method, o.chains, jax.local_device_count())
+    method = resolve_chain_method(o.chain_method, o.chains)
     loglik = o.log_likelihood if o.log_likelihood is not None else (
         o.chains * o.draws * assembled.design.n_obs <= LOG_LIK_MAX_CELLS)
     return o.replace(dense_mass=bool(dense), chain_method=method, log_likelihood=bool(loglik))
@@ -70,7 +69,7 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
     runner = ChainRunner(assembled.structure, Settings(
         warmup=o.warmup, draws=o.draws, target_accept=float(o.target_accept),
         dense_mass=o.dense_mass, max_tree_depth=o.max_tree_depth, progress=bool(o.progress)),
-        parallel=o.chain_method == "parallel", progress=progress)
+        method=o.chain_method, workers=cores(), progress=progress)
     key_mcmc, key_init, key_recover, key_pp = jax.random.split(jax.random.key(o.seed), 4)
     n_draws = o.chains * o.draws
     keys = jax.random.split(key_recover, n_draws)
@@ -90,6 +89,9 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
             with progress.stage("ML start", "maximizing the likelihood over "
                                 f"{assembled.layout.n_theta()} covariance parameters"):
                 ml = _fit_ml(assembled)
+        # which levels are sampled centered: data of the compiled programs, chosen now
+        assembled = centered(assembled, choose(assembled, ml, o.centering))
+        if ml is not None:
             priors = anchored_priors(assembled, ml)
             init = ml_init(assembled, priors, ml, o.chains, key_init)
         else:
@@ -129,7 +131,7 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
 def _fit_ml(assembled: AssembledModel):
     """The ML start: lme4's ``lmer`` fit, or ``glmer``'s Laplace fit for a non-Gaussian
     family."""
-    if assembled.layout.has_sigma:
+    if assembled.layout.gaussian:
         return fit_ml(assembled.design, starts=1, kernel=assembled.ml_kernel)
     return fit_laplace(assembled.design, assembled.likelihood, starts=1,
                        kernel=assembled.ml_kernel)

@@ -26,10 +26,14 @@ def to_inference_data(assembled: AssembledModel, samples: dict, effects: list, l
         a = np.asarray(a)
         return a.reshape((chains, draws) + a.shape[1:])
 
-    posterior = {name: np.asarray(samples[name])
-                 for name in [*layout.fixed, *[layout.sigma] * layout.has_sigma]}
+    posterior = {name: np.asarray(samples[name]) for name in layout.fixed}
+    if layout.sigma is not None:
+        posterior[layout.sigma] = np.asarray(samples[layout.sigma])
+    posterior.update({name: np.asarray(samples[name]) for name in layout.sigma_fixed})
     dims, coords = {}, {}
-    for t, u, term in zip(layout.terms, effects, design.terms, strict=True):
+    terms = [*layout.terms, *layout.sigma_terms]
+    design_terms = [*design.terms, *(design.sigma_part.terms if design.sigma_part else [])]
+    for t, u, term in zip(terms, effects, design_terms, strict=True):
         posterior.update({name: np.asarray(samples[name]) for name in t.sds})
         if t.correlated:
             chol = np.asarray(samples[t.corr])

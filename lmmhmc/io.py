@@ -25,6 +25,7 @@ import arviz as az
 import numpy as np
 
 from .assembled import assemble
+from .centering import centered, choose
 from .errors import LmmhmcError
 from .layout import parameter_layout
 from .model import Model
@@ -84,9 +85,11 @@ def load(path: str | PathLike) -> FitResult:
         texts = [model.design.terms[k].text for k in plan.marginalized]
         plan = replace(make_plan(model.design, texts or "none"), reason=plan.reason)
         options = meta["settings"]
+    options = FitOptions(**{"centering": "none", **options})  # older fits: non-centered
     assembled = assemble(model.design, plan, meta["priors"], family=model.family)
+    assembled = centered(assembled, choose(assembled, meta["ml"], options.centering))
     return FitResult(idata=idata, model=model, assembled=assembled,
-                     options=FitOptions(**options), timings=meta["timings"],
+                     options=options, timings=meta["timings"],
                      gradients=meta.get("gradients", {}), ml=meta["ml"])
 
 

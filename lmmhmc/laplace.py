@@ -84,7 +84,7 @@ def newton_step(kernel: MarginalKernel, family, y: jax.Array, n: jax.Array, eta0
     eta = _eta(eta0, index, block, us)
     g, w = family.working(y, eta, params or {}, n)
     w = jnp.maximum(w, TINY_WEIGHT)
-    return kernel.with_weights(w).conditional(eta - eta0 + g / w, lams, noise)
+    return kernel.reweighted(w).conditional(eta - eta0 + g / w, lams, noise)
 
 
 def _objective(family, y, n, eta0, index, block, vs, us, params) -> jax.Array:

@@ -3,7 +3,7 @@
 Names follow bambi (see DESIGN.md §6)::
 
     fixed effects          the design's column names: "Intercept", "Days", "cond[T.b]"
-    residual sd            "sigma"
+    residual sd            "sigma" (none with known standard errors, ``y | se(s)``)
     random-effect sds      "<column>_sigma", e.g. "1|Subject_sigma", "Days|Subject_sigma"
     correlations           "<factor>_corr" (made unique when a factor has several correlated
                            terms), its pairs along "<factor>_corr_dim"
@@ -11,6 +11,10 @@ Names follow bambi (see DESIGN.md §6)::
     non-centered offsets   "<term text>_offset" (sampled terms only; not in the posterior;
                            for a non-Gaussian family also the standard-normal ``z`` of the
                            Laplace-reparameterized terms, `lmmhmc.laplace`)
+
+A distributional model (``sigma ~ c + (1 + c | subj)``, `SIGMA_PREFIX`) has no "sigma"; its
+parameters of log sigma carry the prefix "sigma_": "sigma_Intercept", "sigma_c",
+"sigma_1|subj" (effects), "sigma_1|subj_sigma" (their sds), "sigma_subj_corr".
 
 A correlated term's correlations are stored as the strict lower triangle of its correlation
 matrix, row by row ([`TermLayout.pairs()`][lmmhmc.layout.TermLayout.pairs]); lme4's relative
@@ -24,10 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SIGMA", "Layout", "TermLayout", "parameter_layout"]
+__all__ = ["SIGMA", "SIGMA_PREFIX", "Layout", "TermLayout", "parameter_layout"]
 
 #: Name of the residual standard deviation.
 SIGMA = "sigma"
+#: Prefix of the parameters of a distributional model's ``log sigma`` (bambi's names).
+SIGMA_PREFIX = f"{SIGMA}_"
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,9 @@ class TermLayout:
         Name of the correlation parameter.
     marginalized : bool
         Integrated out (True) or sampled non-centered (False).
+    prefix : str
+        ``""`` for the mean's terms, `SIGMA_PREFIX` for those of log sigma (already in
+        ``columns`` and ``corr``).
     """
 
     text: str
@@ -59,6 +68,12 @@ class TermLayout:
     correlated: bool
     corr: str | None
     marginalized: bool = True
+    prefix: str = ""
+
+    @property
+    def label(self) -> str:
+        """The term as shown in tables: its text, ``"sigma: 1 + c | subj"`` for log sigma's."""
+        return f"{self.prefix[:-1]}: {self.text}" if self.prefix else self.text
 
     @property
     def d(self) -> int:
@@ -73,7 +88,7 @@ class TermLayout:
     @property
     def offset(self) -> str:
         """Name of the standard-normal site of a sampled (non-centered) term."""
-        return f"{self.text}_offset"
+        return f"{self.prefix}{self.text}_offset"
 
     @property
     def level_dim(self) -> str:
@@ -120,23 +135,41 @@ class Layout:
         Fixed-effect names (design column order).
     terms : tuple of TermLayout
         One per grouping term, in formula order.
+    residual_sd : bool
+        Whether ``sigma`` is one parameter (False for ``y | se(s)``: the residual sds are
+        data; for a distributional model, where log sigma has its own linear predictor; and
+        for a non-Gaussian family).
+    sigma_fixed : tuple of str
+        A distributional model's fixed effects of log sigma (``"sigma_Intercept"``, ...).
+    sigma_terms : tuple of TermLayout
+        Its grouping terms of log sigma (always sampled non-centered).
     family : str
-        The response family; only the Gaussian has ``sigma``.
+        The response family (`lmmhmc.families`).
     """
 
     fixed: tuple[str, ...]
     terms: tuple[TermLayout, ...]
+    residual_sd: bool = True
+    sigma_fixed: tuple[str, ...] = ()
+    sigma_terms: tuple[TermLayout, ...] = ()
     family: str = "gaussian"
 
     @property
-    def has_sigma(self) -> bool:
-        """Whether the model has a residual standard deviation (the Gaussian family)."""
+    def gaussian(self) -> bool:
+        """Whether the response is Gaussian (the marginalized terms integrated out exactly; the
+        link is the identity)."""
         return self.family == "gaussian"
 
     @property
+    def distributional(self) -> bool:
+        """Whether log sigma has its own linear predictor (``sigma ~ ...``)."""
+        return bool(self.sigma_fixed or self.sigma_terms)
+
+    @property
     def sigma(self) -> str | None:
-        """Name of the residual standard deviation (None without one)."""
-        return SIGMA if self.has_sigma else None
+        """Name of the residual standard deviation; None when the model has none (known
+        standard errors ``y | se(s)``, a distributional model, a non-Gaussian family)."""
+        return SIGMA if self.residual_sd else None
 
     @property
     def marginalized(self) -> tuple[int, ...]:
@@ -154,25 +187,30 @@ class Layout:
 
     def scale_names(self) -> list[str]:
         """``sigma`` (if any) and every random-effect standard deviation."""
-        return [SIGMA] * self.has_sigma + self.sd_names()
+        return [SIGMA, *self.sd_names()] if self.residual_sd else self.sd_names()
+
+    def sigma_sd_names(self) -> list[str]:
+        """The sds of log sigma's random effects (distributional models)."""
+        return [name for t in self.sigma_terms for name in t.sds]
 
     def effect_names(self) -> list[str]:
-        """Every random-effect variable (one per term column)."""
-        return [c for t in self.terms for c in t.columns]
+        """Every random-effect variable (one per term column), log sigma's included."""
+        return [c for t in (*self.terms, *self.sigma_terms) for c in t.columns]
 
     def corr_names(self) -> list[str]:
-        """The correlation parameters."""
-        return [t.corr for t in self.terms if t.correlated]
+        """The correlation parameters, log sigma's included."""
+        return [t.corr for t in (*self.terms, *self.sigma_terms) if t.correlated]
 
     def site_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shape of every sampled site, by name, in sampling order."""
         shapes: dict[str, tuple[int, ...]] = dict.fromkeys(
-            [*self.fixed, *[SIGMA] * self.has_sigma], ())
-        for t in self.terms:
+            [*self.fixed, SIGMA] if self.residual_sd else self.fixed, ())
+        shapes.update(dict.fromkeys(self.sigma_fixed, ()))
+        for t in (*self.terms, *self.sigma_terms):
             shapes.update(dict.fromkeys(t.sds, ()))
             if t.correlated:
                 shapes[t.corr] = (t.d, t.d)
-            if not t.marginalized or not self.has_sigma:
+            if not t.marginalized or not self.gaussian:
                 shapes[t.offset] = (t.n_levels, t.d)
         return shapes
 
@@ -196,19 +234,32 @@ def parameter_layout(design, marginalized: tuple[int, ...] | None = None,
     """
     every = range(len(design.terms))
     marginalized = tuple(every) if marginalized is None else tuple(marginalized)
-    terms = tuple(
+    part = design.sigma_part
+    residual_sd = (family == "gaussian" and (design.se is None or design.se_sigma)
+                   and part is None)
+    terms = _term_layouts(design.terms, marginalized)
+    if part is None:
+        return Layout(tuple(design.x_names), terms, residual_sd, family=family)
+    return Layout(tuple(design.x_names), terms, residual_sd,
+                  tuple(SIGMA_PREFIX + n for n in part.x_names),
+                  _term_layouts(part.terms, (), SIGMA_PREFIX), family)
+
+
+def _term_layouts(terms, marginalized: tuple[int, ...], prefix: str = "") -> tuple:
+    """The TermLayout of every term (``prefix`` on the names of log sigma's terms)."""
+    return tuple(
         TermLayout(
             text=t.text,
             factor=t.factor,
-            columns=tuple(t.columns),
+            columns=tuple(prefix + c for c in t.columns),
             n_levels=t.n_levels,
             correlated=t.correlated,
-            corr=_corr_name(design.terms, k) if t.correlated else None,
+            corr=prefix + _corr_name(terms, k) if t.correlated else None,
             marginalized=k in marginalized,
+            prefix=prefix,
         )
-        for k, t in enumerate(design.terms)
+        for k, t in enumerate(terms)
     )
-    return Layout(tuple(design.x_names), terms, family)
 
 
 def _corr_name(terms, k: int) -> str:

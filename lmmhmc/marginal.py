@@ -39,7 +39,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 from jax.tree_util import register_pytree_node_class
-from scipy import sparse
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 
@@ -230,17 +229,16 @@ class Affine:
     coef: jax.Array
 
 
-def _project_columns(a: dict, st: _Static, wr: jax.Array,
-                     segment_sum=jax.ops.segment_sum) -> tuple:
+def _project_columns(a: dict, st: _Static, wr: jax.Array) -> tuple:
     """Segment sums ``Z_i^T (W R)`` of the eliminated terms (L_i, d_i, m) and ``Z_2^T (W R)``."""
     b1 = [
-        segment_sum(a[f"A{i}"][:, :, None] * wr[:, None, :], a[f"idx{i}"],
-                    num_segments=st.dims[i][0])
+        jax.ops.segment_sum(a[f"A{i}"][:, :, None] * wr[:, None, :], a[f"idx{i}"],
+                            num_segments=st.dims[i][0])
         for i in range(st.n_diag)
     ]
     b2 = None
     if st.q2:
-        b2 = segment_sum(
+        b2 = jax.ops.segment_sum(
             (a["rest_val"][:, :, None] * wr[:, None, :]).reshape(-1, wr.shape[1]),
             a["rest_col"].reshape(-1),
             num_segments=st.q2,
@@ -377,6 +375,8 @@ class MarginalKernel:
         here depends on N).
         """
         a, st = self.arrays, self.static
+        if isinstance(resid, Affine) and "FWF" not in a:  # reweighted: R = F coef, O(N)
+            resid = a["F"] @ jnp.asarray(resid.coef).reshape(a["F"].shape[1], -1)
         if isinstance(resid, Affine):
             coef = jnp.asarray(resid.coef).reshape(a["FWF"].shape[0], -1)
             b1 = [a[f"BF{i}"] @ coef for i in range(st.n_diag)]
@@ -412,6 +412,31 @@ class MarginalKernel:
             y2 = self._rest_apply(lams[st.n_diag :], b2, True)
         return xs, y2
 
+    @property
+    def weights(self) -> jax.Array:
+        """The observation weights ``w`` (N,) the kernel was prepared with."""
+        return self.arrays["w"]
+
+    def reweighted(self, w: jax.Array) -> MarginalKernel:
+        """The kernel for observation weights ``w`` (N,) that depend on the draw.
+
+        Every weighted Gram block (``S_i``, ``N_ij``, ``M_22``, ``N_12``) is recomputed by
+        segment sums over the observations, ``O(N (sum_k d_k)^2)``; the precomputed
+        projections of the fixed columns are dropped (residuals given as
+        [`Affine`][lmmhmc.marginal.Affine] are expanded to ``F coef``, ``O(N f)``).
+        """
+        arrays = {k: v for k, v in self.arrays.items()
+                  if k != "FWF" and not k.startswith("BF")}  # valid for the old weights only
+        arrays.update(_weighted_arrays(arrays, self.static, w))
+        return MarginalKernel(self.static, arrays)
+
+    def _per_observation(self, sigma) -> tuple[MarginalKernel, jax.Array]:
+        """``(kernel, sigma)`` with a per-observation sd ``sigma_i`` (an (N,) array) folded into
+        the weights, ``w_i / sigma_i^2``, and ``sigma = 1``; a scalar ``sigma`` unchanged."""
+        if jnp.ndim(sigma) == 0:
+            return self, sigma
+        return self.reweighted(self.arrays["w"] / jnp.square(sigma)), jnp.ones(())
+
     # ------------------------------------------------------------------ public kernels
     def gram(
         self, resid, sigma: jax.Array, lams: Sequence[jax.Array]
@@ -423,12 +448,18 @@ class MarginalKernel:
         resid : array (N,) or (N, m), or Affine
             Residual vector(s), or [`Affine`][lmmhmc.marginal.Affine] coefficients of the fixed
             columns.
-        sigma : scalar
-            Residual standard deviation.
+        sigma : scalar or array (N,)
+            Residual standard deviation: one scalar (``Var(eps_i) = sigma^2 / w_i``, the
+            precomputed Gram blocks) or one per observation (``sigma_i^2 / w_i``, the blocks
+            recomputed for this call by
+            [`reweighted()`][lmmhmc.marginal.MarginalKernel.reweighted]).
         lams : sequence of (d_k, d_k) arrays
             Lower Cholesky factors of each marginalized term's covariance, in the order the
             terms were given to [`prepare()`][lmmhmc.marginal.prepare].
         """
+        kernel, sigma = self._per_observation(sigma)
+        if kernel is not self:
+            return kernel.gram(resid, sigma, lams)
         lams = self._lams_in_order(lams)
         proj = self._project(resid)
         fac = self._factor(sigma, lams)
@@ -480,8 +511,13 @@ class MarginalKernel:
         ``v = L^{-T} (L^{-1} c / sigma^2 + z)``, so ``v ~ N(P^{-1} c / sigma^2, P^{-1})``.
         ``noise`` holds standard-normal arrays of
         [`noise_shapes()`][lmmhmc.marginal.MarginalKernel.noise_shapes]; zeros give the conditional
-        mean. Returns one (n_levels, d) array per term, in the caller's order.
+        mean. ``sigma`` is a scalar or one sd per observation, as in
+        [`gram()`][lmmhmc.marginal.MarginalKernel.gram]. Returns one (n_levels, d) array per
+        term, in the caller's order.
         """
+        kernel, sigma = self._per_observation(sigma)
+        if kernel is not self:
+            return kernel.draw(resid, sigma, lams, noise)
         return self._solve(resid, sigma, lams, noise)[1]
 
     def conditional(self, resid, lams: Sequence[jax.Array],
@@ -490,51 +526,11 @@ class MarginalKernel:
         ``sigma = 1``: the spherical effects ``v = P^{-1} c + L^{-T} z``, the effects
         ``u = Lambda v`` (one (n_levels, d) array per term, caller order) and ``log|P|``.
 
-        With weights ``W`` from [`with_weights()`][lmmhmc.marginal.MarginalKernel.with_weights],
+        With weights ``W`` from [`reweighted()`][lmmhmc.marginal.MarginalKernel.reweighted],
         ``P = I + Lambda^T Z^T W Z Lambda`` is the negative Hessian of a Laplace approximation in
         ``v`` (`lmmhmc.laplace`).
         """
         return self._solve(resid, 1.0, lams, noise)
-
-    def with_weights(self, w: jax.Array) -> MarginalKernel:
-        """The kernel of the same terms and elimination with observation weights ``w`` (N,).
-
-        The weighted Gram blocks (``S_i``, ``N_ij``, ``M_22``, ``N_12``) are recomputed by
-        segment sums over the observations, ``O(N sum_k d_k^2)``, inside JAX (``w`` may depend
-        on the sampled parameters). Precomputed fixed columns are dropped: residuals must be
-        given as arrays.
-        """
-        a, st = self.arrays, self.static
-        w = jnp.asarray(w)
-        out = {k: v for k, v in a.items()
-               if not (k in ("FWF", "BFR") or k.startswith("BF"))}
-        out.update(w=w, logw_sum=jnp.sum(jnp.log(w)))
-        for i in range(st.n_diag):
-            wa = a[f"A{i}"] * w[:, None]
-            for j in range(i, st.n_diag):
-                gram = jax.ops.segment_sum(wa[:, :, None] * a[f"A{j}"][:, None, :], a[f"idx{i}"],
-                                           num_segments=st.dims[i][0])
-                out[f"S{i}" if j == i else f"N{i}_{j}"] = gram
-        if st.q2:
-            col, wval = a["rest_col"], a["rest_val"] * w[:, None]
-            cells = (col[:, :, None].astype(jnp.int64) * st.q2 + col[:, None, :]).reshape(-1)
-            out["M22"] = jax.ops.segment_sum(
-                (wval[:, :, None] * a["rest_val"][:, None, :]).reshape(-1), cells,
-                num_segments=st.q2 * st.q2).reshape(st.q2, st.q2)
-            if st.n_diag:
-                contrib = a["A0"][:, None, :] * wval[:, :, None]  # (N, m, d1)
-                if st.cross == "dense":
-                    n1, d1 = st.dims[0]
-                    rows = a["idx0"].astype(jnp.int64)[:, None, None] * d1 + jnp.arange(d1)
-                    cells = (rows * st.q2 + col[:, :, None]).reshape(-1)
-                    out["N12"] = jax.ops.segment_sum(
-                        contrib.reshape(-1), cells, num_segments=n1 * d1 * st.q2
-                    ).reshape(n1, d1, st.q2)
-                else:
-                    out["nz_val"] = jax.ops.segment_sum(
-                        contrib.reshape(-1, contrib.shape[-1]), a["nz_obs"].reshape(-1),
-                        num_segments=a["nz_level"].shape[0])
-        return MarginalKernel(st, out)
 
     def _solve(self, resid, sigma, lams, noise) -> tuple[list, list, jax.Array]:
         """``(v, u, log|P|)``: the spherical and the actual effects of
@@ -622,20 +618,61 @@ def prepare(
                          "finest first: each level of a term within one level of the next")
     n_obs = len(ts[0].index)
     w = np.ones(n_obs) if weights is None else np.asarray(weights, dtype=np.float64)
-    arrays = {"w": w, "logw_sum": np.sum(np.log(w))}
-    arrays.update(_prepare_chain(ts[:n_diag], w))
+    arrays = _prepare_chain(ts[:n_diag])
     if len(ts) > n_diag:
-        arrays.update(_prepare_rest(ts, w, n_diag, cross))
+        arrays.update(_prepare_rest(ts, n_diag, cross))
     dims = tuple((t.n_levels, np.asarray(t.block).shape[1]) for t in ts)
     static = _Static(n_obs=n_obs, order=order, dims=dims, n_diag=n_diag, cross=cross)
+    arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
+    arrays.update(_weighted_arrays(arrays, static, w))
     if fixed is not None:
-        wf = np.asarray(fixed, dtype=np.float64).reshape(n_obs, -1) * w[:, None]
-        b1, b2 = _project_columns(arrays, static, wf, _segment_sum_np)
-        arrays.update({"FWF": np.asarray(fixed).reshape(n_obs, -1).T @ wf})
+        f = jnp.asarray(np.asarray(fixed, dtype=np.float64).reshape(n_obs, -1))
+        wf = f * arrays["w"][:, None]
+        b1, b2 = _project_columns(arrays, static, wf)
+        arrays.update({"F": f, "FWF": f.T @ wf})
         arrays.update({f"BF{i}": b for i, b in enumerate(b1)})
         if b2 is not None:
             arrays["BFR"] = b2
-    return MarginalKernel(static, {k: jnp.asarray(v) for k, v in arrays.items()})
+    return MarginalKernel(static, arrays)
+
+
+def _weighted_arrays(a: dict, st: _Static, w) -> dict:
+    """Every array that depends on the weights ``w`` (N,), by segment sums over observations.
+
+    ``S_i = sum w a_i a_i^T`` and ``N_ij = sum w a_i a_j^T`` per level of the eliminated terms,
+    ``M_22 = Z_2^T W Z_2`` and ``N_12 = Z_1^T W Z_2`` (dense, or its non-zeros) of the rest:
+    ``O(N (sum_k d_k)^2)``. Called once by [`prepare()`][lmmhmc.marginal.prepare] and, for
+    weights that depend on the draw, per evaluation by
+    [`MarginalKernel.reweighted()`][lmmhmc.marginal.MarginalKernel.reweighted].
+    """
+    seg = jax.ops.segment_sum
+    w = jnp.asarray(w, dtype=jnp.float64)
+    out = {"w": w, "logw_sum": jnp.sum(jnp.log(w))}
+    for i in range(st.n_diag):
+        wa = a[f"A{i}"] * w[:, None]
+        for j in range(i, st.n_diag):
+            out[f"S{i}" if j == i else f"N{i}_{j}"] = seg(
+                wa[:, :, None] * a[f"A{j}"][:, None, :], a[f"idx{i}"],
+                num_segments=st.dims[i][0])
+    if not st.q2:
+        return out
+    q2, col = st.q2, a["rest_col"].astype(jnp.int64)
+    wval = a["rest_val"] * w[:, None]
+    cell = col[:, :, None] * q2 + col[:, None, :]
+    out["M22"] = seg((wval[:, :, None] * a["rest_val"][:, None, :]).reshape(-1),
+                     cell.reshape(-1), num_segments=q2 * q2).reshape(q2, q2)
+    if not st.n_diag:
+        return out
+    (n1, d1), a1 = st.dims[0], a["A0"]
+    contrib = a1[:, None, :] * wval[:, :, None]  # (N, rest columns per row, d1)
+    if st.cross == "dense":
+        rows = a["idx0"].astype(jnp.int64)[:, None, None] * d1 + jnp.arange(d1)[None, None, :]
+        out["N12"] = seg(contrib.reshape(-1), (rows * q2 + col[:, :, None]).reshape(-1),
+                         num_segments=n1 * d1 * q2).reshape(n1, d1, q2)
+    else:
+        out["nz_val"] = seg(contrib.reshape(-1, d1), a["nz_inv"],
+                            num_segments=a["nz_level"].shape[0])
+    return out
 
 
 def nested_order(terms: Sequence[TermData]) -> tuple[int, ...] | None:
@@ -653,33 +690,19 @@ def nested_order(terms: Sequence[TermData]) -> tuple[int, ...] | None:
     return order
 
 
-def _segment_sum_np(data: np.ndarray, ids: np.ndarray, num_segments: int) -> np.ndarray:
-    """NumPy ``jax.ops.segment_sum``, for data-only precomputation."""
-    out = np.zeros((num_segments,) + data.shape[1:])
-    np.add.at(out, np.asarray(ids), data)
-    return out
-
-
-def _prepare_chain(ts: Sequence[TermData], w: np.ndarray) -> dict[str, np.ndarray]:
-    """Data-only pieces of the block-diagonally eliminated terms (a nested chain, finest first).
-
-    Per level of term ``i``: ``S_i = sum w a_i a_i^T``; for each coarser term ``j``: the
-    containing level ``anc{i}_{j}`` and ``N_ij = sum w a_i a_j^T`` over the level's observations.
-    """
+def _prepare_chain(ts: Sequence[TermData]) -> dict[str, np.ndarray]:
+    """Data-only structure of the block-diagonally eliminated terms (a nested chain, finest
+    first): each observation's level ``idx{i}`` and block ``A{i}``, and for each coarser term
+    ``j`` the level containing each level of ``i``, ``anc{i}_{j}``."""
     out = {}
     for i, t in enumerate(ts):
         idx = np.asarray(t.index, dtype=np.int64)
-        a_i = np.asarray(t.block, dtype=np.float64) * w[:, None]
         out[f"idx{i}"] = idx.astype(np.int32)
         out[f"A{i}"] = np.asarray(t.block, dtype=np.float64)
-        for j, coarse in enumerate(ts[i:], start=i):
-            a_j = np.asarray(coarse.block, dtype=np.float64)
-            gram = _segment_sum_np(a_i[:, :, None] * a_j[:, None, :], idx, t.n_levels)
-            out[f"S{i}" if j == i else f"N{i}_{j}"] = gram
-            if j > i:
-                parent = np.zeros(t.n_levels, dtype=np.int32)
-                parent[idx] = np.asarray(coarse.index)
-                out[f"anc{i}_{j}"] = parent
+        for j, coarse in enumerate(ts[i + 1:], start=i + 1):
+            parent = np.zeros(t.n_levels, dtype=np.int32)
+            parent[idx] = np.asarray(coarse.index)
+            out[f"anc{i}_{j}"] = parent
     return out
 
 
@@ -696,27 +719,20 @@ def _rest_columns(ts: Sequence[TermData]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(cols, axis=1), np.concatenate(vals, axis=1)
 
 
-def _prepare_rest(ts, w, n_diag, cross) -> dict[str, np.ndarray]:
-    """Data-only pieces of the rest: M_22, and (after an elimination) N_12 in form ``cross``."""
+def _prepare_rest(ts, n_diag, cross) -> dict[str, np.ndarray]:
+    """Data-only structure of the rest: the non-zeros of Z_2 and (after an elimination with
+    ``cross == "pairs"``) those of N_12 and their pairs that share a level of term 1."""
     col, val = _rest_columns(ts[n_diag:])
     q2 = sum(t.n_levels * np.asarray(t.block).shape[1] for t in ts[n_diag:])
-    z2 = _sparse_design(col, val, q2)
-    wz2 = sparse.diags(w) @ z2
-    out = {"rest_col": col.astype(np.int32), "rest_val": val, "M22": (z2.T @ wz2).toarray()}
-    if not n_diag:
+    out = {"rest_col": col.astype(np.int32), "rest_val": val}
+    if not n_diag or cross == "dense":
         return out
     idx1 = np.asarray(ts[0].index, dtype=np.int64)
-    a1 = np.asarray(ts[0].block, dtype=np.float64)
-    n1, d1 = ts[0].n_levels, a1.shape[1]
-    if cross == "dense":
-        z1 = _sparse_design(idx1[:, None] * d1 + np.arange(d1), a1, n1 * d1)
-        return out | {"N12": (z1.T @ wz2).toarray().reshape(n1, d1, q2)}
-    # N_12 non-zeros: (level j of term 1, rest column c) -> d1-vector sum w a1 z2
+    n1 = ts[0].n_levels
+    # N_12 non-zeros: (level j of term 1, rest column c); nz_inv maps each observation's
+    # rest columns to theirs
     key = (idx1[:, None] * q2 + col).reshape(-1)
     uniq, inv = np.unique(key, return_inverse=True)
-    contrib = (a1[:, None, :] * (w[:, None] * val)[:, :, None]).reshape(-1, d1)
-    nz_val = np.zeros((len(uniq), d1))
-    np.add.at(nz_val, inv, contrib)
     nz_level, nz_col = uniq // q2, uniq % q2
     # pairs (a <= b) of non-zeros that share a level of term 1 (uniq is sorted by level, col)
     starts = np.searchsorted(nz_level, np.arange(n1))
@@ -727,19 +743,11 @@ def _prepare_rest(ts, w, n_diag, cross) -> dict[str, np.ndarray]:
     offs = np.arange(len(pair_a)) - np.repeat(np.cumsum(n_after) - n_after, n_after)
     pair_b = pair_a + offs
     return out | {
+        "nz_inv": inv.astype(np.int32),
         "nz_level": nz_level.astype(np.int32),
         "nz_col": nz_col.astype(np.int32),
-        "nz_val": nz_val,
-        "nz_obs": inv.reshape(col.shape).astype(np.int32),  # non-zero of each (obs, column)
         "pair_a": pair_a.astype(np.int32),
         "pair_b": pair_b.astype(np.int32),
         "pair_w": np.where(pair_a == pair_b, 0.5, 1.0),
         "pair_cell": (nz_col[pair_a] * q2 + nz_col[pair_b]).astype(np.int64),
     }
-
-
-def _sparse_design(col: np.ndarray, val: np.ndarray, width: int) -> sparse.csr_matrix:
-    """Sparse N x width matrix with the non-zeros ``val[i, :]`` at columns ``col[i, :]``."""
-    n_obs, per_row = col.shape
-    rows = np.repeat(np.arange(n_obs), per_row)
-    return sparse.csr_matrix((val.reshape(-1), (rows, col.reshape(-1))), shape=(n_obs, width))

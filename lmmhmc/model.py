@@ -10,7 +10,8 @@ import pandas as pd
 
 from lmmhmc.checks import check_model
 from lmmhmc.design import Design, build_design
-from lmmhmc.errors import ArgumentError, checked_arguments
+from lmmhmc.distributional import complete_rows, sigma_design, split_formulas
+from lmmhmc.errors import ArgumentError, LmmhmcError, checked_arguments
 from lmmhmc.options import DEFAULTS, FitOptions
 
 __all__ = ["Model"]
@@ -29,8 +30,11 @@ class Model:
 
     Parameters
     ----------
-    formula : str
-        lme4 syntax, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
+    formula : str or list of str
+        lme4 syntax, e.g. ``"Reaction ~ Days + (Days | Subject)"``; or, for a distributional
+        model, the mean formula and one for the residual sd,
+        ``["log(RT) ~ c + (1 + c | subj)", "sigma ~ c + (1 + c | subj)"]``
+        (`lmmhmc.distributional`).
     data : pandas.DataFrame
         The observations.
     weights : str or array-like, optional
@@ -79,7 +83,7 @@ class Model:
     @checked_arguments
     def __init__(
         self,
-        formula: str,
+        formula: str | Sequence[str],
         data: pd.DataFrame,
         *,
         weights: str | np.ndarray | None = None,
@@ -95,8 +99,15 @@ class Model:
         self.offset = offset
         self.na_action = na_action
         self.allow_one_per_level = allow_one_per_level
-        self.design: Design = build_design(formula, data, weights=weights, offset=offset,
+        mean, sigma = split_formulas(formula)
+        if sigma is not None:
+            data, args = complete_rows(data, mean, sigma,
+                                       {"weights": weights, "offset": offset}, na_action)
+            weights, offset = args["weights"], args["offset"]
+        self.design: Design = build_design(mean, data, weights=weights, offset=offset,
                                            na_action=na_action)
+        if sigma is not None:
+            self.design = sigma_design(self.design, sigma, data)
         check_model(self.design, allow_one_per_level, family)
 
     @checked_arguments
@@ -118,6 +129,16 @@ class Model:
             return fit_laplace(self.design, get_family(self.family), starts=starts)
         from lmmhmc.ml import fit_ml
 
+        if self.design.sigma_part is not None:
+            raise LmmhmcError(
+                "fit_ml() is not available for a distributional model (sigma ~ ...); fit() "
+                "starts its chains from the ML fit of the mean formula with one sigma "
+                "(log sigma's intercept at its log, the rest at 0)")
+        if self.design.se is not None:
+            raise LmmhmcError(
+                "fit_ml() is not available for a model with known standard errors "
+                "(y | se(s)): lme4's profiled likelihood estimates a multiplicative sigma. "
+                "fit() starts its chains from that fit (weights 1 / s^2) rescaled to the model")
         return fit_ml(self.design, reml=reml, starts=starts)
 
     @property
@@ -143,6 +164,7 @@ class Model:
         dense_mass: bool | None = DEFAULTS.dense_mass,
         max_tree_depth: int = DEFAULTS.max_tree_depth,
         chain_method: str = DEFAULTS.chain_method,
+        centering: str = DEFAULTS.centering,
         log_likelihood: bool | None = DEFAULTS.log_likelihood,
         posterior_predictive: bool = DEFAULTS.posterior_predictive,
     ):
@@ -158,7 +180,7 @@ class Model:
         options = FitOptions(
             marginalize=marginalize, chains=chains, draws=draws, warmup=warmup, seed=seed,
             target_accept=target_accept, progress=progress, init=init, dense_mass=dense_mass,
-            max_tree_depth=max_tree_depth, chain_method=chain_method,
+            max_tree_depth=max_tree_depth, chain_method=chain_method, centering=centering,
             log_likelihood=log_likelihood, posterior_predictive=posterior_predictive)
         return fit_model(self, options, priors)
 
@@ -184,4 +206,9 @@ class Model:
                 f"      factor {t.factor}: {t.n_levels} levels ({shown})",
                 f"      columns ({t.d}{kind}): {', '.join(t.columns)}",
             ]
+        part = d.sigma_part
+        if part is not None:
+            terms = "".join(f" + ({t.text})" for t in part.terms)
+            lines.append(f"  log sigma: {' + '.join(part.x_names) or '0'}{terms} "
+                         "(random effects sampled, independent of the mean's)")
         return "\n".join(lines)

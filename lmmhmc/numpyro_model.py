@@ -10,8 +10,11 @@ Every scalar parameter is sampled on its internal scale, ``theta = loc + unit * 
 per-term sds ``s_k`` and correlation Cholesky factors ``L_k``)::
 
     Lambda_k = diag(s_k) L_k,                  G_k = Lambda_k Lambda_k^T
-    u_k = z_k Lambda_k^T,  z_k ~ N(0, I)       (sampled terms, non-centered)
+    u_kj = Lambda_k v_kj,  v_kj ~ N(0, I)      (sampled terms: non-centered levels)
+    u_kj = v_kj ~ N(0, G_k)                    (centered levels, data["centered"][k][j];
+                                                see `lmmhmc.centering`)
     mu = X beta + o + sum_k Z_k u_k            (`linear_predictor`; o the known offset)
+    sigma_i = exp(X_s gamma + sum_k Z_sk v_k)  (distributional models, `with_residual_sd`)
     log p(y | theta, u_sampled) = likelihood with the marginalized terms integrated out
 """
 
@@ -23,18 +26,19 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+from jax.scipy.linalg import solve_triangular
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .laplace import NEWTON_STEPS, reparameterized
-from .layout import Layout
+from .layout import SIGMA, Layout
 from .likelihood import Gaussian
 from .marginal import Affine
 from .predictor import linear_predictor
 
-__all__ = ["Structure", "factors", "fixed_effects", "laplace_effects", "linear_predictor",
-           "make_model", "mean",
-           "pointwise_log_likelihood", "posterior_predictive", "recover", "residual",
-           "sampled_effects"]
+__all__ = ["Structure", "centered_log_density", "factors", "fixed_effects", "laplace_effects",
+           "linear_predictor", "make_model", "mean", "pointwise_log_likelihood",
+           "posterior_predictive", "recover", "residual", "sampled_effects", "sigma_effects",
+           "with_residual_sd"]
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,34 @@ class Structure:
     n_obs: int
 
 
-def factors(layout: Layout, params: dict) -> list[jax.Array]:
-    """``Lambda_k = diag(s_k) L_k`` of every term from a (single) draw."""
+def factors(layout: Layout, params: dict, terms=None) -> list[jax.Array]:
+    """``Lambda_k = diag(s_k) L_k`` of every term (of ``terms``, the mean's by default) from
+    a (single) draw."""
     out = []
-    for t in layout.terms:
+    for t in layout.terms if terms is None else terms:
         sds = jnp.stack([params[name] for name in t.sds])
         chol = params[t.corr] if t.correlated else jnp.eye(t.d)
         out.append(sds[:, None] * chol)
     return out
+
+
+def sigma_effects(layout: Layout, params: dict) -> list[jax.Array]:
+    """A distributional model's random effects of log sigma, ``v_k = z_k Lambda_k^T``."""
+    lams = factors(layout, params, layout.sigma_terms)
+    return [params[t.offset] @ lam.T for t, lam in zip(layout.sigma_terms, lams, strict=True)]
+
+
+def with_residual_sd(layout: Layout, data: dict, params: dict) -> dict:
+    """``params`` with the residual sd the likelihood reads: for a distributional model one
+    per training row, ``sigma_i = exp(X_s gamma + sum_k Z_sk v_k)``; else unchanged."""
+    if not layout.distributional:
+        return params
+    gamma = jnp.stack([params[n] for n in layout.sigma_fixed]) if layout.sigma_fixed else (
+        jnp.zeros(0))
+    part = data["sigma_part"]
+    log_sd = linear_predictor(part["X"], gamma, 0.0, part["index"], part["block"],
+                              dict(enumerate(sigma_effects(layout, params))))
+    return {**params, SIGMA: jnp.exp(log_sd)}
 
 
 def fixed_effects(layout: Layout, params: dict) -> jax.Array:
@@ -61,9 +85,24 @@ def fixed_effects(layout: Layout, params: dict) -> jax.Array:
     return jnp.stack([params[n] for n in layout.fixed]) if layout.fixed else jnp.zeros(0)
 
 
-def sampled_effects(layout: Layout, params: dict, lams: list[jax.Array]) -> dict:
-    """``u_k = z_k Lambda_k^T`` for every sampled term of one draw."""
-    return {k: params[layout.terms[k].offset] @ lams[k].T for k in layout.sampled}
+def sampled_effects(layout: Layout, params: dict, lams: list[jax.Array],
+                    centered: dict) -> dict:
+    """``u_kj = Lambda_k v_kj`` (non-centered levels) or ``v_kj`` (``centered[k][j]``) for every
+    sampled term ``k`` of one draw."""
+    out = {}
+    for k in layout.sampled:
+        v = params[layout.terms[k].offset]
+        out[k] = jnp.where(centered[k][:, None], v, v @ lams[k].T)
+    return out
+
+
+def centered_log_density(v: jax.Array, lam: jax.Array, centered: jax.Array) -> jax.Array:
+    """``sum_j [log N(v_j; 0, Lambda Lambda^T) - log N(v_j; 0, I)]`` over the centered levels:
+    what turns the sites' standard-normal density into the centered levels' prior."""
+    x = solve_triangular(lam, v.T, lower=True)  # Lambda^-1 v_j, column per level
+    per_level = (0.5 * jnp.sum(v * v, axis=1) - 0.5 * jnp.sum(x * x, axis=0)
+                 - jnp.sum(jnp.log(jnp.abs(jnp.diagonal(lam)))))
+    return jnp.sum(jnp.where(centered, per_level, 0.0))
 
 
 def residual(structure: Structure, data: dict, params: dict, effects: dict):
@@ -85,7 +124,9 @@ def make_model(structure: Structure):
 
     def model(data: dict, priors: dict) -> None:
         params = {}
-        offsets = {t.offset for t in layout.terms}  # standard-normal sites, where sampled
+        # standard-normal sites: the sampled terms' (or their centered levels' scaled ones),
+        # log sigma's, and a non-Gaussian family's reparameterized terms' z
+        offsets = {t.offset for t in (*layout.terms, *layout.sigma_terms)}
         loc, unit = data["units"]["loc"], data["units"]["unit"]
         for name, shape in layout.site_shapes().items():
             prior = (dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape))
@@ -93,11 +134,15 @@ def make_model(structure: Structure):
             value = numpyro.sample(name, prior)
             params[name] = loc[name] + unit[name] * value if name in unit else value
         lams = factors(layout, params)
-        effects = sampled_effects(layout, params, lams)
-        if not layout.has_sigma:
+        for k in layout.sampled:
+            numpyro.factor(f"centered[{k}]", centered_log_density(
+                params[layout.terms[k].offset], lams[k], data["centered"][k]))
+        effects = sampled_effects(layout, params, lams, data["centered"])
+        if not layout.gaussian:
             numpyro.factor("loglik", laplace_effects(structure, data, params, effects, lams)[1])
             return
         resid = residual(structure, data, params, effects)
+        params = with_residual_sd(layout, data, params)
         if data["kernel"] is None:
             numpyro.factor("loglik", jnp.sum(
                 likelihood.log_prob(resid, jnp.zeros_like(resid), params, data["w"])))
@@ -118,12 +163,13 @@ def recover(structure: Structure, data: dict, params: dict, key: jax.Array) -> d
     """
     layout = structure.layout
     lams = factors(layout, params)
-    effects = sampled_effects(layout, params, lams)
+    effects = sampled_effects(layout, params, lams, data["centered"])
     kernel = data["kernel"]
-    if not layout.has_sigma:
+    if not layout.gaussian:
         return laplace_effects(structure, data, params, effects, lams)[0]
     if kernel is not None:
         r = residual(structure, data, params, effects)
+        params = with_residual_sd(layout, data, params)
         keys = jax.random.split(key, len(layout.marginalized))
         shapes = kernel.noise_shapes()
         noise = [jax.random.normal(kk, s) for kk, s in zip(keys, shapes, strict=True)]
@@ -170,6 +216,7 @@ def pointwise_log_likelihood(structure: Structure, data: dict, params: dict,
                              effects: dict) -> jax.Array:
     """The likelihood of every observation given one draw and its random effects."""
     mu = mean(structure, data, params, effects)
+    params = with_residual_sd(structure.layout, data, params)
     return structure.likelihood.log_prob(data["y"], mu, params, data["w"])
 
 
@@ -177,5 +224,6 @@ def posterior_predictive(structure: Structure, data: dict, params: dict, effects
                          key: jax.Array) -> jax.Array:
     """One replicated response vector for one draw and its random effects."""
     mu = mean(structure, data, params, effects)
+    params = with_residual_sd(structure.layout, data, params)
     return structure.likelihood.sample(key, mu, params, data["w"])
 

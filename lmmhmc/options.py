@@ -12,12 +12,14 @@ from dataclasses import asdict, dataclass, replace
 
 from .errors import LmmhmcError
 
-__all__ = ["DEFAULTS", "FitOptions", "check_devices"]
+__all__ = ["DEFAULTS", "FitOptions"]
 
 #: ``chain_method`` values.
-CHAIN_METHODS = ("auto", "parallel", "sequential")
+CHAIN_METHODS = ("auto", "parallel", "sequential", "vectorized")
 #: ``init`` values.
 INITS = ("ml", "prior")
+#: ``centering`` values.
+CENTERINGS = ("auto", "none", "all")
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,16 @@ class FitOptions:
         dimensions, diagonal above.
     max_tree_depth : int
         NUTS maximum tree depth.
-    chain_method : {"auto", "parallel", "sequential"}
-        ``"parallel"`` runs the chains side by side on as many JAX devices; ``"auto"`` does when
-        there are enough devices.
+    chain_method : {"auto", "parallel", "sequential", "vectorized"}
+        ``"parallel"`` runs as many chains at a time as there are CPU cores, on threads calling
+        one compiled program; ``"sequential"`` one after another; ``"vectorized"`` all in one
+        batched program (for a GPU). ``"auto"``: parallel on CPU, vectorized on a GPU (see
+        `lmmhmc.runtime.resolve_chain_method`).
+    centering : {"auto", "none", "all"}
+        How the sampled (not marginalized) terms' random effects are sampled: ``"auto"``
+        centers each level whose data dominate its prior at the ML estimate and samples the
+        others non-centered (see `lmmhmc.centering`); ``"none"``: every level non-centered;
+        ``"all"``: every level centered.
     log_likelihood : bool or None
         Store the pointwise log-likelihood (for LOO); None: when draws x observations is at
         most `LOG_LIK_MAX_CELLS`.
@@ -67,6 +76,7 @@ class FitOptions:
     dense_mass: bool | None = None
     max_tree_depth: int = 10
     chain_method: str = "auto"
+    centering: str = "auto"
     log_likelihood: bool | None = None
     posterior_predictive: bool = False
 
@@ -86,6 +96,7 @@ class FitOptions:
             raise LmmhmcError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
         _one_of("init", self.init, INITS)
         _one_of("chain_method", self.chain_method, CHAIN_METHODS)
+        _one_of("centering", self.centering, CENTERINGS)
 
     def replace(self, **changes) -> FitOptions:
         """A copy with ``changes`` applied (and checked)."""
@@ -94,16 +105,6 @@ class FitOptions:
     def as_dict(self) -> dict:
         """The options as a plain dict."""
         return asdict(self)
-
-
-def check_devices(chain_method: str, chains: int, devices: int) -> None:
-    """Raise LmmhmcError if ``chain_method="parallel"`` has fewer JAX devices than chains."""
-    if chain_method == "parallel" and devices < chains:
-        raise LmmhmcError(
-            f"chain_method='parallel' runs one chain per JAX device, but JAX sees {devices} "
-            f"device(s) for {chains} chains: on CPU set XLA_FLAGS="
-            f"--xla_force_host_platform_device_count={chains} before importing lmmhmc (or "
-            "jax), or use chain_method='sequential' (or 'auto')")
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -5,6 +5,11 @@ about (floating-point operations; the factor 3 is the reverse pass)::
 
     projections   N (p + sum_k d_k)   if some terms are sampled (they enter the residual),
                   (p + 1) q           otherwise (precomputed: see marginal.Affine)
+                  N (p + 1 + sum_k d_k + p_s + 3 d_M^2)   when the residual sd differs per
+                                      observation with the draw (``sigma ~ ...`` with p_s
+                                      columns of log sigma; ``se(s, sigma = TRUE)``): the
+                                      weighted Gram blocks of the d_M = sum_{k in M} d_k
+                                      marginalized columns are recomputed per gradient
     + 3 min( L_e d_e^3 + schur(e) + q_2^2 dbar + 3 q_2^3 / 3,     eliminate the largest term e
              q^2 dbar + 3 q^3 / 3 )                              one dense joint system
     + 3 sum_i L_i (d_i^3 + d_i D_i (d_i + D_i))                    nested terms (D_i: sum of the
@@ -130,10 +135,24 @@ def gradient_cost(design: Design, subset: Sequence[int]) -> tuple[float, Elimina
     if not subset:
         return float(n * (p + sum(terms[k].d for k in sampled))), None
     q = sum(terms[k].n_levels * terms[k].d for k in subset)
+    order, flops = kernel_cost([terms[k] for k in subset])
+    if per_observation_sd(design):
+        # the weighted Gram blocks per gradient: a (sum_k d_k)^2 outer product per row, and
+        # the residual, log sigma's predictor and the projections per row
+        d = sum(terms[k].d for k in subset)
+        part = design.sigma_part
+        log_sigma = 0 if part is None else part.X.shape[1] + sum(t.d for t in part.terms)
+        rows = n * (p + 1 + sum(t.d for t in terms) + log_sigma + GRADIENT_FACTOR * d * d)
+        return float(rows + flops), order
     # projections Z^T W r: per observation when sampled terms enter r, else precomputed (Affine)
     base = n * (p + sum(t.d for t in terms)) if sampled else (p + 1) * q
-    order, flops = kernel_cost([terms[k] for k in subset])
     return float(base + flops), order
+
+
+def per_observation_sd(design: Design) -> bool:
+    """Whether the residual sd differs per observation with the draw (``sigma ~ ...``, or
+    ``se(s, sigma = TRUE)``), so that the kernel's Gram blocks are recomputed per gradient."""
+    return design.sigma_part is not None or (design.se is not None and design.se_sigma)
 
 
 def schur_cost(terms: Sequence[TermData], eliminate: int) -> tuple[str, float]:

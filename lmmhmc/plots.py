@@ -87,12 +87,15 @@ def plot_forest(result, var_names: list[str] | None = None, hdi_prob: float = 0.
         sds = layout.scale_names()
         names = result.parameter_names(random_effects=False)
         panels = {}
+        log_sigma = [*layout.sigma_fixed, *layout.sigma_sd_names()]
         for title, group in [("Fixed effects", list(layout.fixed)),
-                             ("Standard deviations", sds)]:
+                             ("Standard deviations", sds), ("Log sigma", log_sigma)]:
+            if not group:
+                continue
             parts = split_by_scale(result, group, hdi_prob)
             panels.update({title if len(parts) == 1 else f"{title}, {k + 1} of {len(parts)}":
                            part for k, part in enumerate(parts)})
-        correlations = [n for n in names if n not in layout.fixed and n not in sds]
+        correlations = [n for n in names if n not in {*layout.fixed, *sds, *log_sigma}]
         if correlations:
             panels["Correlations"] = correlations
     rows = [len(names) for names in panels.values()]

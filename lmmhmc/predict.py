@@ -32,10 +32,12 @@ import pandas as pd
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from . import numpyro_model as nm
 from .errors import DataError, LmmhmcError
+from .layout import SIGMA
+from .likelihood import observation_weights
 
 __all__ = ["draw_indices", "predict"]
 
-KINDS = ("mean", "link", "response")
+KINDS = ("mean", "link", "response", "sigma")
 NEW_LEVELS = ("sample", "zero", "error")
 #: New levels named in the error of ``new_levels="error"``.
 _SHOW_LEVELS = 5
@@ -63,13 +65,16 @@ def predict(
         Rows to predict; the training observations if omitted. Needs every predictor and
         grouping column (not the response). Transforms (``center(x)``, ``log(x)``, ...) and
         categorical encodings are those of the training data.
-    kind : {"mean", "link", "response"}
+    kind : {"mean", "link", "response", "sigma"}
         ``"link"``: the linear predictor ``X beta + o + Z u``. ``"mean"``: the expected
         response, the same for a Gaussian model (on the scale of the formula's left-hand side,
         e.g. ``log(rt)``), its inverse link for a non-Gaussian family (probabilities of a
         bernoulli, ``trials x`` probability of a binomial, rates of a poisson response), as
         brms's ``posterior_epred``. ``"response"``: new observations drawn from the family (for
-        a Gaussian model, the mean plus ``N(0, sigma^2 / w)`` noise).
+        a Gaussian model, the mean plus ``N(0, sigma^2 / w)`` noise). ``"sigma"`` (Gaussian
+        models): the residual sd of each row (a distributional model's
+        ``exp(X_s gamma + Z_s v)``, its random effects included as for the mean;
+        ``sqrt(s^2 + sigma^2)`` with known standard errors).
     include_random : bool
         Add the random effects; ``False`` gives the population-level prediction
         ``X beta + o``.
@@ -84,8 +89,10 @@ def predict(
     weights : str or array-like, optional
         Observation weights for ``kind="response"``: a column of `newdata` or an array of
         one positive weight per row. Defaults to the training weights when `newdata` is
-        omitted and to 1 otherwise. For a binomial model: the number of trials (of
-        ``kind="mean"`` and ``"response"``; the training trials by default, else 1).
+        omitted and to 1 otherwise. For a model with known standard errors
+        (``y | se(s)``) the weights are ``1 / s^2`` (the training ones by default; required
+        with `newdata`). For a binomial model: the number of trials (of ``kind="mean"`` and
+        ``"response"``; the training trials by default, else 1).
     offset : str or array-like, optional
         With `newdata`, for a model fitted with an ``offset=`` argument (and required then):
         a column of `newdata` or an array of one finite value per row, added to the offsets
@@ -120,39 +127,66 @@ def predict(
         values = post[name].values
         return values.reshape((n_total,) + values.shape[2:])[take]
 
-    if newdata is None:
-        if offset is not None:
-            raise LmmhmcError("offset= applies to newdata; the training rows use the training "
-                              "offset")
-        X, index, block = design.X, [t.index for t in design.terms], [t.block for t in design.terms]
-        labels, rows_offset = [None] * len(design.terms), design.offset
-    else:
-        encoded = design.encode(newdata)
-        X, index, block, labels = encoded.X, encoded.index, encoded.block, encoded.labels
-        rows_offset = encoded.offset + _argument_offset(design, newdata, offset)
-    beta = np.reshape([param(n) for n in layout.fixed], (len(layout.fixed), len(take))).T
+    if newdata is None and offset is not None:
+        raise LmmhmcError("offset= applies to newdata; the training rows use the training "
+                          "offset")
     rng = np.random.default_rng(seed)
-    effects, codes = {}, {}
-    if include_random:
-        for k, t in enumerate(layout.terms):
-            codes[k], n_new = _level_codes(t, index[k], labels[k], new_levels)
-            u = np.stack([param(c) for c in t.columns], axis=-1)  # (draws, levels, d)
-            sds = np.stack([param(name) for name in t.sds], axis=-1)
-            pairs = param(t.corr) if t.correlated else None
-            new = _population_draws(sds, pairs, t.pairs(), n_new, rng)
-            zero = np.zeros((len(take), 1, t.d))
-            effects[k] = np.concatenate([u, new, zero], axis=1)
-    mu = _linear_predictors(X, beta, rows_offset, codes, {k: block[k] for k in codes}, effects)
-    if kind == "link" or (kind == "mean" and layout.has_sigma):
+    extra = None if newdata is None else _argument_offset(design, newdata, offset)
+    if kind == "sigma" and not layout.gaussian:
+        raise LmmhmcError(f"kind='sigma' is a Gaussian model's residual sd; the "
+                          f"'{layout.family}' family has none")
+    mu = None if kind == "sigma" else _predictor_draws(
+        design, layout.fixed, layout.terms, param, newdata, extra, include_random, new_levels,
+        rng)
+    if kind == "link" or (kind == "mean" and layout.gaussian):
         return np.asarray(mu)
-    w = _weights(design, newdata, weights, X.shape[0])
+    params = {}
+    if layout.sigma is not None:
+        params[layout.sigma] = jnp.asarray(param(layout.sigma))
+    if layout.distributional:
+        log_sd = _predictor_draws(design.sigma_part, layout.sigma_fixed, layout.sigma_terms,
+                                  param, newdata, 0.0, include_random, new_levels, rng)
+        params[SIGMA] = jnp.exp(log_sd)
+    w = _weights(design, newdata, weights, len(design.y) if newdata is None else len(newdata))
+    if kind == "sigma":
+        scale = result.assembled.likelihood.scale
+        sd = jax.vmap(scale, in_axes=(0, None))(params, w) if params else scale(params, w)
+        return np.asarray(sd) * np.ones((len(take), len(w)))
     likelihood = result.assembled.likelihood
     if kind == "mean":
         return np.asarray(likelihood.mean(jnp.asarray(mu), jnp.asarray(w)))
     sample = jax.vmap(likelihood.sample, in_axes=(0, 0, 0, None))
     keys = jax.random.split(jax.random.key(seed), len(take))
-    scale = {layout.sigma: jnp.asarray(param(layout.sigma))} if layout.has_sigma else {}
-    return np.asarray(sample(keys, mu, scale, w))
+    return np.asarray(sample(keys, mu, params, w))
+
+
+def _predictor_draws(part, fixed, terms, param, newdata: pd.DataFrame | None, extra,
+                     include_random: bool, new_levels: str,
+                     rng: np.random.Generator) -> jax.Array:
+    """Draws ``(draws, rows)`` of one linear predictor: the mean's (``part`` the design,
+    ``fixed`` and ``terms`` its names in the layout) or a distributional model's log sigma,
+    on the training rows or `newdata` (offset: the formula's plus ``extra``)."""
+    if newdata is None:
+        X, index, block = part.X, [t.index for t in part.terms], [t.block for t in part.terms]
+        labels, rows_offset = [None] * len(part.terms), part.offset
+    else:
+        encoded = part.encode(newdata)
+        X, index, block, labels = encoded.X, encoded.index, encoded.block, encoded.labels
+        rows_offset = encoded.offset + extra
+    n_draws = len(param(fixed[0] if fixed else terms[0].sds[0]))
+    beta = np.reshape([param(n) for n in fixed], (len(fixed), n_draws)).T
+    effects, codes = {}, {}
+    if include_random:
+        for k, t in enumerate(terms):
+            codes[k], n_new = _level_codes(t, index[k], labels[k], new_levels)
+            u = np.stack([param(c) for c in t.columns], axis=-1)  # (draws, levels, d)
+            sds = np.stack([param(name) for name in t.sds], axis=-1)
+            pairs = param(t.corr) if t.correlated else None
+            new = _population_draws(sds, pairs, t.pairs(), n_new, rng)
+            zero = np.zeros((n_draws, 1, t.d))
+            effects[k] = np.concatenate([u, new, zero], axis=1)
+    return _linear_predictors(X, beta, rows_offset, codes, {k: block[k] for k in codes},
+                              effects)
 
 
 @jax.jit
@@ -258,11 +292,14 @@ def _population_draws(sds: np.ndarray, pairs: np.ndarray | None,
 
 def _weights(design, newdata: pd.DataFrame | None, weights, n_rows: int) -> np.ndarray:
     """Observation weights of the predicted rows (see [`predict()`][lmmhmc.predict.predict])."""
+    known = observation_weights(design) if design.trials is None else design.trials
     if weights is None:
-        if newdata is None and design.weights is not None:
-            return design.weights
-        if newdata is None and design.trials is not None:
-            return design.trials
+        if newdata is None and known is not None:
+            return known
+        if design.se is not None:
+            raise LmmhmcError("the model has known standard errors (y | se(s)): "
+                              "predict(kind='response') on new data needs them; pass "
+                              "weights=1 / s**2 of the new rows")
         return np.ones(n_rows)
     if isinstance(weights, str):
         if newdata is None or weights not in newdata.columns:

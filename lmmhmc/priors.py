@@ -15,6 +15,13 @@ Defaults, with ``s_y = sd(y)`` and ``s_x = sd(x)`` of each non-constant column (
 
 With an offset ``o``, ``y`` stands for ``y - o`` throughout (`lmmhmc.scaling`).
 
+A distributional model's log sigma (``sigma ~ ...``; brms's defaults beside)::
+
+    sigma_Intercept      ~ Student-t(3, log s_y, 2.5)        brms: Student-t(3, 0, 2.5)
+    slope sigma_x        ~ Normal(0, 2.5 / s_x)              brms: flat
+    sd of column x       ~ Half-Student-t(3, 0, 2.5 / s_x)   brms: Half-Student-t(3, 0, 2.5)
+    correlations         ~ LKJ(eta = 2)                      brms: LKJ(1)
+
 For a non-Gaussian family (bernoulli, binomial, poisson) the same rules apply on the link
 scale with ``s_y = 1`` and the intercept centred at the link of the mean response (as
 rstanarm's default ``normal(0, 2.5 / sd(x))`` slopes; brms leaves slopes flat and gives the
@@ -37,7 +44,7 @@ from .design import Design
 from .errors import LmmhmcError
 from .layout import parameter_layout
 from .reparam import positive_support
-from .scaling import units
+from .scaling import response_sd, units
 
 STUDENT_T_DF = 3.0
 SCALE = 2.5
@@ -108,7 +115,7 @@ def default_priors(design: Design, family: str = "gaussian") -> Priors:
     means, sds = x.mean(axis=0), x.std(axis=0)
     slopes = sds > 0
     layout = parameter_layout(design, family=family)
-    s_y = u[layout.sigma] if layout.has_sigma else 1.0
+    s_y = response_sd(design) if layout.gaussian else 1.0
     intercept_var = (SCALE * s_y) ** 2 + float(
         np.sum((SCALE * s_y * means[slopes] / sds[slopes]) ** 2)
     )
@@ -117,9 +124,13 @@ def default_priors(design: Design, family: str = "gaussian") -> Priors:
             items[name] = dist.Normal(0.0, SCALE * u[name])
         else:  # the intercept (a constant column)
             items[name] = dist.Normal(scale.loc[name], float(np.sqrt(intercept_var)))
-    if layout.has_sigma:
+    if layout.sigma is not None:
         items[layout.sigma] = half_student_t(STUDENT_T_DF, SCALE * s_y)
-    for term in layout.terms:
+    if design.sigma_part is not None:  # log sigma: the intercept at log s_y, slopes by s_x
+        for name, s_x in zip(layout.sigma_fixed, design.sigma_part.X.std(axis=0), strict=True):
+            items[name] = (dist.Normal(0.0, SCALE * u[name]) if s_x > 0
+                           else dist.StudentT(STUDENT_T_DF, scale.loc[name], SCALE))
+    for term in (*layout.terms, *layout.sigma_terms):
         items.update({name: half_student_t(STUDENT_T_DF, SCALE * u[name]) for name in term.sds})
         if term.correlated:
             items[term.corr] = dist.LKJCholesky(term.d, LKJ_ETA)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
@@ -82,8 +82,9 @@ class Progress:
 
     def line(self, text: str) -> None:
         """Write ``text`` as one line (when enabled)."""
-        if self.enabled:
-            print(text, file=self.stream, flush=True)
+        if self.enabled:  # one write per line: chains on threads do not interleave
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     @contextmanager
     def stage(self, label: str, what: str = "") -> Iterator[None]:
@@ -115,7 +116,7 @@ class ChainProgress:
         self.total = total
         self.together = together
         self._bars: list = []
-        self._clock: dict[str, float] = {}
+        self._clocks: dict[int, dict[str, float]] = {}  # per chain (chains run on threads)
         if progress.mode == "bars":
             from tqdm.auto import tqdm
 
@@ -131,7 +132,7 @@ class ChainProgress:
     def begin(self, chain: int) -> None:
         """Chain ``chain`` (every chain, side by side) starts."""
         now = time.perf_counter()
-        self._clock = {"start": now, "phase": now, "last": now}
+        self._clocks[chain] = {"start": now, "phase": now, "last": now}
 
     def advance(self, chain: int, done: int) -> None:
         """Chain ``chain`` (every chain, side by side) has run ``done`` iterations."""
@@ -150,8 +151,13 @@ class ChainProgress:
             bar.update(done - bar.n)
 
     def _advance_lines(self, chain: int, done: int) -> None:
-        clock, now = self._clock, time.perf_counter()
-        label, write = self._label(chain), self._write(now)
+        clock, now = self._clocks[chain], time.perf_counter()
+        label = self._label(chain)
+
+        def write(text: str) -> None:
+            clock["last"] = now
+            self.progress.line(text)
+
         if self.warmup and done >= self.warmup and "warm" not in clock:
             clock["warm"] = now
             write(f"{label}: warm-up done ({self.warmup} iterations, "
@@ -164,13 +170,6 @@ class ChainProgress:
             phase = "warm-up" if done < self.warmup else "sampling"
             write(f"{label}: {phase}, {done}/{self.total} iterations "
                   f"({now - clock['start']:.1f} s)")
-
-    def _write(self, now: float) -> Callable[[str], None]:
-        def write(text: str) -> None:
-            self._clock["last"] = now
-            self.progress.line(text)
-
-        return write
 
     def close(self) -> None:
         """Close the bars."""

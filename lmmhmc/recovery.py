@@ -33,8 +33,9 @@ def lower_recovery(assembled: AssembledModel, priors: dict, start: dict, keys: j
 
 
 def recover_all(assembled: AssembledModel, flat: dict, keys: jax.Array, with_loglik: bool):
-    """Random effects of every draw (a list per term, ``(draws, levels, d)``) and the
-    pointwise log-likelihood (``(draws, N)`` or None).
+    """Random effects of every draw (a list per term, ``(draws, levels, d)``: the mean's
+    terms, then a distributional model's terms of log sigma) and the pointwise
+    log-likelihood (``(draws, N)`` or None).
 
     ``flat`` holds the constrained draws with all chains stacked on the leading axis.
     """
@@ -51,7 +52,8 @@ def _recover_all(structure: nm.Structure, data: dict, flat: dict, keys: jax.Arra
         params, key = args
         effects = nm.recover(structure, data, params, key)
         ll = nm.pointwise_log_likelihood(structure, data, params, effects) if with_loglik else None
-        return [effects[k] for k in range(len(structure.layout.terms))], ll
+        mean_part = [effects[k] for k in range(len(structure.layout.terms))]
+        return mean_part + nm.sigma_effects(structure.layout, params), ll
 
     return jax.lax.map(one, (flat, keys))
 
@@ -67,7 +69,8 @@ def _posterior_predictive(structure: nm.Structure, data: dict, flat: dict, effec
                           key: jax.Array) -> jax.Array:
     def one(args):
         params, eff, kk = args
-        return nm.posterior_predictive(structure, data, params, dict(enumerate(eff)), kk)
+        mean_part = dict(enumerate(eff[:len(structure.layout.terms)]))
+        return nm.posterior_predictive(structure, data, params, mean_part, kk)
 
     keys = jax.random.split(key, jax.tree.leaves(flat)[0].shape[0])
     return jax.lax.map(one, (flat, list(effects), keys), batch_size=PREDICTIVE_BATCH)

@@ -150,7 +150,9 @@ def anchors(sds: Mapping[str, float], sigma: float) -> dict[str, float]:
 
 
 def _floored(sds: Mapping[str, float], sigma: float, scale: float) -> dict[str, float]:
-    """``max(scale * estimate, ANCHOR_FLOOR * sigma)`` for ``sigma`` and every sd in ``sds``."""
+    """``max(scale * estimate, ANCHOR_FLOOR * sigma)`` for ``sigma`` and every sd in ``sds``
+    (an estimate of ``sigma`` in ``sds``, as with known standard errors, replaces ``sigma``,
+    which then is only the residual scale)."""
     floor = ANCHOR_FLOOR * sigma
     return {name: max(scale * float(value), floor)
             for name, value in {SIGMA: sigma, **sds}.items()}
@@ -167,6 +169,6 @@ def anchor_priors(
     """
     out = dict(priors)
     for name, anchor in anchors(sds, sigma).items():
-        if name in priors:  # (no sigma in a non-Gaussian family's priors)
+        if name in priors:  # (no sigma with known standard errors or a non-Gaussian family)
             out[name] = Anchored(priors[name], anchor / (1.0 if unit is None else unit[name]))
     return out

@@ -26,14 +26,15 @@ from matplotlib.figure import Figure
 
 from . import plots, storage
 from .assembled import AssembledModel
+from .centering import describe as describe_centering
 from .diagnostics import Diagnostics, diagnose
 from .errors import LmmhmcError
 from .hypothesis import difference
-from .layout import Layout
+from .layout import Layout, TermLayout
 from .ml import MLResult
 from .options import HDI_PROB, FitOptions
 from .plan import Plan
-from .predict import draw_indices, predict
+from .predict import predict
 from .priors import Priors
 
 __all__ = ["FitResult", "compare", "format_table"]
@@ -153,10 +154,12 @@ class FitResult:
         checks come with advice.
         """
         s = self.settings
+        centering = describe_centering(self.assembled)
         lines = [
             f"Formula: {self.design.formula}",
             f"Observations: {self.design.n_obs}",
             f"Plan: {self.plan}",
+            *([f"Sampled terms: {centering}"] if centering else []),
             f"Sampler: NUTS, {s['chains']} chains x {s['draws']} draws "
             f"(warm-up {s['warmup']}), target_accept={s['target_accept']}, seed={s['seed']}",
             f"Divergences: {self._divergence_line()}",
@@ -203,10 +206,12 @@ class FitResult:
         -------
         pandas.DataFrame
             Columns ``term`` (design column name, e.g. ``"Days"``), ``mean``, ``sd``,
-            ``hdi_lower``, ``hdi_upper``; one row per fixed effect in design order.
+            ``hdi_lower``, ``hdi_upper``; one row per fixed effect in design order, then a
+            distributional model's fixed effects of log sigma (``"sigma_Intercept"``, ...).
         """
         return _table([_rows(self.idata.posterior[name], hdi_prob, term=name)
-                       for name in self.layout.fixed], hdi_prob, ["term"])
+                       for name in (*self.layout.fixed, *self.layout.sigma_fixed)],
+                      hdi_prob, ["term"])
 
     def ranef(self, hdi_prob: float = HDI_PROB) -> pd.DataFrame:
         """Posterior summaries of every random effect, one row per term, column and level.
@@ -227,10 +232,18 @@ class FitResult:
         """
         post = self.idata.posterior
         return _table([
-            _rows(post[c], hdi_prob, term=t.text, group=t.factor, level=list(t.levels),
+            _rows(post[c], hdi_prob, term=lt.label, group=lt.factor, level=list(t.levels),
                   column=c, coefficient=name)
-            for t in self.design.terms for c, name in zip(t.columns, t.coefficients, strict=True)
+            for lt, t in self._term_pairs() for c, name in zip(lt.columns, _coefficients(lt, t),
+                                                              strict=True)
         ], hdi_prob, RANEF_KEYS)
+
+    def _term_pairs(self) -> list:
+        """``(TermLayout, GroupTerm)`` of every term: the mean's, then log sigma's."""
+        pairs = list(zip(self.layout.terms, self.design.terms, strict=True))
+        if self.design.sigma_part is not None:
+            pairs += zip(self.layout.sigma_terms, self.design.sigma_part.terms, strict=True)
+        return pairs
 
     def coef(self, hdi_prob: float = HDI_PROB) -> pd.DataFrame:
         """Coefficients per group level: fixed plus random effect (lme4's and brms's ``coef``).
@@ -256,12 +269,12 @@ class FitResult:
             the coefficients.
         """
         post = self.idata.posterior
-        fixed = set(self.layout.fixed)
+        fixed = {*self.layout.fixed, *self.layout.sigma_fixed}
         parts = []
-        for t in self.design.terms:
-            for c, name in zip(t.columns, t.coefficients, strict=True):
+        for lt, t in self._term_pairs():
+            for c, name in zip(lt.columns, _coefficients(lt, t), strict=True):
                 draws = post[c] + post[name] if name in fixed else post[c]
-                parts.append(_rows(draws.rename(c), hdi_prob, term=t.text, group=t.factor,
+                parts.append(_rows(draws.rename(c), hdi_prob, term=lt.label, group=lt.factor,
                                    level=list(t.levels), column=c, coefficient=name))
         return _table(parts, hdi_prob, RANEF_KEYS)
 
@@ -284,13 +297,13 @@ class FitResult:
         """
         post = self.idata.posterior
         parts = []
-        for t in self.layout.terms:
-            parts += [_rows(post[sd], hdi_prob, group=t.factor, term=t.text, kind="sd",
+        for t in (*self.layout.terms, *self.layout.sigma_terms):
+            parts += [_rows(post[sd], hdi_prob, group=t.factor, term=t.label, kind="sd",
                             var1=c, var2=None, parameter=sd)
                       for c, sd in zip(t.columns, t.sds, strict=True)]
             if t.correlated:
                 rows, cols = t.pairs()  # the pair order of the posterior
-                parts.append(_rows(post[t.corr], hdi_prob, group=t.factor, term=t.text,
+                parts.append(_rows(post[t.corr], hdi_prob, group=t.factor, term=t.label,
                                    kind="corr", var1=[t.columns[j] for j in cols],
                                    var2=[t.columns[i] for i in rows],
                                    parameter=t.pair_names()))
@@ -408,10 +421,11 @@ class FitResult:
             R2_s = var(mu_s) / (var(mu_s) + e_s),    e_s = sigma_s^2 mean(1 / w)
 
         variances over the observations with ``ddof=1``. ``e_s`` is the model's residual
-        variance, averaged over the observation weights ``w`` (residual variance
-        ``sigma^2 / w_i``; ``w = 1`` without weights). With ``residuals=True``,
-        ``e_s = var(y - mu_s)``, the variance of the realized residuals, as brms computes it
-        (always, for a non-Gaussian family, with ``mu_s`` the expected response).
+        variance averaged over the observations (``sigma^2 / w_i`` with weights ``w``, 1
+        without; ``s_i^2 [+ sigma^2]`` with ``y | se(s)``; ``sigma_i^2`` of a distributional
+        model: `predict(kind="sigma")`). With ``residuals=True``, ``e_s = var(y - mu_s)``,
+        the variance of the realized residuals, as brms computes it (always, for a
+        non-Gaussian family, with ``mu_s`` the expected response).
 
         Parameters
         ----------
@@ -433,13 +447,10 @@ class FitResult:
         """
         mu = self.predict(kind="mean", draws=draws)
         explained = mu.var(axis=1, ddof=1)
-        if residuals or not self.layout.has_sigma:
+        if residuals or not self.layout.gaussian:
             unexplained = (self.design.y - mu).var(axis=1, ddof=1)
         else:
-            post = self.idata.posterior
-            sigma = post[self.layout.sigma].values.ravel()[draw_indices(_n_draws(post), draws)]
-            weights = self.design.weights
-            unexplained = sigma**2 * (1.0 if weights is None else np.mean(1.0 / weights))
+            unexplained = np.mean(self.predict(kind="sigma", draws=draws) ** 2, axis=1)
         r2 = explained / (explained + unexplained)
         if not summary:
             return r2
@@ -578,9 +589,10 @@ def format_table(table: pd.DataFrame, **kwargs) -> str:
     return table.to_string(line_width=shutil.get_terminal_size().columns, **kwargs)
 
 
-def _n_draws(posterior: xr.Dataset) -> int:
-    """Number of posterior draws, chains x draws per chain."""
-    return posterior.sizes["chain"] * posterior.sizes["draw"]
+def _coefficients(term: TermLayout, group_term) -> list[str]:
+    """The fixed-effect name of each of a term's columns (prefixed like its columns: a
+    distributional model's ``"sigma_Intercept"`` for ``"sigma_1|subj"``)."""
+    return [term.prefix + name for name in group_term.coefficients]
 
 
 def _with_log_likelihood(result: FitResult) -> az.InferenceData:

@@ -1,4 +1,5 @@
-"""Process-level settings for sampling on CPU: compilation cache and BLAS threads."""
+"""Process-level facts and settings for sampling: compilation cache, BLAS threads, cores and
+how the chains run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ import jax
 from threadpoolctl import threadpool_limits
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
+from .errors import LmmhmcError, SpeedWarning, warn
+
+#: How to get parallel chains when JAX started before lmmhmc could choose synchronous dispatch
+#: (lmmhmc imports JAX lazily, at its first fit; see `lmmhmc._x64`).
+_HOW_TO_PARALLEL = (
+    "run jax.config.update('jax_cpu_enable_async_dispatch', False) right after importing jax, "
+    "before any JAX operation")
 
 
 def enable_compilation_cache() -> None:
@@ -35,3 +43,45 @@ def single_threaded_blas():
     matrices are small, so one thread is faster and its timing does not depend on the load.
     """
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def parallel_chains_possible() -> bool:
+    """Whether chains on threads run side by side: not on a CPU client that dispatches
+    asynchronously (it runs one call at a time; `lmmhmc._x64` avoids it when it can)."""
+    return jax.default_backend() != "cpu" or not jax.config.read("jax_cpu_enable_async_dispatch")
+
+
+def resolve_chain_method(method: str, chains: int) -> str:
+    """The chain method to use for ``chain_method=method`` (`lmmhmc.options.CHAIN_METHODS`).
+
+    ``"auto"``: on CPU ``"parallel"`` when there are several chains and cores (else
+    ``"sequential"``, with a `SpeedWarning` when only the dispatch prevents it); on an
+    accelerator ``"vectorized"``. ``"parallel"`` on a CPU that cannot run it raises
+    `LmmhmcError`.
+    """
+    possible = parallel_chains_possible()
+    if method == "parallel" and not possible:
+        raise LmmhmcError(
+            "chain_method='parallel' needs JAX's synchronous CPU dispatch, which must be chosen "
+            f"before JAX's first operation: {_HOW_TO_PARALLEL}; or use "
+            "chain_method='sequential'")
+    if method != "auto":
+        return method
+    if jax.default_backend() != "cpu":
+        return "vectorized" if chains > 1 else "sequential"
+    if chains == 1 or cores() == 1:
+        return "sequential"
+    if not possible:
+        warn(f"the {chains} chains run one after another on this {cores()}-core machine: JAX "
+             "started its CPU client before lmmhmc could choose synchronous dispatch; for "
+             f"parallel chains, {_HOW_TO_PARALLEL}", SpeedWarning)
+        return "sequential"
+    return "parallel"

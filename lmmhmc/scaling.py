@@ -10,6 +10,8 @@ parameter ``theta`` as ``theta = loc + unit * internal``, with units from the da
     intercept (constant column)  unit s_y, loc mean(y)
     sigma                        unit s_y
     sd of random column x        unit s_y / s_x         (s_x = 1 for a constant column)
+    log sigma's slope, sd of x   unit 1 / s_x           (distributional models: log scale)
+    log sigma's intercept        unit 1, loc log(s_y)
 
 With an offset ``o`` the response's location and scale are those of ``y - o`` (the part of the
 response that the parameters explain): ``s_y = sd(y - o)`` and the intercept's ``loc`` is
@@ -76,8 +78,8 @@ def link_mean(design: Design, family: str) -> float:
 def units(design: Design, family: str = "gaussian") -> Units:
     """The units of every scalar parameter of ``design`` (module docstring)."""
     layout = parameter_layout(design, family=family)
-    s_y = response_sd(design) if layout.has_sigma else 1.0
-    intercept = float(np.mean(design.shifted_y)) if layout.has_sigma else link_mean(design,
+    s_y = response_sd(design) if layout.gaussian else 1.0
+    intercept = float(np.mean(design.shifted_y)) if layout.gaussian else link_mean(design,
                                                                                      family)
     loc: dict[str, float] = {}
     unit: dict[str, float] = {}
@@ -85,9 +87,23 @@ def units(design: Design, family: str = "gaussian") -> Units:
         constant = not s_x > 0
         loc[name] = intercept if constant else 0.0
         unit[name] = s_y if constant else s_y / float(s_x)
-    if layout.has_sigma:
+    if layout.sigma is not None:
         loc[layout.sigma], unit[layout.sigma] = 0.0, s_y
     for term, names in zip(design.terms, layout.terms, strict=True):
         for name, s_x in zip(names.sds, term.block.std(axis=0), strict=True):
             loc[name], unit[name] = 0.0, s_y / (float(s_x) if s_x > 0 else 1.0)
+    if design.sigma_part is not None:
+        _log_sigma_units(design.sigma_part, layout, np.log(s_y), loc, unit)
     return Units(loc, unit)
+
+
+def _log_sigma_units(part: Design, layout, log_s_y: float, loc: dict, unit: dict) -> None:
+    """Units of a distributional model's log-sigma parameters (dimensionless, log scale):
+    ``1 / s_x`` for a slope and the sd of a random column ``x``, 1 with ``loc = log s_y``
+    for the intercept."""
+    for name, s_x in zip(layout.sigma_fixed, part.X.std(axis=0), strict=True):
+        constant = not s_x > 0
+        loc[name], unit[name] = (log_s_y, 1.0) if constant else (0.0, 1.0 / float(s_x))
+    for term, names in zip(part.terms, layout.sigma_terms, strict=True):
+        for name, s_x in zip(names.sds, term.block.std(axis=0), strict=True):
+            loc[name], unit[name] = 0.0, 1.0 / (float(s_x) if s_x > 0 else 1.0)

@@ -2,8 +2,8 @@
 
 With ``init="ml"`` every standard deviation is sampled on a softplus scale anchored at its ML
 estimate (`lmmhmc.reparam`); the chains start at the estimate (the sds off the boundary
-0), with the sampled terms' offsets at the random effects' conditional means, jittered per
-chain.
+0), with the sampled terms' random effects at their conditional means (their sites
+whitened, or not for centered levels: `lmmhmc.centering`), jittered per chain.
 """
 
 from __future__ import annotations
@@ -24,14 +24,18 @@ from .marginal import Affine
 from .ml import MLResult
 from .numpyro_model import Structure, factors, make_model
 from .reparam import anchor_priors, starts
+from .scaling import response_sd
 
-__all__ = ["anchored_priors", "ml_init", "ml_sds", "prior_init", "start_shapes"]
+__all__ = ["anchored_priors", "ml_init", "ml_sds", "prior_init", "residual_estimates",
+           "start_shapes"]
 
 #: Jitter (on the unconstrained scale) of the starting points of parameters without a
 #: standard error.
 JITTER = 0.1
 #: Shrinkage of an ML correlation matrix towards the identity at the start (keeps it inside).
 CORR_SHRINK = 0.8
+#: Start of the sds of a distributional model's random effects of log sigma (10 % spread).
+LOG_SIGMA_SD = 0.1
 
 
 def ml_sds(assembled: AssembledModel, ml: MLResult) -> dict[str, float]:
@@ -43,15 +47,34 @@ def ml_sds(assembled: AssembledModel, ml: MLResult) -> dict[str, float]:
     return out
 
 
+def residual_estimates(assembled: AssembledModel, ml: MLResult) -> tuple[dict, float]:
+    """ML estimates of the residual-sd parameters (by name; none for ``y | se(s)``) and the
+    residual scale that floors every sd's start and anchor.
+
+    With known standard errors the ML fit has weights ``1 / s_i^2`` and lme4's multiplicative
+    ``sigma_m``: the scale is ``sigma_m rms(s)`` and ``se(s, sigma = TRUE)``'s additive sigma
+    starts at ``rms(s) sqrt(max(sigma_m^2 - 1, 0))`` (then floored).
+    """
+    layout, se = assembled.layout, assembled.design.se
+    if layout.sigma is None and se is None:  # distributional: see `log_sigma_start`
+        return {}, ml.sigma
+    if se is None:
+        return {layout.sigma: ml.sigma}, ml.sigma
+    rms = float(np.sqrt(np.mean(se**2)))
+    extra = rms * float(np.sqrt(max(ml.sigma**2 - 1.0, 0.0)))
+    return ({} if layout.sigma is None else {layout.sigma: extra}), ml.sigma * rms
+
+
 def anchored_priors(assembled: AssembledModel, ml: MLResult | None) -> dict:
     """The priors as the sampler sees them: on the internal scale, every sd anchored at its ML
     estimate, or, without an ML fit, at one unit (the shapes and types of the compiled
     program's arguments)."""
     priors, unit, layout = assembled.internal_priors(), assembled.units.unit, assembled.layout
-    if ml is None:  # (the link scale's unit is 1 without a sigma)
+    if ml is None:  # (the link scale's unit is 1 for a non-Gaussian family)
         return anchor_priors(priors, {name: unit[name] for name in layout.sd_names()},
-                             unit[layout.sigma] if layout.has_sigma else 1.0, unit)
-    return anchor_priors(priors, ml_sds(assembled, ml), ml.sigma, unit)
+                             response_sd(assembled.design) if layout.gaussian else 1.0, unit)
+    residual, scale = residual_estimates(assembled, ml)
+    return anchor_priors(priors, {**residual, **ml_sds(assembled, ml)}, scale, unit)
 
 
 def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
@@ -59,9 +82,9 @@ def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
     sampled terms' offsets at the random effects' conditional means)."""
     layout = assembled.layout
     params = {name: jnp.asarray(ml.beta[name]) for name in layout.fixed}
-    if layout.has_sigma:
-        params[layout.sigma] = jnp.asarray(ml.sigma)
-    start = starts(ml_sds(assembled, ml), ml.sigma)  # the sds, off the boundary 0
+    residual, scale = residual_estimates(assembled, ml)
+    start = starts({**residual, **ml_sds(assembled, ml)}, scale)  # the sds, off the boundary 0
+    params.update({name: jnp.asarray(start[name]) for name in residual})
     for t, lam in zip(layout.terms, ml.factors, strict=True):
         params.update({name: jnp.asarray(start[name]) for name in t.sds})
         if t.correlated:
@@ -72,23 +95,44 @@ def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
             np.fill_diagonal(corr, 1.0)
             params[t.corr] = jnp.asarray(
                 np.linalg.cholesky(CORR_SHRINK * corr + (1 - CORR_SHRINK) * np.eye(t.d)))
+    params.update(log_sigma_start(assembled, ml))
     if layout.sampled:
         lams = factors(layout, params)
         modes = conditional_modes(assembled, ml)
         for k in layout.sampled:
-            params[layout.terms[k].offset] = jnp.asarray(np.linalg.solve(lams[k], modes[k].T).T)
-    if not layout.has_sigma:  # the reparameterized terms start at z = 0, u at its Newton point
+            whitened = np.linalg.solve(lams[k], modes[k].T).T
+            centered = np.asarray(assembled.data["centered"][k])[:, None]
+            params[layout.terms[k].offset] = jnp.asarray(np.where(centered, modes[k], whitened))
+    if not layout.gaussian:  # the reparameterized terms start at z = 0, u at its Newton point
         for k in layout.marginalized:
             params[layout.terms[k].offset] = jnp.zeros((layout.terms[k].n_levels,
                                                         layout.terms[k].d))
     return params
 
 
+def log_sigma_start(assembled: AssembledModel, ml: MLResult) -> dict:
+    """A distributional model's start of log sigma: the homoscedastic ML fit's
+    ``log sigma`` as the intercept, slopes and effects 0, their sds `LOG_SIGMA_SD` (in units
+    of ``1 / s_x``) and correlations 0."""
+    layout, part = assembled.layout, assembled.design.sigma_part
+    if part is None:
+        return {}
+    unit = assembled.units.unit
+    out = {name: jnp.asarray(0.0 if s_x > 0 else np.log(ml.sigma))
+           for name, s_x in zip(layout.sigma_fixed, part.X.std(axis=0), strict=True)}
+    for t in layout.sigma_terms:
+        out.update({name: jnp.asarray(LOG_SIGMA_SD * unit[name]) for name in t.sds})
+        if t.correlated:
+            out[t.corr] = jnp.eye(t.d)
+        out[t.offset] = jnp.zeros((t.n_levels, t.d))
+    return out
+
+
 def conditional_modes(assembled: AssembledModel, ml: MLResult) -> list[np.ndarray]:
     """Conditional means (for a non-Gaussian family, modes) of every term's random effects
     at the ML estimate."""
     kernel = assembled.ml_kernel
-    if not assembled.layout.has_sigma:
+    if not assembled.layout.gaussian:
         data, zeros = assembled.data, [jnp.zeros(s) for s in kernel.noise_shapes()]
         eta0 = data["X"] @ jnp.asarray(ml.beta.values) + data["offset"]
         _, modes = jax.jit(lambda k, *a: mode(k, assembled.likelihood, *a, (zeros, zeros)))(
@@ -104,12 +148,17 @@ def conditional_modes(assembled: AssembledModel, ml: MLResult) -> list[np.ndarra
 def ml_init(assembled: AssembledModel, priors: dict, ml: MLResult, chains: int,
             key: jax.Array) -> dict:
     """Unconstrained starting points near the ML estimate, jittered per chain (by the fixed
-    effects' standard errors, `JITTER` for the rest), on the internal scale."""
+    effects' standard errors, `JITTER` for the rest, times the sd for centered random
+    effects), on the internal scale."""
     units = assembled.units
     params = units.to_internal(_ml_params(assembled, ml))
     spec, leaves = PriorSpec.of(priors)
     unconstrained = _unconstrain(assembled.structure, spec, assembled.data, leaves, params)
     scale = {name: float(ml.se[name]) / units.unit[name] for name in assembled.layout.fixed}
+    for k in assembled.layout.sampled:  # centered levels: jitter in units of the term's sds
+        sd = np.sqrt(np.diag(ml.factors[k] @ ml.factors[k].T))
+        centered = np.asarray(assembled.data["centered"][k])[:, None]
+        scale[assembled.layout.terms[k].offset] = JITTER * np.where(centered, sd, 1.0)
     keys = jax.random.split(key, len(unconstrained))
     out = {}
     for kk, (name, value) in zip(keys, sorted(unconstrained.items()), strict=True):

@@ -1,8 +1,11 @@
-"""The chain driver: Laplace starting metric, gradient counts, progress, parallel chains."""
+"""The chain driver: Laplace starting metric, gradient counts, progress, parallel chains,
+the persistent cache."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -74,12 +77,12 @@ def test_gradient_counts_and_progress_lines(capsys):
     assert "\r" not in err
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="XLA host devices via XLA_FLAGS")
-def test_parallel_chains_match_sequential_chains():
-    """With 2 host devices the chains run under pmap; the draws equal the sequential run's.
+def test_parallel_chains_match_sequential_chains_in_a_new_process():
+    """A script that imports lmmhmc first gets parallel chains (threads calling one compiled
+    program), and their draws are the sequential chains', bit for bit.
 
-    Jointly marginalized crossed terms: the case whose recovery used to hang with several
-    devices.
+    Run in a new process with a time limit (several chains at once once hung in recovery), on
+    jointly marginalized crossed terms.
     """
     script = textwrap.dedent(
         """
@@ -87,31 +90,84 @@ def test_parallel_chains_match_sequential_chains():
         import numpy as np
         import lmmhmc
         from conftest import simulate_crossed
+        from lmmhmc.runtime import cores, resolve_chain_method
         data = simulate_crossed(10, 8)
-        kw = dict(chains=2, draws=50, warmup=50, seed=5, progress=False)
-        res = lmmhmc.fit("y ~ cond + (1 | subj) + (1 | item)", data, **kw)
-        post = res.idata.posterior
-        json.dump({"method": res.settings["chain_method"], "plan": list(res.plan.marginalized),
-                   "sigma": post["sigma"].values.tolist(),
-                   "u": post["1|item"].values.tolist()}, sys.stdout)
+        kw = dict(chains=3, draws=40, warmup=40, seed=5, progress=False)
+        out = {"auto": resolve_chain_method("auto", 3), "cores": cores()}
+        for method in ("parallel", "sequential"):
+            res = lmmhmc.fit("y ~ cond + (1 | subj) + (1 | item)", data, chain_method=method,
+                             **kw)
+            post = res.idata.posterior
+            out[method] = {"method": res.settings["chain_method"],
+                           "plan": list(res.plan.marginalized),
+                           "sigma": post["sigma"].values.tolist(),
+                           "u": post["1|item"].values.tolist()}
+        json.dump(out, sys.stdout)
         """
     )
     here = Path(__file__).parent
-    outs = {}
-    for devices in (1, 2):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                   PYTHONPATH=os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
-                   LMMHMC_CACHE_DIR="off")
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              env=env, timeout=600, cwd=here)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        outs[devices] = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
-    assert outs[1]["method"] == "sequential" and outs[2]["method"] == "parallel"
-    assert outs[2]["plan"] == [0, 1]
-    # same keys and starting points per chain; pmap and jit compile the chain separately, so
-    # the draws agree up to floating-point rounding, not bit for bit
-    np.testing.assert_allclose(outs[2]["sigma"], outs[1]["sigma"], rtol=1e-6)
-    np.testing.assert_allclose(outs[2]["u"], outs[1]["u"], rtol=1e-5, atol=1e-7)
+    env = dict(os.environ, LMMHMC_CACHE_DIR="off",
+               PYTHONPATH=os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=here)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["auto"] == ("parallel" if out["cores"] > 1 else "sequential")
+    par, seq = out["parallel"], out["sequential"]
+    assert (par["method"], seq["method"]) == ("parallel", "sequential")
+    assert par["plan"] == [0, 1]
+    # 3 chains on (here) 2 threads: the same programs, keys and starting points per chain
+    assert par["sigma"] == seq["sigma"] and par["u"] == seq["u"]
+
+
+def test_jax_started_before_lmmhmc_falls_back_to_sequential_with_a_warning():
+    """A CPU client made before lmmhmc chose synchronous dispatch runs one call at a time:
+    "auto" then runs the chains one after another and says how to get parallel ones;
+    "parallel" is an error."""
+    script = textwrap.dedent(
+        """
+        import json, sys, warnings
+        import jax
+        jax.numpy.ones(1).block_until_ready()  # JAX's CPU client starts here
+        from lmmhmc.errors import LmmhmcError, SpeedWarning
+        from lmmhmc.runtime import cores, resolve_chain_method
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            auto = resolve_chain_method("auto", 4)
+        try:
+            resolve_chain_method("parallel", 4)
+            error = ""
+        except LmmhmcError as e:
+            error = str(e)
+        json.dump({"auto": auto, "cores": cores(), "error": error,
+                   "warnings": [str(w.message) for w in caught
+                                if issubclass(w.category, SpeedWarning)]}, sys.stdout)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["auto"] == "sequential"
+    how = "run jax.config.update('jax_cpu_enable_async_dispatch', False) right after importing"
+    assert how in out["error"] and "chain_method='sequential'" in out["error"]
+    if out["cores"] > 1:
+        assert len(out["warnings"]) == 1
+        assert out["warnings"][0].startswith(f"the 4 chains run one after another on this "
+                                             f"{out['cores']}-core machine") and how in \
+            out["warnings"][0]
+
+
+@pytest.mark.slow
+def test_vectorized_chains_start_like_sequential_chains():
+    """All chains in one batched program: the same first iterations as chain after chain
+    (later ones drift apart by rounding, as NUTS amplifies it)."""
+    kw = dict(chains=2, draws=3, warmup=0, seed=4, progress=False)
+    runs = {m: lmmhmc.fit(SLEEP, load("sleepstudy"), chain_method=m, **kw)
+            for m in ("vectorized", "sequential")}
+    assert runs["vectorized"].settings["chain_method"] == "vectorized"
+    got, want = (runs[m].idata.posterior["sigma"].values for m in ("vectorized", "sequential"))
+    np.testing.assert_allclose(got[:, 0], want[:, 0], rtol=1e-8)
 
 
 def test_a_new_process_compiles_nothing_again(tmp_path):
@@ -140,27 +196,48 @@ def test_a_new_process_compiles_nothing_again(tmp_path):
         proc = subprocess.run([sys.executable, "-W", "ignore", "-c", script, str(tmp_path)],
                               capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        counts.append(__import__("json").loads(proc.stdout.strip().splitlines()[-1]))
+        counts.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert counts[0]["misses"] > 0  # the first process compiles and fills the cache
     assert counts[1] == {"misses": 0, "hits": counts[0]["misses"] + counts[0]["hits"]}, counts
 
 
-def test_ctrl_c_stops_sampling_with_a_short_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmmhmc import chains, progress
+def _fail_third_segment(monkeypatch: pytest.MonkeyPatch, error: type[BaseException]) -> None:
+    """Make the chains' segment program raise ``error`` at its third call."""
+    from lmmhmc import chains
 
-    class Interrupted:
-        """The segment program, interrupted (Ctrl-C) at its third call."""
-
+    class Failing:
         def __init__(self, program) -> None:
-            self.program, self.lower, self.calls = program, program.lower, 0
+            self.program, self.calls = program, 0
 
         def __call__(self, *args):
             self.calls += 1
             if self.calls == 3:
-                raise KeyboardInterrupt
+                raise error("segment 3")
             return self.program(*args)
 
-    monkeypatch.setattr(chains, "_segment_jit", Interrupted(chains._segment_jit))
+    compiled = chains.ChainRunner._compiled
+
+    def failing(self, *args):
+        start, segment = compiled(self, *args)
+        return start, Failing(segment)
+
+    monkeypatch.setattr(chains.ChainRunner, "_compiled", failing)
+
+
+def test_a_failing_parallel_chain_raises_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other chains stop; the error is the failing chain's, not an interruption."""
+    _fail_third_segment(monkeypatch, RuntimeError)
+    with pytest.raises(RuntimeError, match="^segment 3$"):
+        lmmhmc.fit(SLEEP, load("sleepstudy"), chains=3, draws=40, warmup=40, progress=True,
+                   chain_method="parallel")
+
+
+@pytest.mark.parametrize("method", ["sequential", "parallel"])
+def test_ctrl_c_stops_sampling_with_a_short_message(monkeypatch: pytest.MonkeyPatch,
+                                                     method: str) -> None:
+    from lmmhmc import progress
+
+    _fail_third_segment(monkeypatch, KeyboardInterrupt)
     closed, close = [], progress.ChainProgress.close
 
     def close_bars(self) -> None:
@@ -169,9 +246,18 @@ def test_ctrl_c_stops_sampling_with_a_short_message(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(progress.ChainProgress, "close", close_bars)
     with pytest.raises(KeyboardInterrupt) as caught:
-        lmmhmc.fit(SLEEP, load("sleepstudy"), chains=2, draws=40, warmup=40, progress=True)
-    # 40 segments of 2 iterations per chain; the third segment call was interrupted
-    assert str(caught.value) == ("sampling interrupted by the user after 4 of 160 iterations "
-                                 "(all chains together)")
+        lmmhmc.fit(SLEEP, load("sleepstudy"), chains=2, draws=40, warmup=40, progress=True,
+                   chain_method=method)
+    # 40 segments of 2 iterations per chain; the third segment call was interrupted: one
+    # after another, chain 1 ran 2 segments; side by side, the chains ran 2 together, and the
+    # other chain stops after its current segment (a few more iterations)
+    message = str(caught.value)
+    if method == "sequential":
+        assert message == ("sampling interrupted by the user after 4 of 160 iterations "
+                           "(all chains together)")
+    else:
+        done = re.fullmatch(r"sampling interrupted by the user after (\d+) of 160 iterations "
+                            r"\(all chains together\)", message)
+        assert done and 4 <= int(done[1]) < 80
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert closed == [2]

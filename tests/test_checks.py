@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import warnings
 
-import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -165,12 +164,15 @@ def test_marginalize_lists_the_keywords_and_terms(sleep: pd.DataFrame) -> None:
         lmmhmc.fit("Reaction ~ Days + (Days | Subject)", sleep, marginalize="some")
 
 
-def test_parallel_chains_need_as_many_devices(sleep: pd.DataFrame) -> None:
-    chains = jax.local_device_count() + 1
-    with pytest.raises(LmmhmcError, match=f"JAX sees {chains - 1} device.* for {chains} chains"
-                                          f".*device_count={chains} .*'sequential'"):
-        lmmhmc.fit("Reaction ~ Days + (Days | Subject)", sleep, chains=chains,
-                   chain_method="parallel")
+def test_parallel_chains_need_synchronous_dispatch(sleep: pd.DataFrame,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmmhmc import runtime
+
+    monkeypatch.setattr(runtime, "parallel_chains_possible", lambda: False)
+    with pytest.raises(LmmhmcError, match="chain_method='parallel' needs JAX's synchronous CPU "
+                                          r"dispatch.*jax_cpu_enable_async_dispatch', False\) "
+                                          "right after importing jax.*'sequential'"):
+        lmmhmc.fit("Reaction ~ Days + (Days | Subject)", sleep, chain_method="parallel")
 
 
 def test_a_model_that_reproduces_the_response_errs(sleep: pd.DataFrame) -> None:

@@ -107,6 +107,12 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["describe", "y ~ x"])  # --data is required
     assert exc.value.code == 2
     assert "--data" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "Reaction ~ Days + (1 | Subject)", "--data", "sleepstudy",
+              "--chain-method", "threads"])
+    assert exc.value.code == 2
+    assert ("--chain-method: invalid choice: 'threads' (choose from 'auto', 'parallel', "
+            "'sequential', 'vectorized')") in capsys.readouterr().err
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -92,13 +92,13 @@ def dense_lambda(terms, lams) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", list(ELIMINATIONS))
-def test_with_weights_is_prepare_with_weights(name):
+def test_reweighted_is_prepare_with_weights(name):
     rng, terms, elim, lams = problem(name)
     w = rng.uniform(0.2, 3.0, len(terms[0].index))
     r = rng.normal(size=len(w))
     base = prepare(terms, None, elim)
     reference = prepare(terms, w, elim)
-    reweighted = jax.jit(lambda k, w: k.with_weights(w))(base, jnp.asarray(w))
+    reweighted = jax.jit(lambda k, w: k.reweighted(w))(base, jnp.asarray(w))
     for key, value in reference.arrays.items():
         np.testing.assert_allclose(reweighted.arrays[key], value, rtol=1e-12, atol=1e-12,
                                    err_msg=key)

@@ -1,0 +1,104 @@
+"""Distributional stroop (the paper's model): ``auto`` vs ``marginalize="none"``, one run.
+
+    log(RT) ~ c + (1 + c | subj),   sigma ~ c + (1 + c | subj),   c = +1 incongruent, -1 congruent
+
+``auto`` integrates the mean's subject effects out (per-observation residual sds, the Gram
+blocks recomputed per gradient); ``none`` samples them non-centered. Log sigma's subject effects
+are sampled in both. The two fits run one after the other in the same process, with the same
+chains, draws, warm-up and seed, each from a cold start (compilation included in the wall
+time). Checks: every posterior scalar (fixed effects, sds, correlations, every random effect
+of both parts) has means within 4 combined MCSEs and sds within 10 %; reports min bulk ESS per
+second. Writes ``benchmarks/results/distributional.json``; the machine is shared and noisy, so
+the load average before and after is recorded.
+
+Usage: ``python benchmarks/distributional.py [--draws 1000] [--chains 4]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+from common import cold, environment
+
+import lmmhmc
+
+OUT = Path(__file__).parent / "results" / "distributional.json"
+MEAN = "log(RT) ~ c + (1 + c | subj)"
+SIGMA = "sigma ~ c + (1 + c | subj)"
+
+
+def stroop():
+    """df_stroop with the paper's sum coding c = +-1."""
+    data = lmmhmc.datasets.load("df_stroop")
+    data = data[data["RT"] > 0].copy()
+    data["c"] = np.where(data["condition"] == "Incongruent", 1.0, -1.0)
+    data["subj"] = data["subj"].astype(int).astype(str)
+    return data
+
+
+def run(data, marginalize: str, kw: dict):
+    """One cold fit: the result, its wall time and the load average around it."""
+    cold()
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    res = lmmhmc.fit([MEAN, SIGMA], data, marginalize=marginalize, progress=False, **kw)
+    wall = time.perf_counter() - t0
+    summ = az.summary(res.idata, var_names=res.parameter_names(True), round_to="none")
+    return res, summ, {"marginalize": marginalize, "plan": str(res.plan), "wall_s": wall,
+                       "sampling_s": res.timings["sampling"],
+                       "min_ess_bulk": float(summ["ess_bulk"].min()),
+                       "min_ess_parameter": str(summ["ess_bulk"].idxmin()),
+                       "min_ess_per_s": float(summ["ess_bulk"].min() / wall),
+                       "max_r_hat": float(summ["r_hat"].max()),
+                       "divergences": res.n_divergences,
+                       "gradients": res.gradients,
+                       "load_before": load, "load_after": os.getloadavg()}
+
+
+def agreement(a, b) -> dict:
+    """Means within 4 combined MCSEs and sds within 10 %, for every row of two summaries."""
+    z = (a["mean"] - b["mean"]).abs() / np.sqrt(a["mcse_mean"] ** 2 + b["mcse_mean"] ** 2)
+    ratio = a["sd"] / b["sd"]
+    worst_sd = (ratio - 1).abs().idxmax()
+    return {"n_parameters": int(len(a)), "max_z": float(z.max()), "max_z_parameter": z.idxmax(),
+            "n_means_beyond_4_mcse": int((z > 4).sum()),
+            "max_sd_deviation": float(abs(ratio[worst_sd] - 1)), "max_sd_parameter": worst_sd,
+            "n_sds_beyond_10pct": int(((ratio - 1).abs() > 0.10).sum()),
+            "means_ok": bool((z <= 4).all()), "sds_ok": bool(((ratio - 1).abs() <= 0.10).all())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    kw = dict(chains=args.chains, draws=args.draws, warmup=args.draws, seed=args.seed)
+    data = stroop()
+    fits = {m: run(data, m, kw) for m in ("auto", "none")}
+    summ_a, summ_n = fits["auto"][1], fits["none"][1]
+    check = agreement(summ_a, summ_n.loc[summ_a.index])
+    rows = [fits[m][2] for m in ("auto", "none")]
+    ratio = rows[0]["min_ess_per_s"] / rows[1]["min_ess_per_s"]
+    record = {"environment": environment(), "settings": kw, "formula": [MEAN, SIGMA],
+              "n_obs": len(data), "fits": rows, "auto_over_none_min_ess_per_s": ratio,
+              "agreement": check}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(record, indent=2, default=str))
+    for r in rows:
+        print(f"{r['marginalize']:<5} wall {r['wall_s']:7.1f} s  min ESS {r['min_ess_bulk']:7.0f}"
+              f" ({r['min_ess_parameter']})  ESS/s {r['min_ess_per_s']:6.2f}  R-hat "
+              f"{r['max_r_hat']:.3f}  div {r['divergences']}  load {r['load_before'][0]:.1f}")
+    print(f"auto / none min ESS per s: {ratio:.2f}")
+    print(json.dumps(check, indent=2))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
