@@ -109,7 +109,8 @@ def test_unknown_name_suggests_close_matches() -> None:
         ValueError, match=r"unknown data set 'sleepstudyy'; did you mean 'sleepstudy'"
     ):
         datasets.load("sleepstudyy")
-    with pytest.raises(DataError, match=r"available: cake, df_dillonE1, .*, sleepstudy\)"):
+    with pytest.raises(DataError, match=r"available: cake, cbpp, df_dillonE1, .*, sleepstudy, "
+                                        r"VerbAgg\)"):
         datasets.load("nope")
 
 
