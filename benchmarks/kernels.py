@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from lmmhmc.families import Bernoulli
 from lmmhmc.laplace import NEWTON_STEPS, reparameterized
 from lmmhmc.marginal import prepare
 from lmmhmc.ml import fit_ml
+from lmmhmc.plan import elimination
 
 OUT = Path(__file__).parent / "results" / "kernels.json"
 #: Label of the rows with a per-observation residual sd.
@@ -75,7 +77,7 @@ def kernel_time(terms, r, x=None) -> float:
     """Best time of one jitted value-and-gradient of the joint marginal log-density; with
     ``x``, a distributional model's per-observation sd ``sigma_i = exp(a + b x_i)`` (the
     weighted Gram blocks recomputed per evaluation)."""
-    kernel = prepare(terms)
+    kernel = prepare(terms, elimination=elimination(terms))
     dims = [np.asarray(t.block).shape[1] for t in terms]
 
     def f(theta, kernel):
@@ -151,6 +153,7 @@ def main() -> None:
     if args.report_only:
         write_report(json.loads(OUT.read_text()))
         return
+    load_before = os.getloadavg()
     sizes = [1_000, 10_000, 100_000] + ([] if args.quick else [1_000_000])
     if args.laplace:
         record = json.loads(OUT.read_text())
@@ -196,6 +199,8 @@ def main() -> None:
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d"),
         "rows": rows,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "slope_one_term": slope,
         "slope_distributional": slope_dist,
         "insteval_joint_value_grad_s": t_joint,
@@ -213,6 +218,15 @@ def _slope(rows: list[dict], terms: str, n_min: int) -> float:
                             np.log([r["kernel_s"] for r in sel]), 1)[0])
 
 
+def _load_line(record: dict) -> str:
+    """The load averages (1 min) around the run, when recorded."""
+    if "load_average_before" not in record:
+        return ""
+    before, after = record["load_average_before"][0], record["load_average_after"][0]
+    return (f"Load average (1 min) {before:.1f} at the start, {after:.1f} at the end, on a "
+            "shared machine: the times are noisy. ")
+
+
 def write_report(record: dict) -> None:
     """``kernels.md`` from the JSON record."""
     table = markdown_table(
@@ -227,6 +241,7 @@ def write_report(record: dict) -> None:
         "value-and-gradient of the marginal log-density, residuals given per observation "
         "(best of 5).\n\n"
         f"{table}\n\n"
+        f"{_load_line(record)}"
         f"Log-log slope of the one-term kernel for N >= 10^4: {record['slope_one_term']:.2f}. "
         f"Rows `{DISTRIBUTIONAL}`: the one-term kernel with a per-observation residual sd "
         "`sigma_i = exp(a + b x_i)` (a distributional model: the weighted Gram blocks are "

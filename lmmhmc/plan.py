@@ -196,9 +196,20 @@ def pair_count(terms: Sequence[TermData], eliminate: int) -> int:
 
 
 def _sampled_dims(design: Design, subset: Sequence[int]) -> int:
-    n_cov = sum(t.d + (t.d * (t.d - 1)) // 2 * t.correlated for t in design.terms)
-    n_re = sum(t.n_levels * t.d for k, t in enumerate(design.terms) if k not in subset)
-    return design.X.shape[1] + 1 + n_cov + n_re
+    """Fixed effects, sigma (when it is one parameter), covariance parameters, the sampled
+    terms' effects, and a distributional model's log sigma (all sampled)."""
+    part = design.sigma_part
+    n_sigma = int((design.se is None or design.se_sigma) and part is None)
+    dims = design.X.shape[1] + n_sigma + _term_dims(design.terms, subset)
+    if part is not None:
+        dims += part.X.shape[1] + _term_dims(part.terms, ())
+    return dims
+
+
+def _term_dims(terms, marginalized: Sequence[int]) -> int:
+    """Covariance parameters of ``terms`` and the effects of those not marginalized."""
+    n_cov = sum(t.d + (t.d * (t.d - 1)) // 2 * t.correlated for t in terms)
+    return n_cov + sum(t.n_levels * t.d for k, t in enumerate(terms) if k not in marginalized)
 
 
 def resolve_term(design: Design, name: str) -> int:

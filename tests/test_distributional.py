@@ -100,6 +100,9 @@ def test_names_priors_and_errors() -> None:
         assert name in priors
     assert isinstance(priors["sigma_Intercept"], dist.StudentT)
     assert float(priors["sigma_Intercept"].loc) == pytest.approx(np.log(data["y"].std(ddof=0)))
+    # sampled: b (2), the mean's sds and correlation (3 + 1), log sigma's gamma (2), sds and
+    # correlation (3) and its 12 x 2 effects; no sigma
+    assert make_plan(model.design, "all").sampled_dims == 2 + 4 + 2 + 3 + 24
     with pytest.raises(FormulaError, match="must model the residual sd"):
         lmmhmc.Model([MEAN, "tau ~ c"], data)
     with pytest.raises(FormulaError, match="two formulas"):
