@@ -55,8 +55,11 @@ def fit_model(model, options: FitOptions,
 def _resolved(assembled: AssembledModel, options: FitOptions) -> FitOptions:
     """``options`` with the automatic choices made (dense mass, chain method, log-likelihood)."""
     o = options
-    dense = o.dense_mass if o.dense_mass is not None else (
-        assembled.plan.sampled_dims <= DENSE_MASS_MAX_DIM)
+    layout = assembled.layout
+    # a non-Gaussian family samples the reparameterized terms' z too (lmmhmc.laplace)
+    dims = assembled.plan.sampled_dims + (0 if layout.gaussian else sum(
+        layout.terms[k].n_levels * layout.terms[k].d for k in layout.marginalized))
+    dense = o.dense_mass if o.dense_mass is not None else dims <= DENSE_MASS_MAX_DIM
     method = resolve_chain_method(o.chain_method, o.chains)
     loglik = o.log_likelihood if o.log_likelihood is not None else (
         o.chains * o.draws * assembled.design.n_obs <= LOG_LIK_MAX_CELLS)

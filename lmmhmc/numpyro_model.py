@@ -186,9 +186,11 @@ def laplace_effects(structure: Structure, data: dict, params: dict, effects: dic
 
     The reparameterized (plan-marginalized) terms' effects are ``u(psi, z)`` of
     `lmmhmc.laplace.reparameterized` (`lmmhmc.laplace.NEWTON_STEPS` Newton steps, ``z`` the
-    terms' standard-normal sites), so that the returned density plus the priors is the exact
-    log density of the sampled ``(psi, z)``; without such terms it is the likelihood given the
-    non-centered ``effects``.
+    terms' standard-normal sites), and the returned density is that of
+    `lmmhmc.laplace.reparameterized` less ``log N(z; 0, I)``, which the model's sites
+    contribute: with the priors it is the exact log density of the sampled ``(psi, z)``
+    (for a Gaussian response, the marginal likelihood). Without such terms it is the
+    likelihood given the non-centered ``effects``.
     """
     layout, family = structure.layout, structure.likelihood
     if data["kernel"] is None:
@@ -196,12 +198,14 @@ def laplace_effects(structure: Structure, data: dict, params: dict, effects: dic
         return effects, jnp.sum(family.log_prob(data["y"], mu, params, data["w"]))
     marg = layout.marginalized
     eta0 = mean(structure, data, params, effects)
+    z = [params[layout.terms[k].offset] for k in marg]
     us, density = reparameterized(
         data["kernel"], family, data["y"], data["w"], eta0,
         [data["index"][k] for k in marg], [data["block"][k] for k in marg],
-        [lams[k] for k in marg], [params[layout.terms[k].offset] for k in marg], NEWTON_STEPS,
-        params)
-    return {**effects, **dict(zip(marg, us, strict=True))}, density
+        [lams[k] for k in marg], z, NEWTON_STEPS, params)
+    # the z sites' standard-normal prior is the model's already: not twice
+    normal = sum(jnp.sum(dist.Normal(0.0, 1.0).log_prob(zk)) for zk in z)
+    return {**effects, **dict(zip(marg, us, strict=True))}, density - normal
 
 
 def mean(structure: Structure, data: dict, params: dict, effects: dict) -> jax.Array:

@@ -1,9 +1,9 @@
 """Laplace ML of generalized linear mixed models against lme4's glmer (``nAGQ = 1``).
 
 The pins are ``tests/reference/lme4_glmm.json``, written by ``tests/reference/lme4_glmm.R``
-(R 4.2.2, lme4 1.1.31; see ``tests/reference/README.md``); R is not needed here. The cbpp fit
-is also lme4's documented example (``?cbpp``, ``?glmer``: deviance 184.1, intercept -1.3983,
-period2 -0.9919, period3 -1.1282, period4 -1.5797, herd sd 0.6421).
+(R 4.2.2, lme4 1.1.31; see ``tests/reference/README.md``); R is not needed here. The cbpp
+model is the example of lme4's own help pages (``?cbpp``, ``?glmer``); the numbers compared are
+those of the pinned R run.
 
 Tolerances, from what separates the two computations:
 
