@@ -14,12 +14,11 @@ Usage: ``python benchmarks/centering.py [--draws 500] [--chains 4]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 
-from common import environment, environment_line, markdown_table, measure
+from common import environment, environment_line, fit_parser, fit_settings, markdown_table, measure
 
 import lmmhmc
 
@@ -28,17 +27,12 @@ FORMULA = "y ~ service + (1 | s) + (1 | d) + (1 | dept)"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", type=int, default=500)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite centering.md from the existing centering.json")
+    parser = fit_parser(__doc__, 500)
     args = parser.parse_args()
     if args.report_only:
         write_report(json.loads(OUT.read_text()))
         return
-    kw = dict(chains=args.chains, draws=args.draws, warmup=args.draws, seed=args.seed)
+    kw = fit_settings(args)
     data = lmmhmc.datasets.load("InstEval")
     rows = []
     for centering in ("none", "auto"):

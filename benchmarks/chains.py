@@ -15,7 +15,6 @@ Usage: ``python benchmarks/chains.py [--draws 1000] [--chains 4]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import environment, environment_line, markdown_table
+from common import environment, environment_line, fit_parser, markdown_table
 
 OUT = Path(__file__).parent / "results" / "chains.json"
 MODELS = {
@@ -67,13 +66,8 @@ def run_one(name: str, method: str, cache: Path, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = fit_parser(__doc__)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite chains.md from the existing chains.json without fitting")
     args = parser.parse_args()
     if args.report_only:
         write_report(json.loads(OUT.read_text()))

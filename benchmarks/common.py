@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import time
@@ -98,3 +99,21 @@ def environment_line(env: dict) -> str:
              else f"{env.get('cpu_devices', '?')} JAX CPU device(s)")
     return (f"Measured on {env.get('machine', '?')} ({where}), jax {env.get('jax')}, "
             f"{env.get('date')}.")
+
+
+def fit_parser(doc: str, draws: int = 1000) -> argparse.ArgumentParser:
+    """The arguments every fitting benchmark takes: ``--draws`` (also the warm-up, per chain),
+    ``--chains``, ``--seed`` and ``--report-only`` (rewrite the report from the JSON); a script
+    adds its own."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--draws", type=int, default=draws, help="draws and warm-up per chain")
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the markdown report from the existing JSON without fitting")
+    return parser
+
+
+def fit_settings(args: argparse.Namespace) -> dict:
+    """The sampler settings of `fit_parser`'s arguments."""
+    return dict(chains=args.chains, draws=args.draws, warmup=args.draws, seed=args.seed)

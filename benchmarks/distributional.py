@@ -16,7 +16,6 @@ Usage: ``python benchmarks/distributional.py [--draws 1000] [--chains 4]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import arviz as az
 import numpy as np
-from common import cold, environment, environment_line, markdown_table
+from common import cold, environment, environment_line, fit_parser, fit_settings, markdown_table
 
 import lmmhmc
 
@@ -74,17 +73,12 @@ def agreement(a, b) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite distributional.md from the existing JSON")
+    parser = fit_parser(__doc__)
     args = parser.parse_args()
     if args.report_only:
         write_report(json.loads(OUT.read_text()))
         return
-    kw = dict(chains=args.chains, draws=args.draws, warmup=args.draws, seed=args.seed)
+    kw = fit_settings(args)
     data = stroop()
     fits = {m: run(data, m, kw) for m in ("auto", "none")}
     summ_a, summ_n = fits["auto"][1], fits["none"][1]

@@ -10,11 +10,10 @@ Usage: ``python benchmarks/fit.py [--draws 1000] [--plans auto none subj item]``
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from common import environment, environment_line, markdown_table, measure
+from common import environment, environment_line, fit_parser, fit_settings, markdown_table, measure
 
 import lmmhmc
 
@@ -23,18 +22,13 @@ DILLON = "log(rt) ~ int + (1 + int | subj) + (1 + int | item)"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = fit_parser(__doc__)
     parser.add_argument("--plans", nargs="+", default=["auto", "none"])
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite fit.md from the existing fit.json without fitting")
     args = parser.parse_args()
     if args.report_only:
         write_report(json.loads(OUT.read_text()))
         return
-    kw = dict(chains=args.chains, draws=args.draws, warmup=args.draws, seed=args.seed)
+    kw = fit_settings(args)
 
     sleep = lmmhmc.datasets.load("sleepstudy")
     first = measure("Reaction ~ Days + (Days | Subject)", sleep, **kw)

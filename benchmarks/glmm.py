@@ -14,7 +14,6 @@ Usage: ``python benchmarks/glmm.py [--draws 1000] [--chains 4] [--cases cbpp ...
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import arviz as az
 import numpy as np
-from common import cold, environment, environment_line, markdown_table
+from common import cold, environment, environment_line, fit_parser, fit_settings, markdown_table
 
 import lmmhmc
 from lmmhmc.datasets import load
@@ -72,17 +71,13 @@ def agreement(a, b) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = fit_parser(__doc__)
     parser.add_argument("--cases", nargs="+", default=["cbpp", "grouseticks", "VerbAgg"])
-    parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if args.report_only:
         write_report(json.loads(OUT.read_text()))
         return
-    kw = dict(chains=args.chains, draws=args.draws, warmup=args.draws, seed=args.seed)
+    kw = fit_settings(args)
     record = {"environment": environment(), "settings": kw, "cases": {}}
     for name in args.cases:
         formula, data, family = cases()[name]

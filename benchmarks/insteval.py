@@ -11,11 +11,10 @@ Usage: ``python benchmarks/insteval.py [--draws 1000] [--seed 0] [--report-only]
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from common import environment, environment_line, markdown_table, measure
+from common import environment, environment_line, fit_parser, fit_settings, markdown_table, measure
 
 import lmmhmc
 
@@ -24,17 +23,12 @@ FORMULA = "y ~ service + (1 | s) + (1 | d) + (1 | dept)"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite insteval.md from the existing insteval.json")
+    parser = fit_parser(__doc__)
     args = parser.parse_args()
     if args.report_only:
         write_report(json.loads(OUT.read_text()))
         return
-    kw = dict(chains=args.chains, draws=args.draws, warmup=args.draws, seed=args.seed)
+    kw = fit_settings(args)
     data = lmmhmc.datasets.load("InstEval")
     rec = measure(FORMULA, data, "auto", log_likelihood=False, **kw)
     rec.update(settings=kw, environment=environment())
