@@ -1,17 +1,20 @@
 """NUTS chains from compiled programs shared by every chain and every fit of a structure.
 
-A chain starts with one program (the Laplace starting metric and NumPyro's functional NUTS
-initialisation, `numpyro.infer.hmc.hmc()`) and then runs its warm-up and sampling
-iterations in segments of equal length, each one call of a second program. Both programs are
-jitted with the model's static [`Structure`][lmmhmc.numpyro_model.Structure] and the
-`Settings` as static arguments; the data and the priors are arguments, so JAX compiles
-them once per structure and settings and reuses them for every chain and every later fit of
-the same shapes. The chains run one after another (``"sequential"``), side by side on CPU
-threads calling the same compiled programs (``"parallel"``: with JAX's synchronous CPU
+A chain runs its warm-up and sampling iterations in segments of equal length, each one call
+of one program; the first call also starts the chain (the Laplace starting metric and
+NumPyro's functional NUTS initialisation, `numpyro.infer.hmc.hmc()`, in a `lax.cond`
+branch that the later calls skip), so that a chain is one compiled program. (Two programs,
+a start and a segment, compile about 15 % slower than one holding both, and one after the
+other.) The program is jitted with the model's static
+[`Structure`][lmmhmc.numpyro_model.Structure] and the `Settings` as static arguments; the
+data and the priors are arguments, so JAX compiles it once per structure and settings and
+reuses it for every chain and every later fit of the same shapes. The chains run one after
+another (``"sequential"``), side by side on CPU
+threads calling the same compiled program (``"parallel"``: with JAX's synchronous CPU
 dispatch, which `lmmhmc._x64` selects, each call runs on its calling thread, so the chains
-use as many cores), or as one batch in ``vmap``-ed programs (``"vectorized"``, for a GPU).
+use as many cores), or as one batch in a ``vmap``-ed program (``"vectorized"``, for a GPU).
 Between segments, `ChainRunner` reports the chains' progress (bars in a terminal, lines in a
-log: `lmmhmc.progress`): the programs have no host callbacks.
+log: `lmmhmc.progress`): the program has no host callbacks.
 
 The priors enter as leaves in a canonical order (`PriorSpec`): NumPyro orders a
 distribution's fields by a set, so the plain pytree, and with it the compiled program and its
@@ -142,25 +145,31 @@ class ChainRunner:
         self._done: list[int] = []  # iterations run so far, per chain (or per batch)
 
     def lower(self, data: dict, priors: dict, start: dict, key: jax.Array) -> list:
-        """The chain's programs traced and lowered for these shapes, to compile ahead.
+        """The chain's program traced and lowered for these shapes, to compile ahead.
 
         ``start`` holds the shapes (or values) of one chain's unconstrained starting point.
-        Compiling the results (``.compile()``, e.g. in a background thread) fills JAX's cache,
-        where `run()` finds them. Returns an empty list for the batched programs of
-        ``"vectorized"``, which compile when `run()` needs them.
+        Compiling the result (``.compile()``, e.g. in a background thread) fills JAX's cache,
+        where `run()` finds it. Returns an empty list for the batched program of
+        ``"vectorized"``, which compiles when `run()` needs it.
         """
         if self.method == "vectorized":
             return []
-        return list(self._lowered(_start_jit, _segment_jit, data, priors, start, key))
+        return [self._lowered(_chain_jit, data, priors, start, key)[0]]
 
-    def _lowered(self, start_fn, segment_fn, data, priors, z0, key):
-        """``start_fn`` and ``segment_fn`` lowered for these arguments (traced on this thread:
-        NumPyro's effect handlers are not thread-safe)."""
+    def _lowered(self, program, data, priors, z0, key) -> tuple:
+        """``program`` lowered for these arguments (traced on this thread: NumPyro's effect
+        handlers are not thread-safe), and the placeholder state of its first call."""
         spec, leaves = PriorSpec.of(priors)
         static = (self.structure, self.settings, spec)
-        start = start_fn.lower(*static, key, z0, data, leaves)
-        state = jax.eval_shape(partial(start_fn, *static), key, z0, data, leaves)
-        return start, segment_fn.lower(*static, state, data, leaves, jnp.zeros((), jnp.int64))
+        state = _no_state(static, key, z0, data, leaves, program is _chain_vmap)
+        first = jnp.zeros((), jnp.int64)
+        return program.lower(*static, state, key, z0, data, leaves, first), state
+
+    def _compiled(self, program, data, priors, z0, key) -> tuple:
+        """``program`` compiled (from JAX's cache when `lower()`'s was compiled ahead), and
+        the placeholder state of its first call."""
+        lowered, state = self._lowered(program, data, priors, z0, key)
+        return lowered.compile(), state
 
     def run(self, data: dict, priors: dict, init: dict, key: jax.Array) -> tuple[dict, dict]:
         """One chain per leading entry of ``init`` (unconstrained starting points).
@@ -169,7 +178,7 @@ class ChainRunner:
         each as NumPy arrays of shape ``(chains, draws, ...)``; the statistics also hold
         `WARMUP_STEPS` of shape ``(chains,)``. Every method runs the same iterations from
         the same keys, so the draws agree (bit for bit between ``"sequential"`` and
-        ``"parallel"``, which call the same compiled programs). A ``KeyboardInterrupt``
+        ``"parallel"``, which call the same compiled program). A ``KeyboardInterrupt``
         (Ctrl-C) closes the progress bars and is raised again as a one-line
         ``KeyboardInterrupt`` saying how far the chains got, without the traceback inside JAX.
         """
@@ -181,8 +190,8 @@ class ChainRunner:
         self._done = [0] * chains
         try:
             if batched:
-                programs = self._compiled(_start_vmap, _segment_vmap, data, priors, init, keys)
-                out = self._run(programs, keys, init, data, priors, 0)
+                program = self._compiled(_chain_vmap, data, priors, init, keys)
+                out = self._run(program, keys, init, data, priors, 0)
             else:
                 out = self._chains(data, priors, init, keys)
         except KeyboardInterrupt:
@@ -193,20 +202,16 @@ class ChainRunner:
             self._shown.close()
         return out["draw"], out["stats"]
 
-    def _compiled(self, start_fn, segment_fn, data, priors, z0, key) -> tuple:
-        """The compiled programs (from JAX's cache when `lower()`'s were compiled ahead)."""
-        return tuple(low.compile() for low in
-                     self._lowered(start_fn, segment_fn, data, priors, z0, key))
-
     def _chains(self, data, priors, init, keys) -> dict:
         """Chain after chain, or ``workers`` at a time on threads; the draws stacked."""
         chains = keys.shape[0]
-        programs = self._compiled(_start_jit, _segment_jit, data, priors,
-                                  jax.tree.map(lambda a: a[0], init), keys[0])
+        # from JAX's cache when `lower()`'s program was compiled ahead
+        program = self._compiled(_chain_jit, data, priors, jax.tree.map(lambda a: a[0], init),
+                                 keys[0])
         stop = threading.Event()
 
         def chain(c: int) -> dict:
-            return self._run(programs, keys[c], jax.tree.map(lambda a, c=c: a[c], init), data,
+            return self._run(program, keys[c], jax.tree.map(lambda a, c=c: a[c], init), data,
                              priors, c, stop)
 
         if self.workers == 1 or chains == 1:
@@ -224,19 +229,19 @@ class ChainRunner:
             runs = [future.result() for future in futures]
         return jax.tree.map(lambda *a: np.stack(a), *runs)
 
-    def _run(self, programs, key, z0, data, priors, chain, stop=None) -> dict:
-        """Start one chain (or the batch) and run its segments; stack the draws."""
+    def _run(self, program, key, z0, data, priors, chain, stop=None) -> dict:
+        """Run one chain (or the batch) segment by segment, the first one starting it; stack
+        the draws."""
         st = self.settings
-        start, segment = programs
         leaves = PriorSpec.of(priors)[1]
         width = key.shape[0] if self.method == "vectorized" else 1
         self._shown.begin(chain)
-        state = start(key, z0, data, leaves)
+        program, state = program  # the first call's state: a placeholder
         parts, warm, axis = [], 0, 1 if self.method == "vectorized" else 0
         for first in range(0, st.total, st.segment):
             if stop is not None and stop.is_set():
                 raise _Stopped
-            state, records, steps = segment(state, data, leaves,
+            state, records, steps = program(state, key, z0, data, leaves,
                                             jnp.asarray(first, jnp.int64))
             warm = warm + np.asarray(steps)
             keep = slice(max(st.warmup - first, 0), min(st.total - first, st.segment))
@@ -293,12 +298,15 @@ def _start(structure: Structure, settings: Settings, spec: PriorSpec, key, z0, d
     return _nuts(structure, settings, start, inverse_mass, args, key)[1]
 
 
-def _segment(structure: Structure, settings: Settings, spec: PriorSpec, state, data, leaves,
-             first):
+def _chain(structure: Structure, settings: Settings, spec: PriorSpec, state, key, z0, data,
+           leaves, first):
     """Iterations ``first .. first + settings.segment - 1`` of a chain (those past the end are
-    skipped): the new state, each iteration's constrained draw and statistics, and the
-    warm-up's gradient evaluations."""
+    skipped), from ``state``, or from a new start at ``z0`` when ``first`` is 0 (``state`` is
+    then a placeholder: `_no_state`): the new state, each iteration's constrained draw and
+    statistics, and the warm-up's gradient evaluations."""
     args = (data, spec.unflatten(leaves))
+    state = jax.lax.cond(first == 0, lambda: _start(structure, settings, spec, key, z0, data,
+                                                     leaves), lambda: state)
     here = ParamInfo(state.z, state.potential_energy, state.z_grad)
     model, _, sample_kernel = _nuts(structure, settings, here, None, args, state.rng_key)
 
@@ -324,26 +332,43 @@ def _segment(structure: Structure, settings: Settings, spec: PriorSpec, state, d
     return state, records, jnp.sum(warm)
 
 
-_start_jit = jax.jit(_start, static_argnums=(0, 1, 2))
-_segment_jit = jax.jit(_segment, static_argnums=(0, 1, 2))
+def _chain_all(structure: Structure, settings: Settings, spec: PriorSpec, state, keys, z0,
+               data, leaves, first):
+    """`_chain` of every chain at once (leading axis of ``state``, ``keys`` and ``z0``)."""
+    one = partial(_chain, structure, settings, spec)
+    return jax.vmap(one, in_axes=(0, 0, 0, None, None, None))(state, keys, z0, data, leaves,
+                                                               first)
 
 
-def _start_all(structure: Structure, settings: Settings, spec: PriorSpec, keys, z0, data,
-               leaves):
-    """`_start` of every chain at once (leading axis of ``keys`` and ``z0``)."""
-    one = partial(_start, structure, settings, spec)
-    return jax.vmap(one, in_axes=(0, 0, None, None))(keys, z0, data, leaves)
+_chain_jit = jax.jit(_chain, static_argnums=(0, 1, 2))
+_chain_vmap = jax.jit(_chain_all, static_argnums=(0, 1, 2))
 
 
-def _segment_all(structure: Structure, settings: Settings, spec: PriorSpec, state, data,
-                 leaves, first):
-    """`_segment` of every chain at once (leading axis of ``state``)."""
-    one = partial(_segment, structure, settings, spec)
-    return jax.vmap(one, in_axes=(0, None, None, None))(state, data, leaves, first)
+def _no_state(static: tuple, key, z0, data, leaves, batched: bool):
+    """A placeholder (zeros) for the state argument of a chain's first call, which starts the
+    chain instead; one per chain when ``batched`` (leading axis of ``key`` and ``z0``).
+
+    The shapes come from NumPyro's initialisation at a given point, which evaluates nothing
+    (tracing `_start` itself would trace the model's gradient, about a second of Python).
+    """
+    structure, settings, spec = static
+
+    def initial(key, z0):
+        here = ParamInfo(z0, jnp.zeros(()), z0)
+        args = (data, spec.unflatten(leaves))
+        return _nuts(structure, settings, here, None, args, key)[1]
+
+    if batched:
+        initial = jax.vmap(initial)
+    return jax.tree.map(_zeros, jax.eval_shape(initial, key, z0))
 
 
-_start_vmap = jax.jit(_start_all, static_argnums=(0, 1, 2))
-_segment_vmap = jax.jit(_segment_all, static_argnums=(0, 1, 2))
+def _zeros(shape: jax.ShapeDtypeStruct) -> jax.Array:
+    """Zeros of ``shape``'s shape and type (also a PRNG key type)."""
+    if jax.dtypes.issubdtype(shape.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(
+            jnp.zeros(shape.shape + jax.random.key_data(jax.random.key(0)).shape, jnp.uint32))
+    return jnp.zeros(shape.shape, shape.dtype)
 
 
 def laplace_start(potential, z0, dense: bool) -> tuple[ParamInfo, jax.Array]:

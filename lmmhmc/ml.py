@@ -65,6 +65,22 @@ def profiled_deviance(kernel: MarginalKernel, layout: Layout, n: int, p: int, th
     return dev, (beta, rss / dof, xtx)
 
 
+def _deviance(theta, kernel: MarginalKernel, layout: Layout, n: int, p: int, reml: bool):
+    """The profiled deviance alone (what L-BFGS-B minimizes)."""
+    return profiled_deviance(kernel, layout, n, p, theta, reml)[0]
+
+
+def _optimum(theta, kernel: MarginalKernel, layout: Layout, n: int, p: int, reml: bool):
+    """The profiled deviance, its GLS pieces and the relative factors ``T_k``."""
+    return profiled_deviance(kernel, layout, n, p, theta, reml), theta_to_factors(theta, layout)
+
+
+# module-level programs (the layout static), so that later fits of the same structure in a
+# process reuse them instead of tracing and compiling again
+_deviance_and_gradient = jax.jit(jax.value_and_grad(_deviance), static_argnums=(2, 3, 4, 5))
+_at_optimum = jax.jit(_optimum, static_argnums=(2, 3, 4, 5))
+
+
 @dataclass
 class MLResult:
     """Maximum-likelihood (or REML) estimates of a linear mixed model.
@@ -178,12 +194,9 @@ def _fit_ml(design: Design, reml: bool, starts: int, kernel: MarginalKernel | No
     kernel = profile_kernel(design) if kernel is None else kernel
     layout = parameter_layout(design)
     n, p = design.X.shape
-    value_and_grad = jax.jit(
-        jax.value_and_grad(lambda th, k: profiled_deviance(k, layout, n, p, th, reml)[0])
-    )
 
     def fun(th):
-        v, g = value_and_grad(jnp.asarray(th), kernel)
+        v, g = _deviance_and_gradient(jnp.asarray(th), kernel, layout, n, p, reml)
         return float(v), np.asarray(g, dtype=np.float64)
 
     diag = np.concatenate([np.equal(*t.theta_entries()) for t in layout.terms])
@@ -196,9 +209,8 @@ def _fit_ml(design: Design, reml: bool, starts: int, kernel: MarginalKernel | No
         if best is None or res.fun < best.fun - 1e-9:
             best = res
     theta = best.x
-    at_optimum = jax.jit(lambda th, k: (profiled_deviance(k, layout, n, p, th, reml),
-                                        theta_to_factors(th, layout)))
-    (dev, (beta, sigma2, xtx)), rel = jax.tree.map(np.asarray, at_optimum(theta, kernel))
+    (dev, (beta, sigma2, xtx)), rel = jax.tree.map(
+        np.asarray, _at_optimum(jnp.asarray(theta), kernel, layout, n, p, reml))
     sigma = float(np.sqrt(sigma2))
     cov_beta = sigma2 * np.linalg.inv(xtx) if design.X.shape[1] else np.zeros((0, 0))
     factors = [f * sigma for f in rel]

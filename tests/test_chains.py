@@ -202,7 +202,7 @@ def test_a_new_process_compiles_nothing_again(tmp_path):
 
 
 def _fail_third_segment(monkeypatch: pytest.MonkeyPatch, error: type[BaseException]) -> None:
-    """Make the chains' segment program raise ``error`` at its third call."""
+    """Make the chains' program raise ``error`` at its third call (third segment)."""
     from lmmhmc import chains
 
     class Failing:
@@ -218,8 +218,8 @@ def _fail_third_segment(monkeypatch: pytest.MonkeyPatch, error: type[BaseExcepti
     compiled = chains.ChainRunner._compiled
 
     def failing(self, *args):
-        start, segment = compiled(self, *args)
-        return start, Failing(segment)
+        program, placeholder = compiled(self, *args)
+        return Failing(program), placeholder
 
     monkeypatch.setattr(chains.ChainRunner, "_compiled", failing)
 
