@@ -3,9 +3,8 @@
 A chain runs its warm-up and sampling iterations in segments of equal length, each one call
 of one program; the first call also starts the chain (the Laplace starting metric and
 NumPyro's functional NUTS initialisation, `numpyro.infer.hmc.hmc()`, in a `lax.cond`
-branch that the later calls skip), so that a chain is one compiled program. (Two programs,
-a start and a segment, compile about 15 % slower than one holding both, and one after the
-other.) The program is jitted with the model's static
+branch that the later calls skip), so that a chain is one program, traced and compiled once.
+The program is jitted with the model's static
 [`Structure`][lmmhmc.numpyro_model.Structure] and the `Settings` as static arguments; the
 data and the priors are arguments, so JAX compiles it once per structure and settings and
 reuses it for every chain and every later fit of the same shapes. The chains run one after
