@@ -4,17 +4,18 @@ For each data set of `glmm.py` and each setting (``marginalize="none"``, then ``
 steps from the ML fit's conditional modes, or from 0): one fit (4 chains, same seed), its
 smallest bulk ESS over every parameter and random effect per 1000 gradients, and the time of
 one value-and-gradient of the log density inside a compiled loop (the shortest of 5 rounds of
-200, every setting timed in each round: interleaved). ESS per millisecond of gradient time is
+200, every setting timed in each round: interleaved). ESS per second of gradient time is
 their quotient: what the setting buys for the sampler's cost of the density (the sampler's own
 work per leapfrog step comes on top, the same for every setting).
 
-The setting is chosen through `lmmhmc.numpyro_model.Structure`'s ``newton`` (the benchmark
+The setting is chosen through `lmmhmc.numpyro_model.Structure`'s ``newton_steps`` (the benchmark
 builds the fits with it) and the ML start of the iteration can be switched off; the library
 uses `lmmhmc.laplace.NEWTON_STEPS` from the ML modes.
 
 Writes ``benchmarks/results/newton_steps.json`` and ``newton_steps.md``.
 
-Usage: ``python benchmarks/newton_steps.py [--cases cbpp grouseticks] [--draws 500]``.
+Usage: ``python benchmarks/newton_steps.py [--cases cbpp grouseticks] [--draws 500] [--append]
+[--settings 0:ml 2:ml 4:zero ...]``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from numpyro.infer.util import potential_energy
 import lmmhmc
 import lmmhmc.assembled
 import lmmhmc.fitting
-from lmmhmc.laplace import Newton
 from lmmhmc.numpyro_model import Structure
 from lmmhmc.starts import anchored_priors, ml_init
 
@@ -53,7 +53,7 @@ ROUNDS, LOOP = 5, 200
 def newton(steps: int, ml_start: bool):
     """Fits built with ``steps`` Newton steps, from the ML modes or from 0."""
     structure, start = lmmhmc.assembled.Structure, lmmhmc.fitting.newton_start
-    lmmhmc.assembled.Structure = partial(Structure, newton=Newton(max(steps, 1), 0))
+    lmmhmc.assembled.Structure = partial(Structure, newton_steps=max(steps, 1))
     if not ml_start:
         lmmhmc.fitting.newton_start = lambda assembled, ml: assembled
     try:
@@ -83,10 +83,10 @@ def gradient_loop(res):
     return lambda: loop(flat).block_until_ready()
 
 
-def run_case(name: str, draws: int) -> list[dict]:
+def run_case(name: str, draws: int, settings: list[tuple[int, bool]]) -> list[dict]:
     formula, data, family = cases()[name]
     rows, loops = [], []
-    for steps, ml_start in SETTINGS:
+    for steps, ml_start in settings:
         with newton(steps, ml_start):
             res = lmmhmc.fit(formula, data, family=family,
                              marginalize="auto" if steps else "none", chains=4, draws=draws,
@@ -108,7 +108,6 @@ def run_case(name: str, draws: int) -> list[dict]:
             best[i] = min(best[i], (time.perf_counter() - t0) / LOOP)
     for row, t in zip(rows, best, strict=True):
         row["gradient_us"] = 1e6 * t
-        row["ess_per_gradient_ms"] = row["ess_per_1000_gradients"] / (1e3 * t)
     return rows
 
 
@@ -116,15 +115,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cases", nargs="+", default=["cbpp", "grouseticks"])
     parser.add_argument("--draws", type=int, default=500)
+    parser.add_argument("--settings", nargs="+", default=None,
+                        help="K:ml or K:zero per setting (K = 0: none); default all")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the other data sets' results of the JSON")
     args = parser.parse_args()
     if args.report_only:
         write_report(json.loads(OUT.read_text()))
         return
+    settings = SETTINGS if args.settings is None else [
+        (int(k), where == "ml") for k, where in (x.split(":") for x in args.settings)]
     record = {"environment": environment(), "draws": args.draws, "cases": {}}
+    if args.append and OUT.exists():
+        record["cases"] = json.loads(OUT.read_text())["cases"]
     for name in args.cases:
         load_before = os.getloadavg()[0]
-        record["cases"][name] = {"rows": run_case(name, args.draws),
+        record["cases"][name] = {"rows": run_case(name, args.draws, settings),
                                  "load_average": [load_before, os.getloadavg()[0]]}
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(json.dumps(record, indent=2))
@@ -141,10 +148,11 @@ def write_report(record: dict) -> None:
             lo, hi = case["load_average"]
             rows.append([name if i == 0 else "", setting, f"{r['min_ess_bulk']:.0f}",
                          f"{r['ess_per_1000_gradients']:.0f}", f"{r['gradient_us']:.1f}",
-                         f"{r['ess_per_gradient_ms']:.2f}", r["divergences"],
+                         f"{r['ess_per_1000_gradients'] / (1e-3 * r['gradient_us']):.0f}",
+                         r["divergences"],
                          f"{lo:.1f}-{hi:.1f}" if i == 0 else ""])
     table = markdown_table(["data", "setting", "min bulk ESS", "ESS per 1000 gradients",
-                            "us per gradient", "ESS per ms of gradients", "divergences",
+                            "us per gradient", "ESS per s of gradients", "divergences",
                             "load avg"], rows)
     text = (f"4 chains x ({record['draws']} warm-up + {record['draws']} draws), seed 0. "
             "ESS: the smallest bulk ESS over every parameter and random effect. Time per "

@@ -16,7 +16,8 @@ the kernel's.
 
 - **Laplace** (lme4's ``nAGQ = 1``) at the mode ``v^``:
   ``log p(y | psi) ~ log p(y | v^) - |v^|^2 / 2 - log|L(v^)|``.
-- **Reparameterization**: ``K`` undamped Newton steps from ``v = 0`` define ``v_K(psi)``;
+- **Reparameterization**: ``K`` undamped Newton steps from a fixed start (the ML fit's
+  conditional modes, a constant of the model; or 0) define ``v_K(psi)``;
   with the factor ``L_{K-1}`` of the last step, ``v = v_K + L_{K-1}^{-T} z`` is a bijection
   for every ``psi`` with log-Jacobian ``-log|L_{K-1}|``, so
   ``log p(y | v) + log N(v; 0, I) - log|L_{K-1}|`` is the exact density of ``(psi, z)``
@@ -28,7 +29,6 @@ the kernel's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -37,27 +37,18 @@ from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .marginal import LOG_2PI, MarginalKernel
 from .predictor import linear_predictor
 
-__all__ = ["FROZEN_STEPS", "NEWTON_STEPS", "TINY_WEIGHT", "Newton", "laplace_log_likelihood",
-           "mode", "newton_step", "reparameterized"]
+__all__ = ["NEWTON_STEPS", "TINY_WEIGHT", "laplace_log_likelihood", "mode", "newton_step",
+           "reparameterized"]
 
-#: Newton steps ``K`` of the sampler's reparameterization (see docs/families.md).
-NEWTON_STEPS = 4
-#: Of these, the first steps that pass no derivative on (`reparameterized`).
-FROZEN_STEPS = 0
+#: Newton steps ``K`` of the sampler's reparameterization, from the ML fit's conditional
+#: modes (`benchmarks/newton_steps.py`: on grouseticks two steps gave four times the ESS per
+#: gradient of one, on cbpp the same; see docs/families.md).
+NEWTON_STEPS = 2
 
 #: Floor of the family's weights ``W`` (a rate or ``p (1 - p)`` that underflows to 0).
 TINY_WEIGHT = 1e-200
 #: Step lengths tried by the damped Newton iteration of `mode` (halvings).
 _HALVINGS = 12
-
-
-@dataclass(frozen=True)
-class Newton:
-    """The reparameterization's Newton iteration: ``steps`` (``K``), of which the first
-    ``frozen`` (``< K``) pass no derivative on (`reparameterized`)."""
-
-    steps: int = NEWTON_STEPS
-    frozen: int = FROZEN_STEPS
 
 
 def _eta(eta0: jax.Array, index, block, us: Sequence[jax.Array]) -> jax.Array:
@@ -166,27 +157,19 @@ def laplace_log_likelihood(kernel: MarginalKernel, family, y, n, eta0, index, bl
 
 def reparameterized(kernel: MarginalKernel, family, y, n, eta0, index, block, lams,
                     z: Sequence[jax.Array], steps: int, params: dict | None = None,
-                    start: Sequence[jax.Array] | None = None, frozen: int = 0):
+                    start: Sequence[jax.Array] | None = None):
     """The effects ``u(psi, z)`` and ``log p(y | u) + log N(v; 0, I) - log|L_{K-1}|``.
 
     ``steps`` (``K >= 1``) undamped Newton steps from the effects ``start`` (a constant:
     zeros by default); the last one adds ``L_{K-1}^{-T} z``. Adding ``log p(psi)`` gives the
-    exact log density of ``(psi, z)``. The first ``frozen`` steps pass no derivative on
-    (``stop_gradient``): the density and the bijection are the same, and the gradient
-    differs from the exact one by ``dN/dv (v_frozen) d v_frozen / d psi``, of the order of the
-    distance of ``v_frozen`` from the mode, as the Newton map ``N`` has zero derivative at its
-    fixed point (implicit differentiation at the mode). NUTS stays exact with such a
-    gradient (its leapfrog map is reversible and volume-preserving for any force field; the
-    acceptance uses the exact density).
+    exact log density of ``(psi, z)``.
     """
     params = params or {}
     zeros = [jnp.zeros_like(zk) for zk in z]
     us = zeros if start is None else list(start)
-    for i in range(steps - 1):
+    for _ in range(steps - 1):
         _, us, _ = newton_step(kernel, family, y, n, eta0, index, block, lams, us, zeros,
                                params)
-        if i + 1 == frozen:
-            us = [jax.lax.stop_gradient(u) for u in us]
     vs, us, logdet = newton_step(kernel, family, y, n, eta0, index, block, lams, us, z, params)
     q = sum(v.size for v in vs)
     return us, (_objective(family, y, n, eta0, index, block, vs, us, params)

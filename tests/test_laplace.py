@@ -202,13 +202,12 @@ def test_laplace_against_dense(family, name):
     np.testing.assert_allclose(got, expected, rtol=1e-11)
 
 
-@pytest.mark.parametrize(("family", "name", "started", "frozen"),
-                         [(Bernoulli(), "pairs", False, 0), (Poisson(), "nested", False, 0),
-                          (Bernoulli(), "pairs", True, 1), (Poisson(), "nested", True, 2)])
-def test_reparameterization_jacobian_is_dense_determinant(family, name, started, frozen):
+@pytest.mark.parametrize(("family", "name", "started"),
+                         [(Bernoulli(), "pairs", False), (Poisson(), "nested", True)])
+def test_reparameterization_jacobian_is_dense_determinant(family, name, started):
     """The map z -> v is affine with matrix L^{-T}: the density's log-Jacobian term equals
-    log|det dv/dz| computed densely by automatic differentiation, from any start and with
-    steps that pass no derivative on (they change the gradient in psi, not the map)."""
+    log|det dv/dz| computed densely by automatic differentiation (from 0, or from another
+    fixed start)."""
     rng, terms, elim, lams = problem(name, seed=4)
     n_obs = len(terms[0].index)
     eta0 = rng.normal(size=n_obs) * 0.3
@@ -224,7 +223,7 @@ def test_reparameterization_jacobian_is_dense_determinant(family, name, started,
         return [p.reshape(s) for p, s in zip(parts, shapes, strict=True)]
 
     start = [jnp.asarray(0.3 * rng.normal(size=s)) for s in shapes] if started else None
-    steps = dict(steps=3, start=start, frozen=frozen)
+    steps = dict(steps=3, start=start)
 
     def v_of(flat):  # v = Lambda^{-1} u
         us, _ = laplace.reparameterized(kernel, family, *args, lams, split(flat), **steps)
