@@ -9,9 +9,9 @@ Prints a table and writes ``benchmarks/results/kernels.json``:
 - the log-log slope of time against N for the one-term kernel (linear time means ~1);
 - the one-term kernel with a per-observation residual sd ``sigma_i = exp(a + b x_i)`` (a
   distributional model: the weighted Gram blocks recomputed per evaluation) and its slope;
-- the Laplace-reparameterized density of a bernoulli response (`lmmhmc.laplace`, K = 4
-  Newton steps) for the one-term design, and its slope (``--laplace`` runs only these rows
-  and adds them to the existing JSON);
+- the Laplace-reparameterized density of a bernoulli response (`lmmhmc.laplace`,
+  `lmmhmc.laplace.NEWTON_STEPS` Newton steps) for the one-term design, and its slope
+  (``--laplace`` runs only these rows and adds them to the existing JSON);
 - InstEval ``y ~ service + (1 | s) + (1 | d) + (1 | dept)``: one joint evaluation with its
   gradient, and the full ML fit.
 
@@ -112,7 +112,7 @@ def laplace_rows(sizes) -> tuple[list[dict], float]:
     rows = []
     for n in sizes:
         t = laplace_time(simulate_terms(n, False, rng), rng)
-        rows.append({"n_obs": n, "laplace_s": t})
+        rows.append({"n_obs": n, "laplace_s": t, "newton_steps": NEWTON_STEPS})
         print(f"{n:>9} laplace (K = {NEWTON_STEPS}) {t * 1e3:10.3f} ms")
     big = [r for r in rows if r["n_obs"] >= 10_000]
     slope = float(np.polyfit(np.log([r["n_obs"] for r in big]),
@@ -258,7 +258,8 @@ def write_report(record: dict) -> None:
             [[f"{r['n_obs']:,}", f"{r['laplace_s'] * 1e3:.3f}"] for r in record["laplace_rows"]])
         text += (
             f"\nThe exact Laplace reparameterization of a bernoulli response (one term, d = 2, "
-            f"K = 4 Newton steps, each reweighting and factoring the kernel; "
+            f"K = {record['laplace_rows'][0].get('newton_steps', 4)} Newton steps, each "
+            f"reweighting and factoring the kernel; "
             f"`python benchmarks/kernels.py --laplace`, measured on a shared machine):\n\n"
             f"{laplace}\n\nLog-log slope for N >= 10^4: {record['slope_laplace']:.2f}.\n")
     (OUT.parent / "kernels.md").write_text(text)

@@ -172,6 +172,10 @@ def assemble(design: Design, plan: Plan, priors: Priors,
         "units": {"loc": {k: jnp.asarray(v) for k, v in scale.loc.items()},
                   "unit": {k: jnp.asarray(v) for k, v in scale.unit.items()}},
         "centered": {k: jnp.zeros(design.terms[k].levels.size, bool) for k in layout.sampled},
+        # where a non-Gaussian family's Newton iteration starts (lmmhmc.laplace), per
+        # reparameterized term: zeros, or the ML fit's modes (`lmmhmc.starts.newton_start`)
+        "newton_start": tuple(jnp.zeros((design.terms[k].n_levels, design.terms[k].d))
+                              for k in plan.marginalized) if family != "gaussian" else (),
     }
     return AssembledModel(design, plan, priors, structure, data, ml_kernel)
 

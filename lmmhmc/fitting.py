@@ -34,7 +34,7 @@ from .progress import Progress
 from .recovery import lower_recovery, posterior_predictive, recover_all
 from .results import FitResult
 from .runtime import cores, enable_compilation_cache, resolve_chain_method, single_threaded_blas
-from .starts import anchored_priors, ml_init, prior_init, start_shapes
+from .starts import anchored_priors, ml_init, newton_start, prior_init, start_shapes
 
 __all__ = ["fit_model"]
 
@@ -45,8 +45,8 @@ def fit_model(model, options: FitOptions,
     with single_threaded_blas():
         enable_compilation_cache()
         design = model.design
-        plan = make_plan(design, options.marginalize)
         family = model.family
+        plan = make_plan(design, options.marginalize, family=family)
         assembled = assemble(design, plan, resolve_priors(design, priors, family),
                              family=family)
         return _sample(model, assembled, options)
@@ -95,6 +95,7 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
         # which levels are sampled centered: data of the compiled programs, chosen now
         assembled = centered(assembled, choose(assembled, ml, o.centering))
         if ml is not None:
+            assembled = newton_start(assembled, ml)
             priors = anchored_priors(assembled, ml)
             init = ml_init(assembled, priors, ml, o.chains, key_init)
         else:

@@ -16,7 +16,8 @@ the kernel's.
 
 - **Laplace** (lme4's ``nAGQ = 1``) at the mode ``v^``:
   ``log p(y | psi) ~ log p(y | v^) - |v^|^2 / 2 - log|L(v^)|``.
-- **Reparameterization**: ``K`` undamped Newton steps from ``v = 0`` define ``v_K(psi)``;
+- **Reparameterization**: ``K`` undamped Newton steps from a fixed start (the ML fit's
+  conditional modes, a constant of the model; or 0) define ``v_K(psi)``;
   with the factor ``L_{K-1}`` of the last step, ``v = v_K + L_{K-1}^{-T} z`` is a bijection
   for every ``psi`` with log-Jacobian ``-log|L_{K-1}|``, so
   ``log p(y | v) + log N(v; 0, I) - log|L_{K-1}|`` is the exact density of ``(psi, z)``
@@ -39,9 +40,10 @@ from .predictor import linear_predictor
 __all__ = ["NEWTON_STEPS", "TINY_WEIGHT", "laplace_log_likelihood", "mode", "newton_step",
            "reparameterized"]
 
-#: Newton steps ``K`` of the sampler's reparameterization, from ``v = 0`` (the value of the
-#: sketch that first measured the method on cbpp; not tuned further yet).
-NEWTON_STEPS = 4
+#: Newton steps ``K`` of the sampler's reparameterization, from the ML fit's conditional
+#: modes (`benchmarks/newton_steps.py`: on grouseticks two steps gave four times the ESS per
+#: gradient of one, on cbpp the same; see docs/families.md).
+NEWTON_STEPS = 2
 
 #: Floor of the family's weights ``W`` (a rate or ``p (1 - p)`` that underflows to 0).
 TINY_WEIGHT = 1e-200
@@ -154,15 +156,17 @@ def laplace_log_likelihood(kernel: MarginalKernel, family, y, n, eta0, index, bl
 
 
 def reparameterized(kernel: MarginalKernel, family, y, n, eta0, index, block, lams,
-                    z: Sequence[jax.Array], steps: int, params: dict | None = None):
+                    z: Sequence[jax.Array], steps: int, params: dict | None = None,
+                    start: Sequence[jax.Array] | None = None):
     """The effects ``u(psi, z)`` and ``log p(y | u) + log N(v; 0, I) - log|L_{K-1}|``.
 
-    ``steps`` (``K >= 1``) undamped Newton steps from ``v = 0``; the last one adds
-    ``L_{K-1}^{-T} z``. Adding ``log p(psi)`` gives the exact log density of ``(psi, z)``.
+    ``steps`` (``K >= 1``) undamped Newton steps from the effects ``start`` (a constant:
+    zeros by default); the last one adds ``L_{K-1}^{-T} z``. Adding ``log p(psi)`` gives the
+    exact log density of ``(psi, z)``.
     """
     params = params or {}
     zeros = [jnp.zeros_like(zk) for zk in z]
-    us = zeros
+    us = zeros if start is None else list(start)
     for _ in range(steps - 1):
         _, us, _ = newton_step(kernel, family, y, n, eta0, index, block, lams, us, zeros,
                                params)

@@ -48,6 +48,7 @@ class Structure:
     layout: Layout
     likelihood: Gaussian
     n_obs: int
+    newton_steps: int = NEWTON_STEPS
 
 
 def factors(layout: Layout, params: dict, terms=None) -> list[jax.Array]:
@@ -185,12 +186,12 @@ def laplace_effects(structure: Structure, data: dict, params: dict, effects: dic
     reparameterization's terms.
 
     The reparameterized (plan-marginalized) terms' effects are ``u(psi, z)`` of
-    `lmmhmc.laplace.reparameterized` (`lmmhmc.laplace.NEWTON_STEPS` Newton steps, ``z`` the
-    terms' standard-normal sites), and the returned density is that of
-    `lmmhmc.laplace.reparameterized` less ``log N(z; 0, I)``, which the model's sites
-    contribute: with the priors it is the exact log density of the sampled ``(psi, z)``
-    (for a Gaussian response, the marginal likelihood). Without such terms it is the
-    likelihood given the non-centered ``effects``.
+    `lmmhmc.laplace.reparameterized` (``structure.newton_steps`` Newton steps from
+    ``data["newton_start"]``, ``z`` the terms' standard-normal sites), and the returned
+    density is that of `lmmhmc.laplace.reparameterized` less ``log N(z; 0, I)``, which the
+    model's sites contribute: with the priors it is the exact log density of the sampled
+    ``(psi, z)`` (for a Gaussian response, the marginal likelihood). Without such terms it is
+    the likelihood given the non-centered ``effects``.
     """
     layout, family = structure.layout, structure.likelihood
     if data["kernel"] is None:
@@ -202,7 +203,7 @@ def laplace_effects(structure: Structure, data: dict, params: dict, effects: dic
     us, density = reparameterized(
         data["kernel"], family, data["y"], data["w"], eta0,
         [data["index"][k] for k in marg], [data["block"][k] for k in marg],
-        [lams[k] for k in marg], z, NEWTON_STEPS, params)
+        [lams[k] for k in marg], z, structure.newton_steps, params, data["newton_start"])
     # the z sites' standard-normal prior is the model's already: not twice
     normal = sum(jnp.sum(dist.Normal(0.0, 1.0).log_prob(zk)) for zk in z)
     return {**effects, **dict(zip(marg, us, strict=True))}, density - normal

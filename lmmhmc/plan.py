@@ -15,6 +15,13 @@ about (floating-point operations; the factor 3 is the reverse pass)::
     + 3 sum_i L_i (d_i^3 + d_i D_i (d_i + D_i))                    nested terms (D_i: sum of the
                                                                   d_j of the coarser terms)
 
+For a non-Gaussian family the marginalized terms are reparameterized instead
+(`lmmhmc.laplace`): each of the ``K`` Newton steps per gradient recomputes the linear
+predictor, the family's weights and the weighted Gram blocks per row, and factors the
+joint precision::
+
+    K [ N (p + sum_k d_k + 3 d_M^2) + kernel ]      (kernel: the terms below)
+
 ``schur(e)`` is the Schur-complement update ([`schur_cost()`][lmmhmc.plan.schur_cost]), ``q_2`` the
 effects of the other marginalized terms. ``"auto"`` marginalizes every term when that costs at
 most ``budget`` operations; otherwise the affordable subset that removes the most sampled
@@ -35,6 +42,7 @@ import numpy as np
 
 from .design import Design
 from .errors import LmmhmcError
+from .laplace import NEWTON_STEPS
 from .marginal import Elimination, TermData, nested_order
 
 #: Default budget in floating-point operations per gradient (a few milliseconds on one core).
@@ -124,8 +132,10 @@ def elimination(terms: Sequence[TermData]) -> Elimination:
     return kernel_cost(terms)[0]
 
 
-def gradient_cost(design: Design, subset: Sequence[int]) -> tuple[float, Elimination | None]:
-    """Estimated operations per gradient of marginalizing ``subset``, and its factorization.
+def gradient_cost(design: Design, subset: Sequence[int],
+                  family: str = "gaussian") -> tuple[float, Elimination | None]:
+    """Estimated operations per gradient of marginalizing ``subset`` (reparameterizing it, for
+    a non-Gaussian ``family``), and its factorization.
 
     The factorization's positions refer to ``subset`` (the kernel's list of terms).
     """
@@ -136,6 +146,10 @@ def gradient_cost(design: Design, subset: Sequence[int]) -> tuple[float, Elimina
         return float(n * (p + sum(terms[k].d for k in sampled))), None
     q = sum(terms[k].n_levels * terms[k].d for k in subset)
     order, flops = kernel_cost([terms[k] for k in subset])
+    if family != "gaussian":
+        d = sum(terms[k].d for k in subset)
+        rows = n * (p + sum(t.d for t in terms) + GRADIENT_FACTOR * d * d)
+        return float(NEWTON_STEPS * (rows + flops)), order
     if per_observation_sd(design):
         # the weighted Gram blocks per gradient: a (sum_k d_k)^2 outer product per row, and
         # the residual, log sigma's predictor and the projections per row
@@ -233,6 +247,7 @@ def make_plan(
     design: Design,
     marginalize: str | Sequence[str] = "auto",
     budget: float = BUDGET,
+    family: str = "gaussian",
 ) -> Plan:
     """Choose the terms to marginalize.
 
@@ -244,6 +259,9 @@ def make_plan(
         terms by their text (``"1 + cond | subj"``) or factor (``"subj"``).
     budget : float, default 1e7
         Operations per gradient that ``"auto"`` may spend on the joint kernel.
+    family : str, default "gaussian"
+        The response family: a non-Gaussian one's terms are reparameterized, at the cost of
+        `lmmhmc.laplace.NEWTON_STEPS` Newton steps per gradient.
     """
     design.require_terms()
     labels = tuple(t.text for t in design.terms)
@@ -251,7 +269,7 @@ def make_plan(
 
     def plan(subset, reason):
         subset = tuple(sorted(subset))
-        flops, order = gradient_cost(design, subset)
+        flops, order = gradient_cost(design, subset, family)
         return Plan(subset, order, labels, flops, _sampled_dims(design, subset), reason)
 
     if isinstance(marginalize, str):
@@ -263,9 +281,9 @@ def make_plan(
             return plan((_marginalized_term(design, marginalize),), "user")
     else:
         return plan({_marginalized_term(design, m) for m in marginalize}, "user")
-    if gradient_cost(design, every)[0] <= budget:
+    if gradient_cost(design, every, family)[0] <= budget:
         return plan(every, "auto: joint kernel within budget")
-    return plan(_affordable_subset(design, budget), "auto: largest affordable subset")
+    return plan(_affordable_subset(design, budget, family), "auto: largest affordable subset")
 
 
 def _marginalized_term(design: Design, name: object) -> int:
@@ -280,7 +298,7 @@ def _marginalized_term(design: Design, name: object) -> int:
             "of these terms (by text or factor)") from None
 
 
-def _affordable_subset(design: Design, budget: float) -> tuple[int, ...]:
+def _affordable_subset(design: Design, budget: float, family: str) -> tuple[int, ...]:
     """The proper subset of terms within ``budget`` that removes the most sampled dimensions
     (ties: the cheaper); the largest term alone when none is affordable (always linear)."""
     every = tuple(range(len(design.terms)))
@@ -288,7 +306,7 @@ def _affordable_subset(design: Design, budget: float) -> tuple[int, ...]:
     best, best_key = (), (0, 0.0)
     for size in range(len(every) - 1, 0, -1):
         for subset in combinations(every, size):
-            flops = gradient_cost(design, subset)[0]
+            flops = gradient_cost(design, subset, family)[0]
             gain = sum(size_of[k] for k in subset)
             if flops <= budget and (gain, -flops) > (best_key[0], -best_key[1]):
                 best, best_key = subset, (gain, flops)

@@ -8,6 +8,7 @@ whitened, or not for centered levels: `lmmhmc.centering`), jittered per chain.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import jax
@@ -26,8 +27,8 @@ from .numpyro_model import Structure, factors, make_model
 from .reparam import anchor_priors, starts
 from .scaling import response_sd
 
-__all__ = ["anchored_priors", "ml_init", "ml_sds", "prior_init", "residual_estimates",
-           "start_shapes"]
+__all__ = ["anchored_priors", "ml_init", "ml_sds", "newton_start", "prior_init",
+           "residual_estimates", "start_shapes"]
 
 #: Jitter (on the unconstrained scale) of the starting points of parameters without a
 #: standard error.
@@ -143,6 +144,18 @@ def conditional_modes(assembled: AssembledModel, ml: MLResult) -> list[np.ndarra
     modes = jax.jit(lambda k, c, *a: k.draw(Affine(c), *a))(kernel, coef, ml.sigma,
                                                             ml.factors, zeros)
     return [np.asarray(u) for u in modes]
+
+
+def newton_start(assembled: AssembledModel, ml: MLResult) -> AssembledModel:
+    """``assembled`` with a non-Gaussian family's Newton iteration starting at the ML fit's
+    conditional modes of the reparameterized terms (``data["newton_start"]``; a constant
+    of the model, so the reparameterization stays an exact bijection). Unchanged for a
+    Gaussian response."""
+    if assembled.layout.gaussian or not assembled.layout.marginalized:
+        return assembled
+    modes = conditional_modes(assembled, ml)
+    start = tuple(jnp.asarray(modes[k]) for k in assembled.layout.marginalized)
+    return replace(assembled, data={**assembled.data, "newton_start": start})
 
 
 def ml_init(assembled: AssembledModel, priors: dict, ml: MLResult, chains: int,

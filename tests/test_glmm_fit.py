@@ -14,6 +14,7 @@ import arviz as az
 import numpy as np
 import pytest
 from conftest import FIT_SETTINGS
+from scipy.optimize import minimize_scalar
 from scipy.special import expit
 from scipy.stats import binom
 
@@ -66,6 +67,27 @@ def test_random_effects_match_quadrature(cbpp_fit):
     ess = az.ess(cbpp_fit.idata, var_names=["1|herd"])["1|herd"].values
     assert np.all(np.abs(u.mean(axis=0) - ref_mean) < 4 * ref_sd / np.sqrt(ess))
     np.testing.assert_allclose(u.std(axis=0), ref_sd, rtol=0.15)
+
+
+def test_newton_iteration_starts_at_the_ml_modes(cbpp_fit):
+    """The reparameterization's Newton steps start at the conditional modes of the herd
+    effects at the ML estimate: each herd's mode by a bounded scalar optimization."""
+    ml, design = cbpp_fit.ml, cbpp_fit.design
+    s = float(ml.factors[0][0, 0])
+    eta = design.X @ ml.beta.values
+    herd, y, n = design.terms[0].index, design.y, design.trials
+    modes = []
+    for j in range(15):
+        rows = herd == j
+
+        def minus_logpost(u, rows=rows):
+            e = eta[rows] + u
+            return -np.sum(y[rows] * e - n[rows] * np.logaddexp(0.0, e)) + 0.5 * (u / s) ** 2
+
+        modes.append(minimize_scalar(minus_logpost, bounds=(-8, 8), method="bounded",
+                                     options={"xatol": 1e-10}).x)
+    start = np.asarray(cbpp_fit.assembled.data["newton_start"][0])[:, 0]
+    np.testing.assert_allclose(start, modes, atol=1e-6)
 
 
 def test_pointwise_log_likelihood_is_the_binomial_pmf(cbpp_fit):

@@ -42,3 +42,18 @@ def test_the_plan_chooses_the_elimination_and_the_kernel_follows_it():
     assert kernel.static.order == (1, 0) and kernel.static.cross == "pairs"
     with pytest.raises(ValueError, match="elimination order"):
         prepare(crossed.terms)
+
+
+def test_a_non_gaussian_family_is_costed_by_its_newton_steps():
+    """Each of the K Newton steps of the reparameterization recomputes the predictor, the
+    weighted Gram blocks per row and the kernel's factorization."""
+    from lmmhmc.laplace import NEWTON_STEPS
+    from lmmhmc.plan import GRADIENT_FACTOR, kernel_cost
+
+    design = lmmhmc.Model("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+                          load("cbpp"), family="binomial").design
+    n, p = design.X.shape
+    step = n * (p + 1 + GRADIENT_FACTOR) + kernel_cost(design.terms)[1]
+    plan = make_plan(design, family="binomial")
+    assert plan.flops == NEWTON_STEPS * step
+    assert make_plan(design).flops < plan.flops  # the Gaussian kernel: precomputed columns
