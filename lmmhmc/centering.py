@@ -79,9 +79,11 @@ def choose(assembled: AssembledModel, ml: MLResult | None, centering: str) -> di
 
 
 def centered(assembled: AssembledModel, levels: dict) -> AssembledModel:
-    """``assembled`` with the sampled terms' ``levels`` (from `choose`) centered."""
+    """``assembled`` with the sampled terms' ``levels`` (from `choose`) centered (log sigma's
+    unchanged when ``levels`` has no ``"sigma"`` entry)."""
     masks = {k: jnp.asarray(levels[k], bool) for k in assembled.layout.sampled}
-    sigma = tuple(jnp.asarray(m, bool) for m in levels[SIGMA])
+    sigma = tuple(jnp.asarray(m, bool) for m in levels.get(SIGMA,
+                                                            assembled.data["sigma_centered"]))
     return replace(assembled, data={**assembled.data, "centered": masks,
                                     "sigma_centered": sigma})
 
