@@ -4,14 +4,16 @@
 
 ``auto`` integrates the mean's subject effects out (per-observation residual sds, the Gram
 blocks recomputed per gradient); ``none`` samples them non-centered. Log sigma's subject effects
-are sampled in both. The two fits run one after the other in the same process, with the same
+are sampled in both (non-centered; a third fit, ``auto`` with ``centering="all"``, samples
+them centered). The fits run one after the other in the same process, with the same
 chains, draws, warm-up and seed, each from a cold start (compilation included in the wall
 time). Checks: every posterior scalar (fixed effects, sds, correlations, every random effect
 of both parts) has means within 4 combined MCSEs and sds within 10 %; reports min bulk ESS per
 second. Writes ``benchmarks/results/distributional.json``; the machine is shared and noisy, so
 the load average before and after is recorded.
 
-Usage: ``python benchmarks/distributional.py [--draws 1000] [--chains 4]``.
+Usage: ``python benchmarks/distributional.py [--draws 1000] [--chains 4]``; ``--gradients``
+adds the time of one gradient of each plan's potential to the existing JSON.
 """
 
 from __future__ import annotations
@@ -22,12 +24,21 @@ import time
 from pathlib import Path
 
 import arviz as az
+import jax
 import numpy as np
 from common import cold, environment, environment_line, fit_parser, fit_settings, markdown_table
 
 import lmmhmc
 
 OUT = Path(__file__).parent / "results" / "distributional.json"
+GRADIENT_TEXT = (
+    "\nOne value-and-gradient of the sampler's potential (`--gradients`: best of 7 compiled "
+    "loops of 200, load average {load:.1f}): `auto` {auto:.3f} ms (the weighted Gram blocks "
+    "recomputed), `none` {none:.3f} ms; the gradients per iteration are in the JSON.\n")
+CENTERED_TEXT = (
+    "\nThe third row is `auto` with `centering=\"all\"`: log sigma's subject effects sampled "
+    "centered (`v_j` itself rather than `v_j = Lambda z_j`), which `centering=\"auto\"` does "
+    "not do (the homoscedastic ML start has no estimate of their sds).\n")
 MEAN = "log(RT) ~ c + (1 + c | subj)"
 SIGMA = "sigma ~ c + (1 + c | subj)"
 
@@ -41,15 +52,17 @@ def stroop():
     return data
 
 
-def run(data, marginalize: str, kw: dict):
+def run(data, marginalize: str, kw: dict, centering: str = "auto"):
     """One cold fit: the result, its wall time and the load average around it."""
     cold()
     load = os.getloadavg()
     t0 = time.perf_counter()
-    res = lmmhmc.fit([MEAN, SIGMA], data, marginalize=marginalize, progress=False, **kw)
+    res = lmmhmc.fit([MEAN, SIGMA], data, marginalize=marginalize, centering=centering,
+                     progress=False, **kw)
     wall = time.perf_counter() - t0
     summ = az.summary(res.idata, var_names=res.parameter_names(True), round_to="none")
-    return res, summ, {"marginalize": marginalize, "plan": str(res.plan), "wall_s": wall,
+    return res, summ, {"marginalize": marginalize, "centering": centering,
+                       "plan": str(res.plan), "wall_s": wall,
                        "sampling_s": res.timings["sampling"],
                        "min_ess_bulk": float(summ["ess_bulk"].min()),
                        "min_ess_parameter": str(summ["ess_bulk"].idxmin()),
@@ -58,6 +71,40 @@ def run(data, marginalize: str, kw: dict):
                        "divergences": res.n_divergences,
                        "gradients": res.gradients,
                        "load_before": load, "load_after": os.getloadavg()}
+
+
+def gradient_ms(data, marginalize: str, repeat: int = 7, loop: int = 200) -> float:
+    """Best time (ms) of one value-and-gradient of the sampler's potential, in a compiled loop
+    of ``loop`` evaluations (no dispatch per call), at a draw from the prior."""
+    from numpyro.infer.util import potential_energy
+
+    from lmmhmc.assembled import assemble
+    from lmmhmc.plan import make_plan
+    from lmmhmc.priors import resolve_priors
+    from lmmhmc.starts import anchored_priors, prior_init
+
+    design = lmmhmc.Model([MEAN, SIGMA], data).design
+    model = assemble(design, make_plan(design, marginalize), resolve_priors(design, None))
+    priors = anchored_priors(model, None)
+    z = jax.tree.map(lambda a: a[0], prior_init(model, priors, 1, jax.random.key(0)))
+    value_and_grad = jax.value_and_grad(
+        lambda z, d, p: potential_energy(model.numpyro_model(), (d, p), {}, z))
+
+    def run_loop(z, data, priors):
+        def body(i, acc):  # the point moves with acc: nothing is hoisted out of the loop
+            value, _ = value_and_grad(jax.tree.map(lambda a: a + 1e-12 * acc, z), data, priors)
+            return acc + 1e-12 * value
+
+        return jax.lax.fori_loop(0, loop, body, 0.0)
+
+    run_loop = jax.jit(run_loop)
+    jax.block_until_ready(run_loop(z, model.data, priors))
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run_loop(z, model.data, priors))
+        times.append((time.perf_counter() - t0) / loop)
+    return 1e3 * min(times)
 
 
 def agreement(a, b) -> dict:
@@ -74,16 +121,30 @@ def agreement(a, b) -> dict:
 
 def main() -> None:
     parser = fit_parser(__doc__)
+    parser.add_argument("--gradients", action="store_true",
+                        help="only measure the cost of one gradient of each plan's potential "
+                        "and add it to the existing JSON")
     args = parser.parse_args()
     if args.report_only:
         write_report(json.loads(OUT.read_text()))
         return
+    if args.gradients:
+        record = json.loads(OUT.read_text())
+        load = os.getloadavg()
+        record["gradient_ms"] = {m: gradient_ms(stroop(), m) for m in ("auto", "none")}
+        record["gradient_load"] = [load, os.getloadavg()]
+        OUT.write_text(json.dumps(record, indent=2, default=str))
+        print(record["gradient_ms"], record["gradient_load"])
+        write_report(record)
+        return
     kw = fit_settings(args)
     data = stroop()
     fits = {m: run(data, m, kw) for m in ("auto", "none")}
+    # log sigma's effects centered (centering="all"): measured, not the default
+    fits["auto-centered"] = run(data, "auto", kw, centering="all")
     summ_a, summ_n = fits["auto"][1], fits["none"][1]
     check = agreement(summ_a, summ_n.loc[summ_a.index])
-    rows = [fits[m][2] for m in ("auto", "none")]
+    rows = [fits[m][2] for m in ("auto", "none", "auto-centered")]
     ratio = rows[0]["min_ess_per_s"] / rows[1]["min_ess_per_s"]
     record = {"environment": environment(), "settings": kw, "formula": [MEAN, SIGMA],
               "n_obs": len(data), "fits": rows, "auto_over_none_min_ess_per_s": ratio,
@@ -104,9 +165,9 @@ def write_report(record: dict) -> None:
     """``distributional.md`` from the JSON record."""
     rows = record["fits"]
     table = markdown_table(
-        ["marginalize", "wall s", "min bulk ESS (at)", "min ESS/s", "max R-hat", "divergences",
-         "load avg (1 min) at start"],
-        [[r["marginalize"], f"{r['wall_s']:.0f}",
+        ["marginalize", "centering", "wall s", "min bulk ESS (at)", "min ESS/s", "max R-hat",
+         "divergences", "load avg (1 min) at start"],
+        [[r["marginalize"], r.get("centering", "auto"), f"{r['wall_s']:.0f}",
           f"{r['min_ess_bulk']:.0f} ({r['min_ess_parameter']})", f"{r['min_ess_per_s']:.2f}",
           f"{r['max_r_hat']:.3f}", r["divergences"], f"{r['load_before'][0]:.1f}"]
          for r in rows])
@@ -127,6 +188,9 @@ def write_report(record: dict) -> None:
         f"{a['n_means_beyond_4_mcse']} beyond 4), largest relative difference of posterior sds "
         f"{100 * a['max_sd_deviation']:.1f} % (at `{a['max_sd_parameter']}`; "
         f"{a['n_sds_beyond_10pct']} beyond 10 %).\n"
+        + (CENTERED_TEXT if len(rows) > 2 else "")
+        + (GRADIENT_TEXT.format(**record["gradient_ms"], load=record["gradient_load"][0][0])
+           if "gradient_ms" in record else "")
     )
     (OUT.parent / "distributional.md").write_text(text)
 

@@ -120,6 +120,7 @@ def _header(record: dict) -> list[str]:
         + (f", commit {env['git_commit']}" if env.get("git_commit") else "")
         + f". {st['chains']} chains, {st['warmup']} warm-up + {st['draws']} draws per chain, "
         f"seeds {st['seeds']}{_other_seeds(record)}; bambi: {record.get('bambi')}."
+        + _appended(record)
         + f" Wall time of all fits together: {_total_minutes(record):.1f} min.",
         "",
         _parallelism(record),
@@ -260,6 +261,13 @@ def _other_seeds(record: dict) -> str:
     other = [f"{e['name']}: seeds {e['seeds']}" for e in record["datasets"]
              if e.get("seeds", record["settings"]["seeds"]) != record["settings"]["seeds"]]
     return f" ({'; '.join(other)})" if other else ""
+
+
+def _appended(record: dict) -> str:
+    """The data sets added later with ``--append``, with their run's date and bambi status."""
+    later = [f"{e['name']} on {e['environment'].get('date')} (bambi: {e.get('bambi')})"
+             for e in record["datasets"] if "environment" in e]
+    return f" Added later with --append: {'; '.join(later)}." if later else ""
 
 
 def _parallelism(record: dict) -> str:

@@ -112,8 +112,13 @@ def run_lmmhmc(formula: str, data: pd.DataFrame, method: str, marginalize: str |
     return {"tool": "lmmhmc", "method": method, "seed": seed, **rec}
 
 
-def bambi_formula(formula: str) -> str:
-    """lme4/formulaic syntax as bambi (formulae) reads it: ``log(x)`` -> ``np.log(x)``."""
+def bambi_formula(formula: str | tuple[str, ...]):
+    """lme4/formulaic syntax as bambi (formulae) reads it: ``log(x)`` -> ``np.log(x)``; a
+    distributional model's formulas as one ``bambi.Formula``."""
+    if not isinstance(formula, str):
+        import bambi as bmb
+
+        return bmb.Formula(*(bambi_formula(f) for f in formula))
     return re.sub(r"(?<![\w.])log\(", "np.log(", formula)
 
 
@@ -159,7 +164,7 @@ def run_bambi(formula: str, data: pd.DataFrame, seed: int, settings: dict,
         wall = time.perf_counter() - t0
         summ = az.summary(idata, kind="diagnostics", round_to="none")
     except Exception as err:
-        return {"tool": "bambi", "method": "bambi", "seed": seed, "formula": bform,
+        return {"tool": "bambi", "method": "bambi", "seed": seed, "formula": str(bform),
                 "error": repr(err)}
     ess = summ["ess_bulk"].to_numpy()
     sampling = float(idata.posterior.attrs.get("sampling_time", float("nan")))
@@ -169,7 +174,7 @@ def run_bambi(formula: str, data: pd.DataFrame, seed: int, settings: dict,
     except Exception:
         dims = None
     return {
-        "tool": "bambi", "method": "bambi", "seed": seed, "formula": bform,
+        "tool": "bambi", "method": "bambi", "seed": seed, "formula": str(bform),
         "marginalize": None, "marginalized": [], "plan": "bambi default (PyMC NUTS, non-centered)",
         "wall_s": wall, "sampling_s": sampling,
         "iterations_per_s": chains * (draws + warmup) / sampling,
@@ -233,12 +238,18 @@ def _git_commit() -> str | None:
 
 
 def keep_earlier(record: dict, path: Path, names: list[str]) -> None:
-    """``--append``: keep the results in ``path`` of the data sets not run again now."""
+    """``--append``: keep the results in ``path`` of the data sets not run again now.
+
+    The earlier record's environment and bambi status stay the record's; each data set run now
+    carries this run's (``entry["environment"]``, ``entry["bambi"]``), which the report names.
+    """
     old = json.loads(path.read_text())
     redo = set(names)
     record["datasets"] = [e for e in old["datasets"] if e["name"] not in redo]
     record["scaling"] = [r for r in old.get("scaling", []) if r["name"] not in redo]
     record["argv"] = old.get("argv", []) + ["+"] + record["argv"]
+    record["appended"] = {"environment": record["environment"], "bambi": record["bambi"]}
+    record["environment"], record["bambi"] = old["environment"], old["bambi"]
 
 
 def save(record: dict, path: Path) -> None:
@@ -261,11 +272,14 @@ def run_dataset(record: dict, path: Path, spec: Spec) -> None:
     n_obs, methods, aliases = lmmhmc_methods(spec.formula, data)
     entry = {"name": spec.name, "label": spec.label, "formula": spec.formula, "n_obs": n_obs,
              "aliases": aliases, "seeds": seeds, "runs": []}
+    status = record.get("appended", record)["bambi"]  # this run's (`keep_earlier`)
+    if "appended" in record:
+        entry.update(environment=record["appended"]["environment"], bambi=status)
     record["datasets"].append(entry)
     print(f"\n{spec.name} (N = {n_obs}): {spec.formula}")
     for label, same in aliases.items():
         print(f"  {label} is the same plan as {same}: not repeated")
-    with_bambi = record["bambi"] == BAMBI_INCLUDED
+    with_bambi = status == BAMBI_INCLUDED
     if with_bambi and n_obs > BAMBI_MAX_OBS:
         print(f"  bambi skipped: N > {BAMBI_MAX_OBS}")
         entry["bambi_skipped"] = f"N > {BAMBI_MAX_OBS}"

@@ -20,16 +20,21 @@ PAPER_DATA = REPO.parent / "shared" / "data" / "paper"
 
 EEG = "n400 ~ center(cloze) + (1 + center(cloze) | subj) + (1 + center(cloze) | item)"
 STROOP = "log(RT) ~ condition + (1 + condition | subj)"
+#: The paper's own stroop model: log sigma varies by condition and subject (c = +-1).
+STROOP_SIGMA = ("log(RT) ~ c + (1 + c | subj)", "sigma ~ c + (1 + c | subj)")
 
 
 @dataclass(frozen=True)
 class Spec:
-    """One data set and its model."""
+    """One data set and its model (a distributional model: the mean's formula and
+    ``"sigma ~ ..."``)."""
 
     name: str
-    formula: str
+    formula: str | tuple[str, str]
     label: str  # the paper's name for it, or where it comes from
     source: str = "bundled"  # "bundled" (lmmhmc.datasets) or "paper" (PAPER_DATA/<name>.csv)
+    data: str | None = None  # the data set to load, when not ``name``
+    sum_code: tuple[str, str, str] | None = None  # (new column, factor, level coded +1; else -1)
     factors: tuple[str, ...] = ()  # columns to read as factors (source "paper")
     subjects: tuple[int | None, ...] = ()  # scaling: numbers of subjects (None: all)
     keep: str | None = None  # rows to keep (a pandas query), for responses that need it
@@ -47,6 +52,8 @@ DATASETS = [
     Spec("df_eeg", EEG, "eeg"),
     Spec("df_pupil_complete", "p_size ~ load + (1 + load | subj)", "pupil"),
     Spec("df_stroop", STROOP, "stroop"),
+    Spec("df_stroop_sigma", STROOP_SIGMA, "stroop (distributional, the paper's model)",
+         data="df_stroop", sum_code=("c", "condition", "Incongruent")),
     Spec("grouseticks",
          "np.log(TICKS + 1) ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION) + (1 | INDEX)",
          "lme4"),
@@ -69,8 +76,9 @@ def load(spec: Spec) -> pd.DataFrame | None:
     Parameters
     ----------
     spec : Spec
-        A bundled data set (read by :func:`lmmhmc.datasets.load`) or one of the scaling
-        study's (``PAPER_DATA/<name>.csv``, its rows filtered by ``spec.keep``).
+        A bundled data set (read by :func:`lmmhmc.datasets.load`, with its ``sum_code``
+        column added) or one of the scaling study's (``PAPER_DATA/<name>.csv``, its rows
+        filtered by ``spec.keep``).
 
     Returns
     -------
@@ -80,7 +88,11 @@ def load(spec: Spec) -> pd.DataFrame | None:
     import lmmhmc
 
     if spec.source == "bundled":
-        return lmmhmc.datasets.load(spec.name)
+        frame = lmmhmc.datasets.load(spec.data or spec.name)
+        if spec.sum_code:
+            column, factor, plus = spec.sum_code
+            frame = frame.assign(**{column: np.where(frame[factor] == plus, 1.0, -1.0)})
+        return frame
     path = PAPER_DATA / f"{spec.name}.csv"
     if not path.exists():
         print(f"skipping {spec.name}: {path} not found")

@@ -139,7 +139,8 @@ def fit(
         vectorized on a GPU.
     centering : {"auto", "none", "all"}, default "auto"
         Sampled terms' random effects: centered per level where the data dominate the prior
-        at the ML estimate (``"auto"``), all non-centered, or all centered.
+        at the ML estimate (``"auto"``), all non-centered, or all centered (``"all"``, log
+        sigma's terms of a distributional model too).
     log_likelihood : bool or None, default None
         Keep the pointwise log-likelihood (for LOO); None: when draws x observations is at most
         5e7.

@@ -56,8 +56,9 @@ class AssembledModel:
         per-term ``index`` and ``block``, ``sigma_part`` (a distributional model's ``X``,
         ``index`` and ``block`` of log sigma, or None),
         ``kernel`` (the plan's marginal kernel, or None), ``units`` (``loc`` and ``unit`` of
-        every scalar parameter) and ``centered`` (per sampled term, which levels are sampled
-        centered: none here, see `lmmhmc.centering`).
+        every scalar parameter), ``centered`` (per sampled term, which levels are sampled
+        centered: none here, see `lmmhmc.centering`) and ``sigma_centered`` (the same for a
+        distributional model's terms of log sigma, a tuple; empty without any).
     ml_kernel : MarginalKernel
         Every term, for the profiled likelihood of ML and the conditional modes (for a
         non-Gaussian family, the Laplace ML of `lmmhmc.laplace_ml`).
@@ -176,6 +177,7 @@ def assemble(design: Design, plan: Plan, priors: Priors,
         # reparameterized term: zeros, or the ML fit's modes (`lmmhmc.starts.newton_start`)
         "newton_start": tuple(jnp.zeros((design.terms[k].n_levels, design.terms[k].d))
                               for k in plan.marginalized) if family != "gaussian" else (),
+        "sigma_centered": tuple(jnp.zeros(t.n_levels, bool) for t in layout.sigma_terms),
     }
     return AssembledModel(design, plan, priors, structure, data, ml_kernel)
 

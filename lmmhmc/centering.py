@@ -30,6 +30,7 @@ import numpy as np
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .assembled import AssembledModel
 from .design import Design
+from .layout import SIGMA
 from .ml import MLResult
 
 __all__ = ["CENTER_BELOW", "centered", "level_ratios", "choose", "describe"]
@@ -53,13 +54,19 @@ def level_ratios(design: Design, k: int, lam: np.ndarray, sigma: float) -> np.nd
 
 
 def choose(assembled: AssembledModel, ml: MLResult | None, centering: str) -> dict:
-    """Which levels of each sampled term to center: term position -> boolean per level.
+    """Which levels of each sampled term to center: term position -> boolean per level, and
+    under ``"sigma"`` a tuple of the same for a distributional model's terms of log sigma.
 
     ``centering``: ``"auto"`` (levels with ``r_j < CENTER_BELOW``; none without an ML fit, and
     none for a non-Gaussian family, whose information per observation is not ``w_i /
-    sigma^2``), ``"none"`` or ``"all"``.
+    sigma^2``), ``"none"`` or ``"all"``. Log sigma's terms are centered with ``"all"`` only:
+    the homoscedastic ML start has no estimate of their sds, and on the paper's stroop model
+    centering them did not raise the smallest ESS (that of ``sigma_Intercept``;
+    benchmarks/results/distributional.md).
     """
-    design, out = assembled.design, {}
+    design = assembled.design
+    out: dict = {SIGMA: tuple(np.full(t.n_levels, centering == "all")
+                              for t in assembled.layout.sigma_terms)}
     for k in assembled.layout.sampled:
         n = len(design.terms[k].levels)
         if centering == "all":
@@ -72,14 +79,21 @@ def choose(assembled: AssembledModel, ml: MLResult | None, centering: str) -> di
 
 
 def centered(assembled: AssembledModel, levels: dict) -> AssembledModel:
-    """``assembled`` with the sampled terms' ``levels`` (from `choose`) centered."""
+    """``assembled`` with the sampled terms' ``levels`` (from `choose`) centered (log sigma's
+    unchanged when ``levels`` has no ``"sigma"`` entry)."""
     masks = {k: jnp.asarray(levels[k], bool) for k in assembled.layout.sampled}
-    return replace(assembled, data={**assembled.data, "centered": masks})
+    sigma = tuple(jnp.asarray(m, bool) for m in levels.get(SIGMA,
+                                                            assembled.data["sigma_centered"]))
+    return replace(assembled, data={**assembled.data, "centered": masks,
+                                    "sigma_centered": sigma})
 
 
 def describe(assembled: AssembledModel) -> str:
-    """``"(1 | d): 1128 of 1128 levels centered"`` per sampled term; empty without any."""
-    masks = assembled.data["centered"]
-    return ", ".join(
-        f"({assembled.plan.labels[k]}): {int(np.sum(masks[k]))} of {masks[k].size} levels "
-        "centered" for k in assembled.layout.sampled)
+    """``"(1 | d): 1128 of 1128 levels centered"`` per sampled term (log sigma's too, as
+    ``(sigma: 1 | d)``); empty without any."""
+    layout, masks = assembled.layout, assembled.data["centered"]
+    labels = [f"({assembled.plan.labels[k]})" for k in layout.sampled]
+    labels += [f"({t.label})" for t in layout.sigma_terms]
+    counts = [masks[k] for k in layout.sampled] + list(assembled.data["sigma_centered"])
+    return ", ".join(f"{label}: {int(np.sum(m))} of {m.size} levels centered"
+                     for label, m in zip(labels, counts, strict=True))

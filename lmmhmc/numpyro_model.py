@@ -14,7 +14,9 @@ per-term sds ``s_k`` and correlation Cholesky factors ``L_k``)::
     u_kj = v_kj ~ N(0, G_k)                    (centered levels, data["centered"][k][j];
                                                 see `lmmhmc.centering`)
     mu = X beta + o + sum_k Z_k u_k            (`linear_predictor`; o the known offset)
-    sigma_i = exp(X_s gamma + sum_k Z_sk v_k)  (distributional models, `with_residual_sd`)
+    sigma_i = exp(X_s gamma + sum_k Z_sk v_k)  (distributional models, `with_residual_sd`;
+                                                v_kj centered or not as u_kj, by
+                                                data["sigma_centered"][k][j])
     log p(y | theta, u_sampled) = likelihood with the marginalized terms integrated out
 """
 
@@ -62,10 +64,13 @@ def factors(layout: Layout, params: dict, terms=None) -> list[jax.Array]:
     return out
 
 
-def sigma_effects(layout: Layout, params: dict) -> list[jax.Array]:
-    """A distributional model's random effects of log sigma, ``v_k = z_k Lambda_k^T``."""
+def sigma_effects(layout: Layout, data: dict, params: dict) -> list[jax.Array]:
+    """A distributional model's random effects of log sigma: ``v_kj = Lambda_k z_kj``, or the
+    site itself at the levels sampled centered (``data["sigma_centered"][k][j]``)."""
     lams = factors(layout, params, layout.sigma_terms)
-    return [params[t.offset] @ lam.T for t, lam in zip(layout.sigma_terms, lams, strict=True)]
+    return [jnp.where(mask[:, None], params[t.offset], params[t.offset] @ lam.T)
+            for t, lam, mask in zip(layout.sigma_terms, lams, data["sigma_centered"],
+                                    strict=True)]
 
 
 def with_residual_sd(layout: Layout, data: dict, params: dict) -> dict:
@@ -77,7 +82,7 @@ def with_residual_sd(layout: Layout, data: dict, params: dict) -> dict:
         jnp.zeros(0))
     part = data["sigma_part"]
     log_sd = linear_predictor(part["X"], gamma, 0.0, part["index"], part["block"],
-                              dict(enumerate(sigma_effects(layout, params))))
+                              dict(enumerate(sigma_effects(layout, data, params))))
     return {**params, SIGMA: jnp.exp(log_sd)}
 
 
@@ -138,6 +143,10 @@ def make_model(structure: Structure):
         for k in layout.sampled:
             numpyro.factor(f"centered[{k}]", centered_log_density(
                 params[layout.terms[k].offset], lams[k], data["centered"][k]))
+        sigma_lams = factors(layout, params, layout.sigma_terms)
+        for k, (t, lam) in enumerate(zip(layout.sigma_terms, sigma_lams, strict=True)):
+            numpyro.factor(f"sigma_centered[{k}]", centered_log_density(
+                params[t.offset], lam, data["sigma_centered"][k]))
         effects = sampled_effects(layout, params, lams, data["centered"])
         if not layout.gaussian:
             numpyro.factor("loglik", laplace_effects(structure, data, params, effects, lams)[1])

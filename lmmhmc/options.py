@@ -57,7 +57,8 @@ class FitOptions:
         How the sampled (not marginalized) terms' random effects are sampled: ``"auto"``
         centers each level whose data dominate its prior at the ML estimate and samples the
         others non-centered (see `lmmhmc.centering`); ``"none"``: every level non-centered;
-        ``"all"``: every level centered.
+        ``"all"``: every level centered, a distributional model's terms of log sigma included
+        (which ``"auto"`` samples non-centered).
     log_likelihood : bool or None
         Store the pointwise log-likelihood (for LOO); None: when draws x observations is at
         most `LOG_LIK_MAX_CELLS`.

@@ -53,7 +53,7 @@ def _recover_all(structure: nm.Structure, data: dict, flat: dict, keys: jax.Arra
         effects = nm.recover(structure, data, params, key)
         ll = nm.pointwise_log_likelihood(structure, data, params, effects) if with_loglik else None
         mean_part = [effects[k] for k in range(len(structure.layout.terms))]
-        return mean_part + nm.sigma_effects(structure.layout, params), ll
+        return mean_part + nm.sigma_effects(structure.layout, data, params), ll
 
     return jax.lax.map(one, (flat, keys))
 

@@ -8,13 +8,21 @@ import numpy as np
 import numpyro.distributions as dist
 import pandas as pd
 import pytest
-from scipy.stats import multivariate_normal
+from numpyro.infer.util import log_density
+from scipy.stats import multivariate_normal, norm
 
 import lmmhmc
 from lmmhmc.assembled import assemble
+from lmmhmc.centering import centered
 from lmmhmc.cli import main
 from lmmhmc.errors import FormulaError, LmmhmcError
-from lmmhmc.numpyro_model import factors, residual, sampled_effects, with_residual_sd
+from lmmhmc.numpyro_model import (
+    factors,
+    residual,
+    sampled_effects,
+    sigma_effects,
+    with_residual_sd,
+)
 from lmmhmc.plan import make_plan
 from lmmhmc.priors import resolve_priors
 
@@ -179,3 +187,49 @@ def test_cli_sigma(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["describe", "Reaction ~ Days + (1 | Subject)", "--data", "sleepstudy",
                  "--sigma", "Days + (1 | Subject)"]) == 0
     assert "log sigma: Intercept + Days + (1 | Subject)" in capsys.readouterr().out
+
+
+def test_centered_levels_of_log_sigma_have_their_prior_density() -> None:
+    """Log sigma's levels sampled centered (``v_j`` itself) or not (``v_j = Lambda z_j``), by
+    level: the model's joint log density is the dense marginal likelihood of ``y`` given the
+    effects ``v``, plus ``log N(v_j | 0, Lambda Lambda^T)`` at the centered levels and
+    ``log N(z_j | 0, I)`` at the others, plus the priors of the scalars."""
+    data = simulated()
+    design = lmmhmc.Model([MEAN, SIGMA], data).design
+    assembled = assemble(design, make_plan(design, "all"), resolve_priors(design, None))
+    layout, (term,) = assembled.layout, assembled.layout.sigma_terms
+    mask = np.arange(term.n_levels) % 3 == 0
+    assembled = centered(assembled, {"sigma": (mask,)})
+    priors = assembled.internal_priors()
+    loc, unit = assembled.data["units"]["loc"], assembled.data["units"]["unit"]
+    ext = {"Intercept": 0.9, "c": 0.25, "1|subj_sigma": 0.4, "c|subj_sigma": 0.3,
+           "1|item_sigma": 0.35, "sigma_Intercept": -0.4, "sigma_c": 0.15,
+           "sigma_1|subj_sigma": 0.3, "sigma_c|subj_sigma": 0.2}
+    corr = {"subj_corr": np.array([[1.0, 0.0], [0.3, np.sqrt(0.91)]]),
+            "sigma_subj_corr": np.array([[1.0, 0.0], [-0.2, np.sqrt(0.96)]])}
+    lam = np.diag([0.3, 0.2]) @ corr["sigma_subj_corr"]
+    site = np.random.default_rng(2).normal(size=(term.n_levels, 2))
+    site[mask] *= 0.25  # centered levels hold v_j, on the scale of Lambda
+    sites = {name: jnp.asarray((value - float(loc[name])) / float(unit[name]))
+             for name, value in ext.items()}
+    sites.update({name: jnp.asarray(c) for name, c in corr.items()})
+    sites[term.offset] = jnp.asarray(site)
+    got = float(log_density(assembled.numpyro_model(), (assembled.data, priors), {}, sites)[0])
+    v = np.where(mask[:, None], site, site @ lam.T)
+    x, subj = data["c"].to_numpy(), design.sigma_part.terms[0].index
+    cov = np.diag(np.exp(2 * (-0.4 + 0.15 * x + v[subj, 0] + v[subj, 1] * x)))
+    lam_u = np.diag([0.4, 0.3]) @ corr["subj_corr"]
+    for t, g in zip(design.terms, [lam_u @ lam_u.T, np.array([[0.35**2]])], strict=True):
+        z = dense_z(t)
+        cov = cov + z @ np.kron(np.eye(t.n_levels), g) @ z.T
+    want = multivariate_normal.logpdf(data["y"], 0.9 + 0.25 * x, cov)
+    want += multivariate_normal(np.zeros(2), lam @ lam.T).logpdf(site[mask]).sum()
+    want += norm.logpdf(site[~mask]).sum()
+    want += sum(float(priors[name].log_prob(sites[name])) for name in (*ext, *corr))
+    assert got == pytest.approx(want, rel=1e-10)
+    # recovery reports v itself
+    effects = sigma_effects(layout, assembled.data,
+                            {**{n: jnp.asarray(e) for n, e in ext.items()},
+                             **{n: jnp.asarray(c) for n, c in corr.items()},
+                             term.offset: jnp.asarray(site)})
+    np.testing.assert_allclose(effects[0], v, rtol=1e-12)
