@@ -18,6 +18,13 @@ from lmmhmc.plan import pair_count, schur_cost
 jax.config.update("jax_enable_x64", True)
 
 
+def compiled(f, *args):
+    """``f(*args)`` run as one compiled program: the same operations as calling ``f`` eagerly,
+    but compiled once instead of primitive by primitive (each example of a property test has
+    new shapes, and eager dispatch compiles every primitive anew for them)."""
+    return jax.jit(f)(*args)
+
+
 @dataclass
 class Term:
     index: np.ndarray
@@ -123,18 +130,18 @@ def test_log_density_and_gram_match_dense(p):
     ref = multivariate_normal.logpdf(r, np.zeros(len(r)), cov)
     rr = rng.normal(size=(p["n_obs"], 3))
     kernel = prepare(terms, w, form(terms, *p["form"]), fixed=rr)
-    got = float(kernel.log_density(r, p["sigma"], lams))
-    assert got == pytest.approx(ref, rel=1e-10, abs=1e-10)
+    coef = rng.normal(size=(3, 2))
+    got, (logdet, quad), (logdet_a, quad_a) = compiled(
+        lambda k, ls: (k.log_density(r, p["sigma"], ls), k.gram(rr, p["sigma"], ls),
+                       k.gram(Affine(coef), p["sigma"], ls)), kernel, lams)
+    assert float(got) == pytest.approx(ref, rel=1e-10, abs=1e-10)
     # the Gram form on several columns: log|Sigma| and R^T Sigma^-1 R
-    logdet, quad = kernel.gram(rr, p["sigma"], lams)
     sign, ref_logdet = np.linalg.slogdet(cov)
     assert sign > 0
     np.testing.assert_allclose(float(logdet), ref_logdet, rtol=1e-10, atol=1e-9)
     ref_quad = rr.T @ np.linalg.solve(cov, rr)
     np.testing.assert_allclose(np.asarray(quad), ref_quad, rtol=1e-9)
     # residuals as Affine coefficients of the precomputed fixed columns: R = rr @ coef
-    coef = rng.normal(size=(3, 2))
-    logdet_a, quad_a = kernel.gram(Affine(coef), p["sigma"], lams)
     np.testing.assert_allclose(float(logdet_a), ref_logdet, rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(np.asarray(quad_a), coef.T @ ref_quad @ coef, rtol=1e-8,
                                atol=1e-10 * np.abs(ref_quad).max())
@@ -149,7 +156,8 @@ def test_every_elimination_order_agrees(eliminate, cross):
     lams = [random_lambda(rng, t.block.shape[1], 1.0) for t in terms]
     r = rng.normal(size=80)
     ref = multivariate_normal.logpdf(r, np.zeros(80), dense_cov(terms, lams, 0.7, w))
-    got = float(prepare(terms, w, form(terms, eliminate, cross)).log_density(r, 0.7, lams))
+    kernel = prepare(terms, w, form(terms, eliminate, cross))
+    got = float(compiled(lambda k: k.log_density(r, 0.7, lams), kernel))
     assert got == pytest.approx(ref, rel=1e-10)
 
 
@@ -205,9 +213,10 @@ def assert_draws_match_dense(kernel, terms, lams, sigma, w, resid, r):
         draws = kernel.draw(resid, sigma, lams, noise)
         return jnp.concatenate([u.reshape(-1) for u in draws])
 
-    mean = np.asarray(flat_draw(jnp.zeros(q)))
-    # the draw is affine in the noise: columns of draw(e_i) - mean are L^{-T} e_i (scaled by Lambda)
-    cols = np.asarray(jax.vmap(flat_draw)(jnp.eye(q))) - mean
+    # zero noise: the conditional mean; the draw is affine in the noise, so the columns of
+    # draw(e_i) - mean are L^{-T} e_i (scaled by Lambda)
+    out = np.asarray(compiled(jax.vmap(flat_draw), jnp.vstack([jnp.zeros(q), jnp.eye(q)])))
+    mean, cols = out[0], out[1:] - out[0]
     cov = cols.T @ cols
     ref_mean, ref_cov = conditional_reference(terms, lams, sigma, w, r)
     scale = max(1.0, np.abs(ref_mean).max())
@@ -226,8 +235,10 @@ def test_nested_terms_are_eliminated_in_linear_time_and_match_dense():
     kernel = prepare(terms, w, form(terms), fixed=fixed)
     assert kernel.static.n_diag == 3 and kernel.static.q2 == 0  # no dense part at all
     ref = multivariate_normal.logpdf(r, np.zeros(90), dense_cov(terms, lams, 0.6, w))
-    assert float(kernel.log_density(r, 0.6, lams)) == pytest.approx(ref, rel=1e-10)
-    assert float(kernel.log_density(Affine(coef), 0.6, lams)) == pytest.approx(ref, rel=1e-10)
+    got = compiled(lambda k: (k.log_density(r, 0.6, lams), k.log_density(Affine(coef), 0.6, lams)),
+                   kernel)
+    assert float(got[0]) == pytest.approx(ref, rel=1e-10)
+    assert float(got[1]) == pytest.approx(ref, rel=1e-10)
     assert_draws_match_dense(kernel, terms, lams, 0.6, w, Affine(coef), r)
     # gradients agree with the dense joint system's (another factorization, same function)
     joint = prepare(terms, w, form(terms, None))
@@ -237,8 +248,9 @@ def test_nested_terms_are_eliminated_in_linear_time_and_match_dense():
         return kernel.log_density(r, jnp.exp(theta[3]), scaled)
 
     theta = jnp.array([1.0, 0.7, 1.3, np.log(0.6)])
-    np.testing.assert_allclose(np.asarray(jax.grad(f)(theta, kernel)),
-                               np.asarray(jax.grad(f)(theta, joint)), rtol=1e-8)
+    grads = compiled(lambda t, k1, k2: (jax.grad(f)(t, k1), jax.grad(f)(t, k2)), theta, kernel,
+                     joint)
+    np.testing.assert_allclose(np.asarray(grads[0]), np.asarray(grads[1]), rtol=1e-8)
 
 
 def test_terms_of_one_factor_are_nested_in_each_other():
@@ -296,11 +308,13 @@ def test_recovery_monte_carlo(eliminate, cross):
 
 
 def _finite_difference(f, x, h=1e-6):
+    """Central differences of the scalar JAX function ``f`` at ``x`` (compiled once)."""
+    f = jax.jit(f)
     g = np.zeros_like(x)
     for i in range(x.size):
         e = np.zeros_like(x)
         e.flat[i] = h
-        g.flat[i] = (f(x + e) - f(x - e)) / (2 * h)
+        g.flat[i] = (float(f(jnp.asarray(x + e))) - float(f(jnp.asarray(x - e)))) / (2 * h)
     return g
 
 
@@ -328,9 +342,9 @@ def test_gradients_finite_and_match_finite_differences(sds, rho):
             return kernel.log_density(r, sigma, lams)
 
         theta = np.array([np.log(0.9), sds[0], sds[1], rho, 0.6])
-        grad = np.asarray(jax.grad(f)(jnp.asarray(theta)))
+        grad = np.asarray(compiled(jax.grad(f), jnp.asarray(theta)))
         assert np.all(np.isfinite(grad))
-        fd = _finite_difference(lambda x: float(f(jnp.asarray(x))), theta, h=1e-7)
+        fd = _finite_difference(f, theta, h=1e-7)
         # central differences at h=1e-7 are accurate to ~1e-6 relative for this smooth function;
         # skip the correlation coordinate where rho + h would leave [-1, 1]
         check = np.ones(theta.size, bool)
@@ -354,16 +368,16 @@ def test_per_observation_sd_matches_dense(p):
     cov = dense_cov(terms, lams, sig, w)
     kernel = prepare(terms, w, form(terms, *p["form"]), fixed=rr)
     ref = multivariate_normal.logpdf(rr[:, 0], np.zeros(p["n_obs"]), cov)
-    got = jax.jit(lambda k, r, s, ls: k.log_density(r, s, ls))(kernel, rr[:, 0], sig, lams)
-    assert float(got) == pytest.approx(ref, rel=1e-10, abs=1e-10)
     coef = rng.normal(size=(3, 2))
-    logdet, quad = kernel.gram(Affine(coef), sig, lams)
+    got, (logdet, quad), again = compiled(
+        lambda k, r, s, ls: (k.log_density(r, s, ls), k.gram(Affine(coef), s, ls),
+                             k.reweighted(k.arrays["w"])), kernel, rr[:, 0], sig, lams)
+    assert float(got) == pytest.approx(ref, rel=1e-10, abs=1e-10)
     np.testing.assert_allclose(float(logdet), np.linalg.slogdet(cov)[1], rtol=1e-10, atol=1e-9)
     ref_quad = coef.T @ rr.T @ np.linalg.solve(cov, rr) @ coef
     np.testing.assert_allclose(np.asarray(quad), ref_quad, rtol=1e-8,
                                atol=1e-10 * np.abs(ref_quad).max())
     # recomputing the blocks for the prepared weights reproduces the precomputed kernel
-    again = kernel.reweighted(kernel.arrays["w"])
     for name, value in again.arrays.items():
         np.testing.assert_allclose(np.asarray(value), np.asarray(kernel.arrays[name]),
                                    rtol=1e-12, atol=1e-12)
@@ -401,6 +415,6 @@ def test_per_observation_sd_gradients_match_finite_differences(form_args):
         return kernel.log_density(r, sig, lams)
 
     theta = np.array([np.log(0.8), 0.4, 1.1, 0.5, 0.7])
-    grad = np.asarray(jax.jit(jax.grad(f))(jnp.asarray(theta)))
-    fd = _finite_difference(lambda t: float(f(jnp.asarray(t))), theta, h=1e-6)
+    grad = np.asarray(compiled(jax.grad(f), jnp.asarray(theta)))
+    fd = _finite_difference(f, theta, h=1e-6)
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6)
