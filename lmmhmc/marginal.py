@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Protocol
 
 import jax
@@ -625,25 +624,16 @@ def prepare(
     dims = tuple((t.n_levels, np.asarray(t.block).shape[1]) for t in ts)
     static = _Static(n_obs=n_obs, order=order, dims=dims, n_diag=n_diag, cross=cross)
     arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
+    arrays.update(_weighted_arrays(arrays, static, w))
     if fixed is not None:
-        fixed = jnp.asarray(np.asarray(fixed, dtype=np.float64).reshape(n_obs, -1))
-    return MarginalKernel(static, _precomputed(arrays, static, jnp.asarray(w), fixed))
-
-
-@partial(jax.jit, static_argnums=1)
-def _precomputed(arrays: dict, st: _Static, w, fixed) -> dict:
-    """``arrays`` with the weighted ones (`_weighted_arrays`) and, for fixed columns ``F``,
-    ``F``, ``F^T W F`` and ``Z^T W F`` added; one compiled program (op by op, each small
-    operation would compile on its own)."""
-    arrays = arrays | _weighted_arrays(arrays, st, w)
-    if fixed is not None:
-        wf = fixed * arrays["w"][:, None]
-        b1, b2 = _project_columns(arrays, st, wf)
-        arrays.update({"F": fixed, "FWF": fixed.T @ wf})
+        f = jnp.asarray(np.asarray(fixed, dtype=np.float64).reshape(n_obs, -1))
+        wf = f * arrays["w"][:, None]
+        b1, b2 = _project_columns(arrays, static, wf)
+        arrays.update({"F": f, "FWF": f.T @ wf})
         arrays.update({f"BF{i}": b for i, b in enumerate(b1)})
         if b2 is not None:
             arrays["BFR"] = b2
-    return arrays
+    return MarginalKernel(static, arrays)
 
 
 def _weighted_arrays(a: dict, st: _Static, w) -> dict:
