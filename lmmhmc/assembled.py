@@ -57,8 +57,10 @@ class AssembledModel:
         ``index`` and ``block`` of log sigma, or None),
         ``kernel`` (the plan's marginal kernel, or None), ``units`` (``loc`` and ``unit`` of
         every scalar parameter), ``centered`` (per sampled term, which levels are sampled
-        centered: none here, see `lmmhmc.centering`) and ``sigma_centered`` (the same for a
-        distributional model's terms of log sigma, a tuple; empty without any).
+        centered: none here, see `lmmhmc.centering`), ``level_mean`` (per sampled term, the
+        ``d x p`` selection ``S_k`` of the fixed effects inside a centered level's site,
+        `lmmhmc.design.GroupTerm.fixed_selection`) and ``sigma_centered`` (which levels of a
+        distributional model's terms of log sigma are centered, a tuple; empty without any).
     ml_kernel : MarginalKernel
         Every term, for the profiled likelihood of ML and the conditional modes (for a
         non-Gaussian family, the Laplace ML of `lmmhmc.laplace_ml`).
@@ -178,16 +180,21 @@ def assemble(design: Design, plan: Plan, priors: Priors,
         "newton_start": tuple(jnp.zeros((design.terms[k].n_levels, design.terms[k].d))
                               for k in plan.marginalized) if family != "gaussian" else (),
         "sigma_centered": tuple(jnp.zeros(t.n_levels, bool) for t in layout.sigma_terms),
+        # a centered level's site is its whole coefficient: the fixed part S_k beta plus u_kj
+        "level_mean": {k: jnp.asarray(design.terms[k].fixed_selection(design.X, design.x_names))
+                       for k in layout.sampled},
     }
     return AssembledModel(design, plan, priors, structure, data, ml_kernel)
 
 
 def _sigma_data(design: Design) -> dict | None:
-    """A distributional model's design of log sigma (``X``, per-term ``index`` and
-    ``block``), or None."""
+    """A distributional model's design of log sigma (``X``, per-term ``index``, ``block`` and
+    ``level_mean``), or None."""
     part = design.sigma_part
     if part is None:
         return None
     return {"X": jnp.asarray(part.X),
             "index": tuple(jnp.asarray(t.index) for t in part.terms),
-            "block": tuple(jnp.asarray(t.block) for t in part.terms)}
+            "block": tuple(jnp.asarray(t.block) for t in part.terms),
+            "level_mean": tuple(jnp.asarray(t.fixed_selection(part.X, part.x_names))
+                                for t in part.terms)}

@@ -10,10 +10,20 @@ convergence rates are ``r`` and ``1 - r``, with ``r`` the ratio below).
 For each level, at the ML estimate, the ratio of the posterior variance of ``u_j`` (given every
 other parameter) to its prior variance, averaged over the level's ``d`` directions::
 
-    A_j = Lambda^T (sum_{i in j} w_i b_i b_i^T) Lambda / sigma^2,     r_j = tr((I + A_j)^-1) / d
+    A_j = Lambda^T (sum_{i in j} f_i b_i b_i^T) Lambda,     r_j = tr((I + A_j)^-1) / d
 
-(``b_i`` the term's covariate row of observation ``i``, ``w_i`` its weight). ``centering="auto"``
-centers level ``j`` when ``r_j < 1/2``: the data dominate its prior.
+(``b_i`` the term's covariate row of observation ``i``, ``f_i`` the Fisher information of one
+observation about its linear predictor: ``w_i / sigma^2`` for the mean, ``w_i`` its weight, and
+2 for log sigma of a distributional model). ``centering="auto"`` centers level ``j`` when
+``r_j < 1/2``: the data dominate its prior. For log sigma's terms, which the homoscedastic ML
+fit does not estimate, ``Lambda`` is their sds' start (`lmmhmc.starts.LOG_SIGMA_SD`).
+
+A centered level's site is its whole coefficient, fixed part included (hierarchical
+centering; Gelfand, Sahu & Carlin 1995): ``v_j = S beta + u_j ~ N(S beta, G)``, with ``S``
+selecting the fixed effects of the term's columns (`lmmhmc.design.GroupTerm.fixed_selection`:
+``(1 + c | subj)`` beside ``Intercept`` and ``c``). Centering ``u_j`` alone leaves the fixed
+effect and the levels' common shift on a ridge that only the prior bounds; with the fixed part
+inside, ``beta`` is located by the level sites' mean.
 
 The choice enters the sampler as data (one boolean per level, ``data["centered"]``), not as
 part of the compiled program, so it costs no compilation and is made after the ML fit, while
@@ -29,9 +39,10 @@ import numpy as np
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .assembled import AssembledModel
-from .design import Design
+from .design import Design, GroupTerm
 from .layout import SIGMA
 from .ml import MLResult
+from .starts import LOG_SIGMA_SD
 
 __all__ = ["CENTER_BELOW", "centered", "level_ratios", "choose", "describe"]
 
@@ -39,18 +50,22 @@ __all__ = ["CENTER_BELOW", "centered", "level_ratios", "choose", "describe"]
 CENTER_BELOW = 0.5
 
 
-def level_ratios(design: Design, k: int, lam: np.ndarray, sigma: float) -> np.ndarray:
-    """``r_j`` of every level of term ``k`` (see the module docstring), at the factor
-    ``lam`` (``Lambda``, d x d) and residual sd ``sigma``."""
-    term = design.terms[k]
-    w = np.ones(design.n_obs) if design.weights is None else np.asarray(design.weights)
+def level_ratios(term: GroupTerm, information: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """``r_j`` of every level of ``term`` (see the module docstring), at the factor ``lam``
+    (``Lambda``, d x d), with ``information`` the ``f_i`` of every observation."""
     block = np.asarray(term.block, dtype=float)
-    outer = w[:, None, None] * block[:, :, None] * block[:, None, :]
+    outer = information[:, None, None] * block[:, :, None] * block[:, None, :]
     info = np.zeros((len(term.levels), block.shape[1], block.shape[1]))
-    np.add.at(info, np.asarray(term.index), outer)  # sum_i w_i b_i b_i^T per level
-    a = np.einsum("ji,ljk,km->lim", lam, info, lam) / sigma**2  # Lambda^T S_j Lambda / sigma^2
+    np.add.at(info, np.asarray(term.index), outer)  # sum_i f_i b_i b_i^T per level
+    a = np.einsum("ji,ljk,km->lim", lam, info, lam)  # Lambda^T (...) Lambda
     d = a.shape[-1]
     return np.trace(np.linalg.inv(np.eye(d) + a), axis1=1, axis2=2) / d
+
+
+def _information(design: Design, sigma: float) -> np.ndarray:
+    """``f_i = w_i / sigma^2``: an observation's information about its mean."""
+    w = np.ones(design.n_obs) if design.weights is None else np.asarray(design.weights)
+    return w / sigma**2
 
 
 def choose(assembled: AssembledModel, ml: MLResult | None, centering: str) -> dict:
@@ -58,23 +73,28 @@ def choose(assembled: AssembledModel, ml: MLResult | None, centering: str) -> di
     under ``"sigma"`` a tuple of the same for a distributional model's terms of log sigma.
 
     ``centering``: ``"auto"`` (levels with ``r_j < CENTER_BELOW``; none without an ML fit, and
-    none for a non-Gaussian family, whose information per observation is not ``w_i /
-    sigma^2``), ``"none"`` or ``"all"``. Log sigma's terms are centered with ``"all"`` only:
-    the homoscedastic ML start has no estimate of their sds, and on the paper's stroop model
-    centering them did not raise the smallest ESS (that of ``sigma_Intercept``;
-    benchmarks/results/distributional.md).
+    none of the mean's for a non-Gaussian family, whose information per observation is not
+    ``w_i / sigma^2``), ``"none"`` or ``"all"``.
     """
-    design = assembled.design
-    out: dict = {SIGMA: tuple(np.full(t.n_levels, centering == "all")
-                              for t in assembled.layout.sigma_terms)}
-    for k in assembled.layout.sampled:
-        n = len(design.terms[k].levels)
+    design, layout = assembled.design, assembled.layout
+    auto = centering == "auto" and ml is not None
+
+    def levels(term: GroupTerm, information: np.ndarray | None, lam: np.ndarray) -> np.ndarray:
         if centering == "all":
-            out[k] = np.ones(n, bool)
-        elif centering == "auto" and ml is not None and assembled.layout.gaussian:
-            out[k] = level_ratios(design, k, np.asarray(ml.factors[k]), ml.sigma) < CENTER_BELOW
-        else:
-            out[k] = np.zeros(n, bool)
+            return np.ones(term.n_levels, bool)
+        if auto and information is not None:
+            return level_ratios(term, information, lam) < CENTER_BELOW
+        return np.zeros(term.n_levels, bool)
+
+    out: dict = {k: levels(design.terms[k],
+                           _information(design, ml.sigma) if auto and layout.gaussian else None,
+                           np.asarray(ml.factors[k]) if auto else None)
+                 for k in layout.sampled}
+    part, unit = design.sigma_part, assembled.units.unit
+    out[SIGMA] = tuple(
+        levels(term, np.full(design.n_obs, 2.0),
+               np.diag([LOG_SIGMA_SD * float(unit[name]) for name in t.sds]))
+        for term, t in zip(part.terms if part else (), layout.sigma_terms, strict=True))
     return out
 
 

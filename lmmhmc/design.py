@@ -89,6 +89,18 @@ class GroupTerm:
         "Days"]`` for the columns ``["1|Subject", "Days|Subject"]``."""
         return [str(c) for c in self.spec.column_names]
 
+    def fixed_selection(self, X: np.ndarray, x_names: list[str]) -> np.ndarray:
+        """``S`` (``d x p``) with ``S[j, i] = 1`` when the term's column ``j`` is the fixed
+        column ``i`` (same name, equal values on every row), so that ``S beta`` is the fixed
+        part of a level's coefficients: ``(1 + Days | Subject)`` and ``Days`` give
+        ``beta_0 + u_j0`` and ``beta_1 + u_j1``."""
+        out = np.zeros((self.d, len(x_names)))
+        for j, name in enumerate(self.coefficients):
+            if name in x_names:
+                i = x_names.index(name)
+                out[j, i] = float(np.array_equal(self.block[:, j], X[:, i]))
+        return out
+
 
 @dataclass(frozen=True, eq=False)
 class NewData:

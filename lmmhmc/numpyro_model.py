@@ -11,12 +11,16 @@ per-term sds ``s_k`` and correlation Cholesky factors ``L_k``)::
 
     Lambda_k = diag(s_k) L_k,                  G_k = Lambda_k Lambda_k^T
     u_kj = Lambda_k v_kj,  v_kj ~ N(0, I)      (sampled terms: non-centered levels)
-    u_kj = v_kj ~ N(0, G_k)                    (centered levels, data["centered"][k][j];
-                                                see `lmmhmc.centering`)
+    u_kj = v_kj - S_k beta,  v_kj ~ N(S_k beta, G_k)
+                                               (centered levels, data["centered"][k][j]:
+                                                the site is the level's whole coefficient,
+                                                S_k = data["level_mean"][k] picking the
+                                                fixed effects of the term's columns; see
+                                                `lmmhmc.centering`)
     mu = X beta + o + sum_k Z_k u_k            (`linear_predictor`; o the known offset)
     sigma_i = exp(X_s gamma + sum_k Z_sk v_k)  (distributional models, `with_residual_sd`;
-                                                v_kj centered or not as u_kj, by
-                                                data["sigma_centered"][k][j])
+                                                v_kj centered (around S_sk gamma) or not as
+                                                u_kj, by data["sigma_centered"][k][j])
     log p(y | theta, u_sampled) = likelihood with the marginalized terms integrated out
 """
 
@@ -38,7 +42,7 @@ from .marginal import Affine
 from .predictor import linear_predictor
 
 __all__ = ["Structure", "centered_log_density", "factors", "fixed_effects", "laplace_effects",
-           "linear_predictor", "make_model", "mean", "pointwise_log_likelihood",
+           "level_effects", "linear_predictor", "make_model", "mean", "pointwise_log_likelihood",
            "posterior_predictive", "recover", "residual", "sampled_effects", "sigma_effects",
            "with_residual_sd"]
 
@@ -66,11 +70,21 @@ def factors(layout: Layout, params: dict, terms=None) -> list[jax.Array]:
 
 def sigma_effects(layout: Layout, data: dict, params: dict) -> list[jax.Array]:
     """A distributional model's random effects of log sigma: ``v_kj = Lambda_k z_kj``, or the
-    site itself at the levels sampled centered (``data["sigma_centered"][k][j]``)."""
+    site less ``S_k gamma`` at the levels sampled centered (``data["sigma_centered"][k][j]``)."""
     lams = factors(layout, params, layout.sigma_terms)
-    return [jnp.where(mask[:, None], params[t.offset], params[t.offset] @ lam.T)
-            for t, lam, mask in zip(layout.sigma_terms, lams, data["sigma_centered"],
-                                    strict=True)]
+    gamma = _coefficients(params, layout.sigma_fixed)
+    means = data["sigma_part"]["level_mean"] if layout.sigma_terms else ()
+    return [level_effects(params[t.offset], lam, mask, s @ gamma)
+            for t, lam, mask, s in zip(layout.sigma_terms, lams, data["sigma_centered"],
+                                       means, strict=True)]
+
+
+def level_effects(v: jax.Array, lam: jax.Array, centered: jax.Array,
+                  mean: jax.Array) -> jax.Array:
+    """One term's random effects from its site ``v`` (levels x d): ``Lambda v_j``, or
+    ``v_j - mean`` at the ``centered`` levels (whose site is the level's whole coefficient,
+    ``mean`` its fixed part)."""
+    return jnp.where(centered[:, None], v - mean, v @ lam.T)
 
 
 def with_residual_sd(layout: Layout, data: dict, params: dict) -> dict:
@@ -78,8 +92,7 @@ def with_residual_sd(layout: Layout, data: dict, params: dict) -> dict:
     per training row, ``sigma_i = exp(X_s gamma + sum_k Z_sk v_k)``; else unchanged."""
     if not layout.distributional:
         return params
-    gamma = jnp.stack([params[n] for n in layout.sigma_fixed]) if layout.sigma_fixed else (
-        jnp.zeros(0))
+    gamma = _coefficients(params, layout.sigma_fixed)
     part = data["sigma_part"]
     log_sd = linear_predictor(part["X"], gamma, 0.0, part["index"], part["block"],
                               dict(enumerate(sigma_effects(layout, data, params))))
@@ -88,24 +101,29 @@ def with_residual_sd(layout: Layout, data: dict, params: dict) -> dict:
 
 def fixed_effects(layout: Layout, params: dict) -> jax.Array:
     """The fixed effects of a draw as one vector (design column order)."""
-    return jnp.stack([params[n] for n in layout.fixed]) if layout.fixed else jnp.zeros(0)
+    return _coefficients(params, layout.fixed)
 
 
-def sampled_effects(layout: Layout, params: dict, lams: list[jax.Array],
-                    centered: dict) -> dict:
-    """``u_kj = Lambda_k v_kj`` (non-centered levels) or ``v_kj`` (``centered[k][j]``) for every
-    sampled term ``k`` of one draw."""
-    out = {}
-    for k in layout.sampled:
-        v = params[layout.terms[k].offset]
-        out[k] = jnp.where(centered[k][:, None], v, v @ lams[k].T)
-    return out
+def _coefficients(params: dict, names: tuple[str, ...]) -> jax.Array:
+    """The draw's parameters ``names`` as one vector (empty without any)."""
+    return jnp.stack([params[n] for n in names]) if names else jnp.zeros(0)
 
 
-def centered_log_density(v: jax.Array, lam: jax.Array, centered: jax.Array) -> jax.Array:
-    """``sum_j [log N(v_j; 0, Lambda Lambda^T) - log N(v_j; 0, I)]`` over the centered levels:
-    what turns the sites' standard-normal density into the centered levels' prior."""
-    x = solve_triangular(lam, v.T, lower=True)  # Lambda^-1 v_j, column per level
+def sampled_effects(layout: Layout, data: dict, params: dict,
+                    lams: list[jax.Array]) -> dict:
+    """``u_kj`` of every sampled term ``k`` of one draw (`level_effects`: ``Lambda_k v_kj``,
+    or ``v_kj - S_k beta`` at the levels ``data["centered"][k]``)."""
+    beta = fixed_effects(layout, params)
+    return {k: level_effects(params[layout.terms[k].offset], lams[k], data["centered"][k],
+                             data["level_mean"][k] @ beta)
+            for k in layout.sampled}
+
+
+def centered_log_density(v: jax.Array, lam: jax.Array, centered: jax.Array,
+                         mean: jax.Array) -> jax.Array:
+    """``sum_j [log N(v_j; mean, Lambda Lambda^T) - log N(v_j; 0, I)]`` over the centered
+    levels: what turns the sites' standard-normal density into the centered levels' prior."""
+    x = solve_triangular(lam, (v - mean).T, lower=True)  # Lambda^-1 u_j, column per level
     per_level = (0.5 * jnp.sum(v * v, axis=1) - 0.5 * jnp.sum(x * x, axis=0)
                  - jnp.sum(jnp.log(jnp.abs(jnp.diagonal(lam)))))
     return jnp.sum(jnp.where(centered, per_level, 0.0))
@@ -140,14 +158,18 @@ def make_model(structure: Structure):
             value = numpyro.sample(name, prior)
             params[name] = loc[name] + unit[name] * value if name in unit else value
         lams = factors(layout, params)
+        beta = fixed_effects(layout, params)
         for k in layout.sampled:
             numpyro.factor(f"centered[{k}]", centered_log_density(
-                params[layout.terms[k].offset], lams[k], data["centered"][k]))
+                params[layout.terms[k].offset], lams[k], data["centered"][k],
+                data["level_mean"][k] @ beta))
         sigma_lams = factors(layout, params, layout.sigma_terms)
+        gamma = _coefficients(params, layout.sigma_fixed)
         for k, (t, lam) in enumerate(zip(layout.sigma_terms, sigma_lams, strict=True)):
             numpyro.factor(f"sigma_centered[{k}]", centered_log_density(
-                params[t.offset], lam, data["sigma_centered"][k]))
-        effects = sampled_effects(layout, params, lams, data["centered"])
+                params[t.offset], lam, data["sigma_centered"][k],
+                data["sigma_part"]["level_mean"][k] @ gamma))
+        effects = sampled_effects(layout, data, params, lams)
         if not layout.gaussian:
             numpyro.factor("loglik", laplace_effects(structure, data, params, effects, lams)[1])
             return
@@ -173,7 +195,7 @@ def recover(structure: Structure, data: dict, params: dict, key: jax.Array) -> d
     """
     layout = structure.layout
     lams = factors(layout, params)
-    effects = sampled_effects(layout, params, lams, data["centered"])
+    effects = sampled_effects(layout, data, params, lams)
     kernel = data["kernel"]
     if not layout.gaussian:
         return laplace_effects(structure, data, params, effects, lams)[0]

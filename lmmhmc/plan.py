@@ -43,6 +43,7 @@ import numpy as np
 from .design import Design
 from .errors import LmmhmcError
 from .laplace import NEWTON_STEPS
+from .layout import SIGMA
 from .marginal import Elimination, TermData, nested_order
 
 #: Default budget in floating-point operations per gradient (a few milliseconds on one core).
@@ -74,6 +75,9 @@ class Plan:
         Dimension of the space HMC explores.
     reason : str
         Why this plan was chosen.
+    sigma_labels : tuple of str
+        A distributional model's terms of log sigma (``"sigma: 1 | g"``), which are always
+        sampled.
     """
 
     marginalized: tuple[int, ...]
@@ -82,6 +86,7 @@ class Plan:
     flops: float
     sampled_dims: int
     reason: str
+    sigma_labels: tuple[str, ...] = ()
 
     @property
     def sampled(self) -> tuple[int, ...]:
@@ -90,7 +95,8 @@ class Plan:
 
     def __str__(self) -> str:
         marg = ", ".join(f"({self.labels[k]})" for k in self.marginalized) or "none"
-        samp = ", ".join(f"({self.labels[k]})" for k in self.sampled) or "none"
+        samp = ", ".join([f"({self.labels[k]})" for k in self.sampled]
+                         + [f"({label})" for label in self.sigma_labels]) or "none"
         return (
             f"marginalized: {marg}; sampled: {samp}; "
             f"{self.sampled_dims} sampled dims, ~{self.flops:.2g} flops/gradient ({self.reason})"
@@ -265,12 +271,15 @@ def make_plan(
     """
     design.require_terms()
     labels = tuple(t.text for t in design.terms)
+    part = design.sigma_part
+    sigma_labels = tuple(f"{SIGMA}: {t.text}" for t in (part.terms if part else ()))
     every = tuple(range(len(design.terms)))
 
     def plan(subset, reason):
         subset = tuple(sorted(subset))
         flops, order = gradient_cost(design, subset, family)
-        return Plan(subset, order, labels, flops, _sampled_dims(design, subset), reason)
+        return Plan(subset, order, labels, flops, _sampled_dims(design, subset), reason,
+                    sigma_labels)
 
     if isinstance(marginalize, str):
         if marginalize == "none":

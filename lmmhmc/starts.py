@@ -100,10 +100,12 @@ def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
     if layout.sampled:
         lams = factors(layout, params)
         modes = conditional_modes(assembled, ml)
-        for k in layout.sampled:
+        beta = ml.beta.values
+        for k in layout.sampled:  # centered levels' sites: their coefficients S_k beta + u_j
             whitened = np.linalg.solve(lams[k], modes[k].T).T
             centered = np.asarray(assembled.data["centered"][k])[:, None]
-            params[layout.terms[k].offset] = jnp.asarray(np.where(centered, modes[k], whitened))
+            whole = modes[k] + np.asarray(assembled.data["level_mean"][k]) @ beta
+            params[layout.terms[k].offset] = jnp.asarray(np.where(centered, whole, whitened))
     if not layout.gaussian:  # the reparameterized terms start at z = 0, u at its Newton point
         for k in layout.marginalized:
             params[layout.terms[k].offset] = jnp.zeros((layout.terms[k].n_levels,
@@ -113,19 +115,21 @@ def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
 
 def log_sigma_start(assembled: AssembledModel, ml: MLResult) -> dict:
     """A distributional model's start of log sigma: the homoscedastic ML fit's
-    ``log sigma`` as the intercept, slopes and effects 0, their sds `LOG_SIGMA_SD` (in units
-    of ``1 / s_x``) and correlations 0."""
+    ``log sigma`` as the intercept, slopes and effects 0 (a centered level's site at its
+    fixed part), their sds `LOG_SIGMA_SD` (in units of ``1 / s_x``) and correlations 0."""
     layout, part = assembled.layout, assembled.design.sigma_part
     if part is None:
         return {}
-    unit = assembled.units.unit
-    out = {name: jnp.asarray(0.0 if s_x > 0 else np.log(ml.sigma))
-           for name, s_x in zip(layout.sigma_fixed, part.X.std(axis=0), strict=True)}
-    for t in layout.sigma_terms:
+    unit, data = assembled.units.unit, assembled.data
+    gamma = np.array([0.0 if s_x > 0 else np.log(ml.sigma) for s_x in part.X.std(axis=0)])
+    out = {name: jnp.asarray(g) for name, g in zip(layout.sigma_fixed, gamma, strict=True)}
+    for k, t in enumerate(layout.sigma_terms):
         out.update({name: jnp.asarray(LOG_SIGMA_SD * unit[name]) for name in t.sds})
         if t.correlated:
             out[t.corr] = jnp.eye(t.d)
-        out[t.offset] = jnp.zeros((t.n_levels, t.d))
+        whole = np.asarray(data["sigma_part"]["level_mean"][k]) @ gamma  # centered levels'
+        out[t.offset] = jnp.asarray(np.where(np.asarray(data["sigma_centered"][k])[:, None],
+                                             whole, 0.0) * np.ones((t.n_levels, t.d)))
     return out
 
 

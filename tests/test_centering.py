@@ -26,8 +26,9 @@ def _sleepstudy_sampled():
 
 
 def test_mixed_levels_have_the_density_of_the_random_effects_by_change_of_variables():
-    """log p(theta, v) of the sampler, some levels centered (v_j = u_j) and the others not
-    (v_j = z_j, u_j = Lambda z_j), equals the dense joint density of (theta, u) plus
+    """log p(theta, v) of the sampler, some levels centered (v_j = beta + u_j: the level's
+    whole coefficients, as both of (Days | Subject)'s columns are fixed effects) and the others
+    not (v_j = z_j, u_j = Lambda z_j), equals the dense joint density of (theta, u) plus
     log|det Lambda| per non-centered level (the Jacobian of u_j = Lambda z_j)."""
     model, assembled = _sleepstudy_sampled()
     design, layout = model.design, assembled.layout
@@ -43,7 +44,9 @@ def test_mixed_levels_have_the_density_of_the_random_effects_by_change_of_variab
                term.sds[0]: sd, term.sds[1]: sd / 4}
         chol = np.linalg.cholesky(np.array([[1.0, rho], [rho, 1.0]]))
         lam = np.diag([ext[term.sds[0]], ext[term.sds[1]]]) @ chol
+        beta = np.array([250.0, 10.0])
         v = rng.normal(size=(term.n_levels, 2)) * np.where(mask[:, None], [sd, sd / 4], 1.0)
+        v += np.where(mask[:, None], beta, 0.0)
         sites = {name: jnp.asarray((value - float(loc[name])) / float(unit[name]))
                  for name, value in ext.items()}
         sites[term.corr] = jnp.asarray(chol)
@@ -51,9 +54,9 @@ def test_mixed_levels_have_the_density_of_the_random_effects_by_change_of_variab
         got.append(float(log_density(assembled.numpyro_model(), (assembled.data, priors), {},
                                      sites)[0]))
         # the dense reference: y | u ~ N(X beta + Z u, sigma^2), u_j ~ N(0, Lambda Lambda^T)
-        u = np.where(mask[:, None], v, v @ lam.T)
+        u = np.where(mask[:, None], v - beta, v @ lam.T)
         t = design.terms[0]
-        mu = design.X @ np.array([250.0, 10.0]) + np.sum(u[t.index] * t.block, axis=1)
+        mu = design.X @ beta + np.sum(u[t.index] * t.block, axis=1)
         ref = norm.logpdf(design.y, mu, 25.0).sum()
         ref += multivariate_normal(np.zeros(2), lam @ lam.T).logpdf(u).sum()
         ref += np.sum(~mask) * np.log(np.linalg.det(lam))
@@ -71,7 +74,7 @@ def test_level_ratios_are_posterior_over_prior_variance():
     model, _ = _sleepstudy_sampled()
     design = model.design
     lam = np.array([[24.0, 0.0], [1.0, 5.5]])
-    got = level_ratios(design, 0, lam, 25.0)
+    got = level_ratios(design.terms[0], np.full(design.n_obs, 25.0**-2), lam)
     t = design.terms[0]
     want = []
     for j in range(len(t.levels)):
@@ -82,7 +85,8 @@ def test_level_ratios_are_posterior_over_prior_variance():
     np.testing.assert_allclose(got, want, rtol=1e-10)
     intercept = lmmhmc.Model("Reaction ~ Days + (1 | Subject)", load("sleepstudy")).design
     n_j = np.bincount(intercept.terms[0].index)
-    np.testing.assert_allclose(level_ratios(intercept, 0, np.array([[7.0]]), 25.0),
+    np.testing.assert_allclose(level_ratios(intercept.terms[0], np.full(design.n_obs, 25.0**-2),
+                                            np.array([[7.0]])),
                                1 / (1 + n_j * 49.0 / 625.0), rtol=1e-12)
 
 
@@ -101,7 +105,7 @@ def test_auto_centers_the_levels_whose_data_dominate(unbalanced: pd.DataFrame):
     design = model.design
     assembled = assemble(design, make_plan(design, "none"), resolve_priors(design, None))
     ml = model.fit_ml()
-    ratios = level_ratios(design, 0, ml.factors[0], ml.sigma)
+    ratios = level_ratios(design.terms[0], np.full(design.n_obs, ml.sigma**-2), ml.factors[0])
     levels = choose(assembled, ml, "auto")[0]
     np.testing.assert_array_equal(levels, ratios < CENTER_BELOW)
     # 60 observations: r ~ 1 / (1 + 60 tau^2 / sigma^2) < 1/2; 2 observations: r > 1/2 here

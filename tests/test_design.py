@@ -55,6 +55,23 @@ def test_sleepstudy_random_slopes(sleep: pd.DataFrame) -> None:
     assert d.weights is None and d.n_dropped == 0
 
 
+@pytest.mark.parametrize(("formula", "want"), [
+    ("Reaction ~ Days + (Days | Subject)", [[1.0, 0.0], [0.0, 1.0]]),
+    ("Reaction ~ 0 + Days + (Days | Subject)", [[0.0], [1.0]]),
+    ("Reaction ~ Days + (1 | Subject)", [[1.0, 0.0]]),
+    ("Reaction ~ 1 + (0 + Days | Subject)", [[0.0]]),
+])
+def test_fixed_selection_picks_the_fixed_columns_of_a_term(sleep: pd.DataFrame, formula: str,
+                                                           want: list) -> None:
+    """S[j, i] = 1 where the term's column j is the fixed column i (what hierarchical
+    centering puts inside a level's site)."""
+    d = build_design(formula, sleep)
+    np.testing.assert_array_equal(d.terms[0].fixed_selection(d.X, d.x_names), want)
+    # same name, other values: not selected
+    other = d.X + 1.0
+    assert not d.terms[0].fixed_selection(other, d.x_names).any()
+
+
 def test_insteval_three_crossed_terms() -> None:
     d = build_design("y ~ service + (1 | s) + (1 | d) + (1 | dept)", datasets.load("InstEval"))
     assert d.X.shape == (73421, 2)

@@ -71,7 +71,7 @@ def test_log_density_is_the_dense_normal(marginalize) -> None:
     for t in layout.sigma_terms + tuple(layout.terms[k] for k in layout.sampled):
         params[t.offset] = jnp.asarray(rng.normal(size=(t.n_levels, t.d)))
     lams = factors(layout, params)
-    effects = sampled_effects(layout, params, lams, assembled.data["centered"])
+    effects = sampled_effects(layout, assembled.data, params, lams)
     resid = residual(assembled.structure, assembled.data, params, effects)
     full = with_residual_sd(layout, assembled.data, params)
     if assembled.kernel is None:
@@ -190,10 +190,12 @@ def test_cli_sigma(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_centered_levels_of_log_sigma_have_their_prior_density() -> None:
-    """Log sigma's levels sampled centered (``v_j`` itself) or not (``v_j = Lambda z_j``), by
-    level: the model's joint log density is the dense marginal likelihood of ``y`` given the
-    effects ``v``, plus ``log N(v_j | 0, Lambda Lambda^T)`` at the centered levels and
-    ``log N(z_j | 0, I)`` at the others, plus the priors of the scalars."""
+    """Log sigma's levels sampled centered (the site is the level's whole coefficient
+    ``gamma + v_j``, both columns of ``(1 + c | subj)`` being fixed effects of log sigma) or
+    not (``v_j = Lambda z_j``), by level: the model's joint log density is the dense marginal
+    likelihood of ``y`` given the effects ``v``, plus ``log N(v_j | 0, Lambda Lambda^T)`` at
+    the centered levels and ``log N(z_j | 0, I)`` at the others, plus the priors of the
+    scalars."""
     data = simulated()
     design = lmmhmc.Model([MEAN, SIGMA], data).design
     assembled = assemble(design, make_plan(design, "all"), resolve_priors(design, None))
@@ -209,13 +211,14 @@ def test_centered_levels_of_log_sigma_have_their_prior_density() -> None:
             "sigma_subj_corr": np.array([[1.0, 0.0], [-0.2, np.sqrt(0.96)]])}
     lam = np.diag([0.3, 0.2]) @ corr["sigma_subj_corr"]
     site = np.random.default_rng(2).normal(size=(term.n_levels, 2))
-    site[mask] *= 0.25  # centered levels hold v_j, on the scale of Lambda
+    gamma = np.array([-0.4, 0.15])
+    site[mask] = gamma + 0.25 * site[mask]  # centered levels hold gamma + v_j
     sites = {name: jnp.asarray((value - float(loc[name])) / float(unit[name]))
              for name, value in ext.items()}
     sites.update({name: jnp.asarray(c) for name, c in corr.items()})
     sites[term.offset] = jnp.asarray(site)
     got = float(log_density(assembled.numpyro_model(), (assembled.data, priors), {}, sites)[0])
-    v = np.where(mask[:, None], site, site @ lam.T)
+    v = np.where(mask[:, None], site - gamma, site @ lam.T)
     x, subj = data["c"].to_numpy(), design.sigma_part.terms[0].index
     cov = np.diag(np.exp(2 * (-0.4 + 0.15 * x + v[subj, 0] + v[subj, 1] * x)))
     lam_u = np.diag([0.4, 0.3]) @ corr["subj_corr"]
@@ -223,7 +226,7 @@ def test_centered_levels_of_log_sigma_have_their_prior_density() -> None:
         z = dense_z(t)
         cov = cov + z @ np.kron(np.eye(t.n_levels), g) @ z.T
     want = multivariate_normal.logpdf(data["y"], 0.9 + 0.25 * x, cov)
-    want += multivariate_normal(np.zeros(2), lam @ lam.T).logpdf(site[mask]).sum()
+    want += multivariate_normal(np.zeros(2), lam @ lam.T).logpdf(v[mask]).sum()
     want += norm.logpdf(site[~mask]).sum()
     want += sum(float(priors[name].log_prob(sites[name])) for name in (*ext, *corr))
     assert got == pytest.approx(want, rel=1e-10)
