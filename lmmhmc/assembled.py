@@ -59,7 +59,7 @@ class AssembledModel:
         every scalar parameter), ``centered`` (per sampled term, which levels are sampled
         centered: none here, see `lmmhmc.centering`), ``level_mean`` (per sampled term, the
         ``d x p`` selection ``S_k`` of the fixed effects inside a centered level's site,
-        `lmmhmc.design.GroupTerm.fixed_selection`) and ``sigma_centered`` (which levels of a
+        `lmmhmc.design.Design.level_means`) and ``sigma_centered`` (which levels of a
         distributional model's terms of log sigma are centered, a tuple; empty without any).
     ml_kernel : MarginalKernel
         Every term, for the profiled likelihood of ML and the conditional modes (for a
@@ -163,6 +163,7 @@ def assemble(design: Design, plan: Plan, priors: Priors,
     w = observation_weights(design) if family == "gaussian" else design.trials
     w = np.ones(design.n_obs) if w is None else w
     scale = units(design, family)
+    means = design.level_means()
     data = {
         "y": jnp.asarray(design.y),
         "X": jnp.asarray(design.X),
@@ -181,8 +182,7 @@ def assemble(design: Design, plan: Plan, priors: Priors,
                               for k in plan.marginalized) if family != "gaussian" else (),
         "sigma_centered": tuple(jnp.zeros(t.n_levels, bool) for t in layout.sigma_terms),
         # a centered level's site is its whole coefficient: the fixed part S_k beta plus u_kj
-        "level_mean": {k: jnp.asarray(design.terms[k].fixed_selection(design.X, design.x_names))
-                       for k in layout.sampled},
+        "level_mean": {k: jnp.asarray(means[k]) for k in layout.sampled},
     }
     return AssembledModel(design, plan, priors, structure, data, ml_kernel)
 
@@ -196,5 +196,4 @@ def _sigma_data(design: Design) -> dict | None:
     return {"X": jnp.asarray(part.X),
             "index": tuple(jnp.asarray(t.index) for t in part.terms),
             "block": tuple(jnp.asarray(t.block) for t in part.terms),
-            "level_mean": tuple(jnp.asarray(t.fixed_selection(part.X, part.x_names))
-                                for t in part.terms)}
+            "level_mean": tuple(jnp.asarray(s) for s in part.level_means())}

@@ -20,10 +20,11 @@ fit does not estimate, ``Lambda`` is their sds' start (`lmmhmc.starts.LOG_SIGMA_
 
 A centered level's site is its whole coefficient, fixed part included (hierarchical
 centering; Gelfand, Sahu & Carlin 1995): ``v_j = S beta + u_j ~ N(S beta, G)``, with ``S``
-selecting the fixed effects of the term's columns (`lmmhmc.design.GroupTerm.fixed_selection`:
-``(1 + c | subj)`` beside ``Intercept`` and ``c``). Centering ``u_j`` alone leaves the fixed
-effect and the levels' common shift on a ridge that only the prior bounds; with the fixed part
-inside, ``beta`` is located by the level sites' mean.
+selecting the fixed effects of the term's columns that no other term has
+(`lmmhmc.design.Design.level_means`: ``(1 + c | subj)`` beside ``Intercept`` and ``c``; not the
+intercept of crossed terms). Centering ``u_j`` alone leaves the fixed effect and the levels'
+common shift on a ridge that only the prior bounds; with the fixed part inside, ``beta`` is
+located by the level sites' mean.
 
 The choice enters the sampler as data (one boolean per level, ``data["centered"]``), not as
 part of the compiled program, so it costs no compilation and is made after the ML fit, while

@@ -219,6 +219,19 @@ class Design:
         and the parameters' units (`lmmhmc.scaling`) see."""
         return self.y - self.offset
 
+    def level_means(self) -> list[np.ndarray]:
+        """Per term, the ``S_k`` of hierarchical centering (`lmmhmc.centering`): the term's
+        `GroupTerm.fixed_selection`, less the fixed columns that another term also has.
+
+        A column that several terms share (the intercept of crossed terms ``(1 | s) + (1 |
+        d)``) stays outside every level: inside one term's levels, the fixed effect's direction
+        that the other term leaves weakly identified would be a joint move of all those sites,
+        which a diagonal metric crosses slowly.
+        """
+        own = [t.fixed_selection(self.X, self.x_names) for t in self.terms]
+        counts = sum((s.sum(axis=0) for s in own), np.zeros(len(self.x_names)))
+        return [s * (counts == 1) for s in own]
+
     def require_terms(self) -> None:
         """Raise unless the formula has at least one random-effect term (as lme4 does)."""
         if not self.terms:

@@ -66,7 +66,10 @@ class FitResult:
     options : FitOptions
         The options of the fit, automatic choices resolved.
     timings : dict
-        Wall-clock seconds of the ML start, sampling (compilation included) and recovery.
+        Wall-clock seconds: ``init`` (the ML start and starting points), ``compile_wait``
+        (waiting for the sampler's compilation, which runs in the background from the start
+        of the fit, beyond what the ML start covered), ``sampling`` (warm-up and draws) and
+        ``recovery`` (its compilation included).
     gradients : dict
         Gradient evaluations (leapfrog steps) of all chains: ``{"warmup": n, "sampling": n}``.
     ml : MLResult or None

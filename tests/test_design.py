@@ -72,6 +72,19 @@ def test_fixed_selection_picks_the_fixed_columns_of_a_term(sleep: pd.DataFrame, 
     assert not d.terms[0].fixed_selection(other, d.x_names).any()
 
 
+def test_level_means_leave_out_columns_that_several_terms_share(sleep: pd.DataFrame) -> None:
+    """Hierarchical centering's S_k: a column of one term only is inside its levels, one that
+    crossed terms share (their intercept) in none."""
+    d = build_design("y ~ service + (1 | s) + (1 | d) + (1 | dept)", datasets.load("InstEval"))
+    assert all(not s.any() for s in d.level_means())
+    sleep = sleep.assign(half=(sleep["Days"] > 4).astype(str))
+    d = build_design("Reaction ~ Days + (Days | Subject) + (1 | half)", sleep)
+    np.testing.assert_array_equal(d.level_means()[0], [[0.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(d.level_means()[1], [[0.0, 0.0]])
+    d = build_design("Reaction ~ Days + (Days | Subject)", sleep)
+    np.testing.assert_array_equal(d.level_means()[0], np.eye(2))
+
+
 def test_insteval_three_crossed_terms() -> None:
     d = build_design("y ~ service + (1 | s) + (1 | d) + (1 | dept)", datasets.load("InstEval"))
     assert d.X.shape == (73421, 2)
