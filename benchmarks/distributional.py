@@ -27,6 +27,7 @@ from pathlib import Path
 
 import arviz as az
 import jax
+import jax.numpy as jnp
 import numpy as np
 from common import cold, environment, environment_line, fit_parser, fit_settings, markdown_table
 
@@ -97,8 +98,10 @@ def gradient_ms(data, marginalize: str, repeat: int = 7, loop: int = 200) -> flo
 
     def run_loop(z, data, priors):
         def body(i, acc):  # the point moves with acc: nothing is hoisted out of the loop
-            value, _ = value_and_grad(jax.tree.map(lambda a: a + 1e-12 * acc, z), data, priors)
-            return acc + 1e-12 * value
+            value, grad = value_and_grad(jax.tree.map(lambda a: a + 1e-12 * acc, z), data,
+                                         priors)
+            # the gradient enters the result, or XLA drops it as dead code
+            return acc + 1e-12 * (value + sum(jnp.sum(g) for g in jax.tree.leaves(grad)))
 
         return jax.lax.fori_loop(0, loop, body, 0.0)
 
