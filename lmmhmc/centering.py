@@ -8,15 +8,16 @@ say little about ``u_j`` (the prior dominates), the centered form when they say 
 convergence rates are ``r`` and ``1 - r``, with ``r`` the ratio below).
 
 For each level, at the ML estimate, the ratio of the posterior variance of ``u_j`` (given every
-other parameter) to its prior variance, averaged over the level's ``d`` directions::
+other parameter) to its prior variance, in the level's least informed direction::
 
-    A_j = Lambda^T (sum_{i in j} f_i b_i b_i^T) Lambda,     r_j = tr((I + A_j)^-1) / d
+    A_j = Lambda^T (sum_{i in j} f_i b_i b_i^T) Lambda,     r_j = max eig (I + A_j)^-1
 
 (``b_i`` the term's covariate row of observation ``i``, ``f_i`` the Fisher information of one
 observation about its linear predictor: ``w_i / sigma^2`` for the mean, ``w_i`` its weight, and
 2 for log sigma of a distributional model). ``centering="auto"`` centers level ``j`` when
-``r_j < 1/2``: the data dominate its prior. For log sigma's terms, which the homoscedastic ML
-fit does not estimate, ``Lambda`` is their sds' start (`lmmhmc.starts.LOG_SIGMA_SD`).
+``r_j < 1/2``: the data dominate its prior in every direction. For log sigma's terms, which
+the homoscedastic ML fit does not estimate, ``Lambda`` is diagonal, from a moment estimate of
+their sds (`log_sigma_sds`), floored at the sds' start (`lmmhmc.starts.LOG_SIGMA_SD`).
 
 A centered level's site is its whole coefficient, fixed part included (hierarchical
 centering; Gelfand, Sahu & Carlin 1995): ``v_j = S beta + u_j ~ N(S beta, G)``, with ``S``
@@ -43,9 +44,9 @@ from .assembled import AssembledModel
 from .design import Design, GroupTerm
 from .layout import SIGMA
 from .ml import MLResult
-from .starts import LOG_SIGMA_SD
+from .starts import LOG_SIGMA_SD, conditional_modes
 
-__all__ = ["CENTER_BELOW", "centered", "level_ratios", "choose", "describe"]
+__all__ = ["CENTER_BELOW", "centered", "level_ratios", "log_sigma_sds", "choose", "describe"]
 
 #: A level is centered when its posterior-to-prior variance ratio is below this.
 CENTER_BELOW = 0.5
@@ -59,8 +60,42 @@ def level_ratios(term: GroupTerm, information: np.ndarray, lam: np.ndarray) -> n
     info = np.zeros((len(term.levels), block.shape[1], block.shape[1]))
     np.add.at(info, np.asarray(term.index), outer)  # sum_i f_i b_i b_i^T per level
     a = np.einsum("ji,ljk,km->lim", lam, info, lam)  # Lambda^T (...) Lambda
-    d = a.shape[-1]
-    return np.trace(np.linalg.inv(np.eye(d) + a), axis1=1, axis2=2) / d
+    return 1.0 / (1.0 + np.linalg.eigvalsh(a)[:, 0])  # largest eigenvalue of (I + A_j)^-1
+
+
+def log_sigma_sds(assembled: AssembledModel, ml: MLResult) -> list[np.ndarray]:
+    """A moment estimate of the sds of each term of log sigma (one per column), from the
+    homoscedastic ML fit's residuals ``r_i`` (conditional modes included).
+
+    ``z_i = log(w_i r_i^2) + 1.27`` estimates ``2 log sigma_i`` with variance ``pi^2 / 2`` (that of
+    ``log chi^2_1``). Per level ``j`` with more rows than columns, least squares of ``z`` on
+    the term's columns gives ``g_j`` with sampling covariance ``(pi^2 / 2) (B_j^T B_j)^-1``;
+    the between-level variance of ``g_j`` less the mean sampling variance, halved in sd, is
+    each column's sd (0 when negative).
+    """
+    design, part = assembled.design, assembled.design.sigma_part
+    modes = conditional_modes(assembled, ml)
+    fitted = design.X @ np.asarray(ml.beta.values) + design.offset
+    for t, u in zip(design.terms, modes, strict=True):
+        fitted = fitted + np.sum(u[t.index] * t.block, axis=1)
+    w = np.ones(design.n_obs) if design.weights is None else np.asarray(design.weights)
+    z = np.log(np.maximum(w * (design.y - fitted) ** 2, 1e-300)) + 1.27036
+    out = []
+    for t in part.terms if part else ():
+        coefs, noise = [], []
+        for j in range(t.n_levels):
+            b = t.block[t.index == j]
+            if b.shape[0] <= t.d or np.linalg.matrix_rank(b) < t.d:
+                continue
+            btb_inv = np.linalg.inv(b.T @ b)
+            coefs.append(btb_inv @ b.T @ z[t.index == j])
+            noise.append(np.pi**2 / 2 * np.diag(btb_inv))
+        if len(coefs) < 2:
+            out.append(np.zeros(t.d))
+            continue
+        var = np.var(np.array(coefs), axis=0, ddof=1) - np.mean(np.array(noise), axis=0)
+        out.append(np.sqrt(np.maximum(var, 0.0)) / 2.0)
+    return out
 
 
 def _information(design: Design, sigma: float) -> np.ndarray:
@@ -92,10 +127,12 @@ def choose(assembled: AssembledModel, ml: MLResult | None, centering: str) -> di
                            np.asarray(ml.factors[k]) if auto else None)
                  for k in layout.sampled}
     part, unit = design.sigma_part, assembled.units.unit
+    sds = log_sigma_sds(assembled, ml) if auto and part else [None] * len(layout.sigma_terms)
     out[SIGMA] = tuple(
-        levels(term, np.full(design.n_obs, 2.0),
-               np.diag([LOG_SIGMA_SD * float(unit[name]) for name in t.sds]))
-        for term, t in zip(part.terms if part else (), layout.sigma_terms, strict=True))
+        levels(term, np.full(design.n_obs, 2.0), None if sd is None else np.diag(
+            np.maximum(sd, [LOG_SIGMA_SD * float(unit[name]) for name in t.sds])))
+        for term, t, sd in zip(part.terms if part else (), layout.sigma_terms, sds,
+                               strict=True))
     return out
 
 
