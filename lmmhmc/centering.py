@@ -44,12 +44,16 @@ from .assembled import AssembledModel
 from .design import Design, GroupTerm
 from .layout import SIGMA
 from .ml import MLResult
+from .predictor import linear_predictor
 from .starts import LOG_SIGMA_SD, conditional_modes
 
 __all__ = ["CENTER_BELOW", "centered", "level_ratios", "log_sigma_sds", "choose", "describe"]
 
 #: A level is centered when its posterior-to-prior variance ratio is below this.
 CENTER_BELOW = 0.5
+#: ``-E[log chi^2_1]`` (Euler's gamma + log 2): ``log(r^2) + LOG_CHI2_BIAS`` is unbiased for
+#: ``2 log sigma`` when ``r ~ N(0, sigma^2)``.
+LOG_CHI2_BIAS = 1.2703628454614782
 
 
 def level_ratios(term: GroupTerm, information: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -67,33 +71,35 @@ def log_sigma_sds(assembled: AssembledModel, ml: MLResult) -> list[np.ndarray]:
     """A moment estimate of the sds of each term of log sigma (one per column), from the
     homoscedastic ML fit's residuals ``r_i`` (conditional modes included).
 
-    ``z_i = log(w_i r_i^2) + 1.27`` estimates ``2 log sigma_i`` with variance ``pi^2 / 2`` (that of
-    ``log chi^2_1``). Per level ``j`` with more rows than columns, least squares of ``z`` on
-    the term's columns gives ``g_j`` with sampling covariance ``(pi^2 / 2) (B_j^T B_j)^-1``;
-    the between-level variance of ``g_j`` less the mean sampling variance, halved in sd, is
-    each column's sd (0 when negative).
+    ``z_i = log(w_i r_i^2) + LOG_CHI2_BIAS`` estimates ``2 log sigma_i`` with variance
+    ``pi^2 / 2`` (those of ``log chi^2_1``). Per level ``j`` with more rows than columns (and
+    columns of full rank), least squares of ``z`` on the term's columns gives ``g_j`` with
+    sampling covariance ``(pi^2 / 2) (B_j^T B_j)^-1``; the between-level variance of ``g_j``
+    less the mean sampling variance, halved in sd, is each column's sd (0 when negative).
     """
     design, part = assembled.design, assembled.design.sigma_part
-    modes = conditional_modes(assembled, ml)
-    fitted = design.X @ np.asarray(ml.beta.values) + design.offset
-    for t, u in zip(design.terms, modes, strict=True):
-        fitted = fitted + np.sum(u[t.index] * t.block, axis=1)
+    effects = dict(enumerate(conditional_modes(assembled, ml)))
+    fitted = np.asarray(linear_predictor(design.X, np.asarray(ml.beta.values), design.offset,
+                                         [t.index for t in design.terms],
+                                         [t.block for t in design.terms], effects))
     w = np.ones(design.n_obs) if design.weights is None else np.asarray(design.weights)
-    z = np.log(np.maximum(w * (design.y - fitted) ** 2, 1e-300)) + 1.27036
+    z = np.log(np.maximum(w * (design.y - fitted) ** 2, 1e-300)) + LOG_CHI2_BIAS
     out = []
     for t in part.terms if part else ():
-        coefs, noise = [], []
-        for j in range(t.n_levels):
-            b = t.block[t.index == j]
-            if b.shape[0] <= t.d or np.linalg.matrix_rank(b) < t.d:
-                continue
-            btb_inv = np.linalg.inv(b.T @ b)
-            coefs.append(btb_inv @ b.T @ z[t.index == j])
-            noise.append(np.pi**2 / 2 * np.diag(btb_inv))
-        if len(coefs) < 2:
+        block, index = np.asarray(t.block, dtype=float), np.asarray(t.index)
+        gram = np.zeros((t.n_levels, t.d, t.d))
+        np.add.at(gram, index, block[:, :, None] * block[:, None, :])  # B_j^T B_j
+        bz = np.zeros((t.n_levels, t.d))
+        np.add.at(bz, index, block * z[:, None])  # B_j^T z_j
+        ok = (np.bincount(index, minlength=t.n_levels) > t.d) & (
+            np.linalg.matrix_rank(gram) == t.d)
+        if ok.sum() < 2:
             out.append(np.zeros(t.d))
             continue
-        var = np.var(np.array(coefs), axis=0, ddof=1) - np.mean(np.array(noise), axis=0)
+        inv = np.linalg.inv(gram[ok])
+        coefs = np.einsum("lij,lj->li", inv, bz[ok])
+        noise = np.pi**2 / 2 * np.diagonal(inv, axis1=1, axis2=2)
+        var = np.var(coefs, axis=0, ddof=1) - np.mean(noise, axis=0)
         out.append(np.sqrt(np.maximum(var, 0.0)) / 2.0)
     return out
 
