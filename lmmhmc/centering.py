@@ -82,8 +82,7 @@ def log_sigma_sds(assembled: AssembledModel, ml: MLResult) -> list[np.ndarray]:
     fitted = np.asarray(linear_predictor(design.X, np.asarray(ml.beta.values), design.offset,
                                          [t.index for t in design.terms],
                                          [t.block for t in design.terms], effects))
-    w = np.ones(design.n_obs) if design.weights is None else np.asarray(design.weights)
-    z = np.log(np.maximum(w * (design.y - fitted) ** 2, 1e-300)) + LOG_CHI2_BIAS
+    z = np.log(np.maximum(_weights(design) * (design.y - fitted) ** 2, 1e-300)) + LOG_CHI2_BIAS
     out = []
     for t in part.terms if part else ():
         block, index = np.asarray(t.block, dtype=float), np.asarray(t.index)
@@ -104,10 +103,14 @@ def log_sigma_sds(assembled: AssembledModel, ml: MLResult) -> list[np.ndarray]:
     return out
 
 
+def _weights(design: Design) -> np.ndarray:
+    """The ``weights=`` of every observation (ones without)."""
+    return np.ones(design.n_obs) if design.weights is None else np.asarray(design.weights)
+
+
 def _information(design: Design, sigma: float) -> np.ndarray:
     """``f_i = w_i / sigma^2``: an observation's information about its mean."""
-    w = np.ones(design.n_obs) if design.weights is None else np.asarray(design.weights)
-    return w / sigma**2
+    return _weights(design) / sigma**2
 
 
 def choose(assembled: AssembledModel, ml: MLResult | None, centering: str) -> dict:
