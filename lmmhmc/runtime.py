@@ -25,6 +25,10 @@ def enable_compilation_cache() -> None:
     NumPyro re-traces its sampling loop on every run; with the cache, a repeated fit of the same
     model structure loads the compiled program instead of compiling it again. The folder is
     ``$LMMHMC_CACHE_DIR`` or ``~/.cache/lmmhmc/jax``; ``LMMHMC_CACHE_DIR=off`` disables it.
+    Every program is cached, however short its compilation (JAX's default skips those under a
+    second): a fit also compiles about a hundred small programs (data preparation, the ML
+    start, recovery), 3.9 s of a warm df_dillonE1 fit's 24 s, and the cache of all of them
+    holds about 1 MB.
     """
     if jax.config.jax_compilation_cache_dir is not None:
         return
@@ -32,7 +36,7 @@ def enable_compilation_cache() -> None:
     if path.lower() == "off":
         return
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def single_threaded_blas():
