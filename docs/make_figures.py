@@ -30,8 +30,10 @@ other platforms may differ in the last digits of the MCMC summaries. ``tests/tes
 compares what every block prints now with the committed file (:func:`stale_outputs`), up to
 the few parts that change from run to run by nature (:data:`VARYING`), so the shown outputs
 cannot go stale. Seeded MCMC output repeats only with the same CPU and package versions, which
-``docs/generated/platform.json`` records when the outputs are written: on another platform the
-comparison ignores the numbers (:func:`mask_numbers`) and checks everything else.
+``docs/generated/platform.json`` records when the outputs are written (the CPU's name and its
+vector instruction sets: two CPUs of one name may differ in those, and XLA's code with them):
+on another platform the comparison ignores what depends on the draws (:func:`mask_numbers`)
+and checks everything else.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ IMG = DOCS / "img"
 #: Where the platform that wrote the outputs is recorded (:func:`platform_fingerprint`).
 PLATFORM = DOCS / "generated" / "platform.json"
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+#: A fit's convergence verdict: which checks fail, and where, depends on the draws.
+_VERDICT = re.compile(r"^(Convergence:).*?(?=^\s*$|\Z)", re.MULTILINE | re.DOTALL)
+#: CPU features that XLA's generated code and its kernels depend on.
+_ISA = re.compile(r"^(?:avx\w*|fma\w*|amx\w*|sse\w*|f16c)$")
 
 SKIP = "<!-- skip -->"
 #: Terminal width the pages' code sees (``COLUMNS``): printed tables wrap at it
@@ -186,19 +192,27 @@ def platform_fingerprint() -> dict[str, str]:
     """The CPU and the package versions that seeded MCMC output depends on."""
     from importlib import metadata
 
-    cpu = platform.processor() or platform.machine()
+    cpu, isa = platform.processor() or platform.machine(), ""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        text = cpuinfo.read_text()
+        names = re.findall(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+        flags = re.findall(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
         cpu = names[0] if names else cpu
-    return {"cpu": cpu, **{name: metadata.version(name)
-                           for name in ("jax", "jaxlib", "numpyro", "numpy", "arviz")}}
+        isa = " ".join(sorted(f for f in (flags[0].split() if flags else [])
+                              if _ISA.match(f)))
+    return {"cpu": cpu, "isa": isa, **{name: metadata.version(name)
+                                       for name in ("jax", "jaxlib", "numpyro", "numpy",
+                                                    "arviz")}}
 
 
 def mask_numbers(text: str) -> str:
-    """``text`` with every number replaced by ``#`` and runs of spaces collapsed (table columns
-    widen with their numbers)."""
-    return re.sub(r" +", " ", _NUMBER.sub("#", text))
+    """``text`` with every number replaced by ``#``, a fit's convergence verdict by
+    ``Convergence: #`` and every run of white space by one space (table columns widen with
+    their numbers, lines wrap at other places, and xarray cuts values short before or after a
+    space: ``-0.06...``, ``-0.5 ...``)."""
+    masked = _NUMBER.sub("#", _VERDICT.sub(r"\1 #\n", text))
+    return re.sub(r"\s+", " ", re.sub(r"\s*\.\.\.", " ...", masked))
 
 
 def stale_outputs(outputs: dict[str, str], exact: bool | None = None) -> dict[str, str]:

@@ -64,6 +64,14 @@ def test_stale_outputs_show_a_diff_and_ignore_only_the_timestamp() -> None:
     missing = "docs/generated/no-such-page/out.txt"
     assert make_figures.stale_outputs({missing: "1\n"}, exact=True)[missing].endswith("+1\n")
     assert make_figures.mask_numbers("a  1.5e-3   -2 x1") == "a # # x#"
+    # elsewhere the draws decide which convergence checks fail, where lines wrap and where
+    # xarray cuts a value short; the rest must still match
+    verdict = ("Convergence: max R-hat 1.02 (at 'a'): run longer chains\n  (more)\n\n"
+               "Fixed effects:\n  b  -0.06...")
+    other = "Convergence: max R-hat 1.001\n\nFixed effects:\n  b -0.5 ..."
+    assert make_figures.mask_numbers(verdict) == make_figures.mask_numbers(other)
+    assert make_figures.mask_numbers(verdict) != make_figures.mask_numbers(
+        other.replace("Fixed", "Random"))
 
 
 def test_code_block_parser() -> None:
