@@ -35,7 +35,7 @@ from common import cold, environment, environment_line, fit_parser, fit_settings
 
 import lmmhmc
 from lmmhmc.datasets import load
-from lmmhmc.laplace import NEWTON_STEPS
+from lmmhmc.families import FAMILIES
 
 OUT = Path(__file__).parent / "results" / "glmm.json"
 
@@ -107,7 +107,8 @@ def main() -> None:
         return
     kw = fit_settings(args)
     record = {"environment": environment(), "settings": {**kw, "repeat": args.repeat},
-              "newton_steps": NEWTON_STEPS, "cases": {}}
+              "newton_steps": {name: f.newton_steps for name, f in FAMILIES.items()},
+              "cases": {}}
     if args.append and OUT.exists():
         record["cases"] = json.loads(OUT.read_text())["cases"]
     for name in args.cases:
@@ -156,8 +157,13 @@ def write_report(record: dict) -> None:
          "first fit's wall s", "auto / none by wall", "ESS per 1000 gradients", "divergences",
          "max R-hat", "load avg", "agreement: means in MCSE / sds (scalars)"], rows)
     s = record["settings"]
-    newton = (f"K = {record['newton_steps']} Newton steps from the ML fit's modes"
-              if "newton_steps" in record else "K = 4 Newton steps from 0")
+    steps = record.get("newton_steps")
+    if isinstance(steps, dict):
+        newton = ("K Newton steps from the ML fit's modes ("
+                  + ", ".join(f"{name} {k}" for name, k in steps.items()) + ")")
+    else:
+        newton = (f"K = {steps} Newton steps from the ML fit's modes" if steps
+                  else "K = 4 Newton steps from 0")
     text = (f"{s['chains']} chains x ({s['warmup']} warm-up + {s['draws']} draws), seed "
             f"{s['seed']}; {newton}. ESS: the smallest bulk ESS over every parameter and "
             "random effect; per second of sampling (warm-up and draws, after compilation; "

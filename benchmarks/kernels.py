@@ -10,7 +10,7 @@ Prints a table and writes ``benchmarks/results/kernels.json``:
 - the one-term kernel with a per-observation residual sd ``sigma_i = exp(a + b x_i)`` (a
   distributional model: the weighted Gram blocks recomputed per evaluation) and its slope;
 - the Laplace-reparameterized density of a bernoulli response (`lmmhmc.laplace`,
-  `lmmhmc.laplace.NEWTON_STEPS` Newton steps) for the one-term design, and its slope
+  bernoulli's ``newton_steps`` Newton steps) for the one-term design, and its slope
   (``--laplace`` runs only these rows and adds them to the existing JSON);
 - InstEval ``y ~ service + (1 | s) + (1 | d) + (1 | dept)``: one joint evaluation with its
   gradient, and the full ML fit.
@@ -35,7 +35,7 @@ from common import environment_line, markdown_table
 
 import lmmhmc
 from lmmhmc.families import Bernoulli
-from lmmhmc.laplace import NEWTON_STEPS, reparameterized
+from lmmhmc.laplace import reparameterized
 from lmmhmc.marginal import prepare
 from lmmhmc.ml import fit_ml
 from lmmhmc.plan import elimination
@@ -101,7 +101,7 @@ def laplace_time(terms, rng) -> float:
         lam = jnp.array([[theta[0], 0.0], [theta[1], theta[2]]])
         eta0 = jnp.full(n_obs, theta[3])
         return reparameterized(kernel, Bernoulli(), y, jnp.ones(n_obs), eta0, index, block,
-                               [lam] * len(terms), z, NEWTON_STEPS)[1]
+                               [lam] * len(terms), z, Bernoulli.newton_steps)[1]
 
     return best_time(jax.jit(jax.value_and_grad(f)), jnp.array([1.0, 0.2, 0.5, 0.0]), kernel, z)
 
@@ -112,8 +112,8 @@ def laplace_rows(sizes) -> tuple[list[dict], float]:
     rows = []
     for n in sizes:
         t = laplace_time(simulate_terms(n, False, rng), rng)
-        rows.append({"n_obs": n, "laplace_s": t, "newton_steps": NEWTON_STEPS})
-        print(f"{n:>9} laplace (K = {NEWTON_STEPS}) {t * 1e3:10.3f} ms")
+        rows.append({"n_obs": n, "laplace_s": t, "newton_steps": Bernoulli.newton_steps})
+        print(f"{n:>9} laplace (K = {Bernoulli.newton_steps}) {t * 1e3:10.3f} ms")
     big = [r for r in rows if r["n_obs"] >= 10_000]
     slope = float(np.polyfit(np.log([r["n_obs"] for r in big]),
                              np.log([r["laplace_s"] for r in big]), 1)[0])

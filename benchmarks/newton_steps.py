@@ -8,9 +8,9 @@ one value-and-gradient of the log density inside a compiled loop (the shortest o
 their quotient: what the setting buys for the sampler's cost of the density (the sampler's own
 work per leapfrog step comes on top, the same for every setting).
 
-The setting is chosen through `lmmhmc.numpyro_model.Structure`'s ``newton_steps`` (the benchmark
-builds the fits with it) and the ML start of the iteration can be switched off; the library
-uses `lmmhmc.laplace.NEWTON_STEPS` from the ML modes.
+The setting is chosen through the families' ``newton_steps`` (`lmmhmc.families.FAMILIES`,
+replaced while the benchmark builds the fits) and the ML start of the iteration can be
+switched off; the library uses each family's ``newton_steps`` from the ML modes.
 
 Writes ``benchmarks/results/newton_steps.json`` and ``newton_steps.md``.
 
@@ -25,11 +25,12 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from functools import partial
+from dataclasses import replace
 from pathlib import Path
 
 import arviz as az
 import jax
+import jax.numpy as jnp
 import numpy as np
 from common import environment, environment_line, markdown_table
 from glmm import cases
@@ -37,9 +38,8 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer.util import potential_energy
 
 import lmmhmc
-import lmmhmc.assembled
 import lmmhmc.fitting
-from lmmhmc.numpyro_model import Structure
+from lmmhmc.families import FAMILIES
 from lmmhmc.starts import anchored_priors, ml_init
 
 OUT = Path(__file__).parent / "results" / "newton_steps.json"
@@ -52,14 +52,15 @@ ROUNDS, LOOP = 5, 200
 @contextmanager
 def newton(steps: int, ml_start: bool):
     """Fits built with ``steps`` Newton steps, from the ML modes or from 0."""
-    structure, start = lmmhmc.assembled.Structure, lmmhmc.fitting.newton_start
-    lmmhmc.assembled.Structure = partial(Structure, newton_steps=max(steps, 1))
+    families, start = dict(FAMILIES), lmmhmc.fitting.newton_start
+    FAMILIES.update({name: replace(f, newton_steps=max(steps, 1)) for name, f in families.items()})
     if not ml_start:
         lmmhmc.fitting.newton_start = lambda assembled, ml: assembled
     try:
         yield
     finally:
-        lmmhmc.assembled.Structure, lmmhmc.fitting.newton_start = structure, start
+        FAMILIES.update(families)
+        lmmhmc.fitting.newton_start = start
 
 
 def gradient_loop(res):
@@ -76,7 +77,7 @@ def gradient_loop(res):
     def loop(x):
         def body(i, acc):
             v, g = value_and_grad(x + 1e-9 * i)
-            return acc + v + g[0]
+            return acc + v + jnp.sum(g)  # every component: XLA drops an unused one
         return jax.lax.fori_loop(0, LOOP, body, 0.0)
 
     loop(flat).block_until_ready()

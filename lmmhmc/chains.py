@@ -63,7 +63,8 @@ class Settings:
     warmup: int
     draws: int
     target_accept: float
-    dense_mass: bool
+    #: True: dense; False: diagonal; site names: a dense block over them, diagonal elsewhere.
+    dense_mass: bool | tuple[str, ...]
     max_tree_depth: int
     progress: bool
 
@@ -284,7 +285,9 @@ def _nuts(structure: Structure, settings: Settings, start, inverse_mass, args, k
         start,
         settings.warmup,
         inverse_mass_matrix=inverse_mass,
-        dense_mass=settings.dense_mass,
+        # NumPyro's structured mass matrix: a list of dense blocks, diagonal elsewhere
+        dense_mass=([settings.dense_mass] if isinstance(settings.dense_mass, tuple)
+                    else settings.dense_mass),
         target_accept_prob=settings.target_accept,
         max_tree_depth=settings.max_tree_depth,
         model_args=args,
@@ -379,7 +382,7 @@ def _zeros(shape: jax.ShapeDtypeStruct) -> jax.Array:
     return jnp.zeros(shape.shape, shape.dtype)
 
 
-def laplace_start(potential, z0, dense: bool) -> tuple[ParamInfo, jax.Array]:
+def laplace_start(potential, z0, dense: bool | tuple[str, ...]) -> tuple[ParamInfo, object]:
     """The starting point with its potential and gradient, and a Laplace inverse mass matrix.
 
     The inverse mass matrix is the inverse Hessian of the potential at ``z0``, from central
@@ -388,7 +391,9 @@ def laplace_start(potential, z0, dense: bool) -> tuple[ParamInfo, jax.Array]:
     ``1e-6`` times the largest, and a non-finite Hessian falls back to the identity. Warm-up
     then adapts the matrix as usual; starting from the local curvature saves the long
     trajectories of its first iterations. Returns ``(ParamInfo(z0, potential, gradient),
-    matrix)``, the matrix dense or its diagonal (``dense=False``).
+    matrix)``, the matrix dense or its diagonal (``dense=False``); for a dense block over the
+    sites ``dense`` (a tuple), NumPyro's structured form ``{dense: its block, rest: the
+    diagonal of the other sites}`` (the blocks of the inverse Hessian).
     """
     flat, unravel = ravel_pytree(z0)
     n = flat.size
@@ -402,4 +407,16 @@ def laplace_start(potential, z0, dense: bool) -> tuple[ParamInfo, jax.Array]:
     vals = jnp.maximum(vals, 1e-6 * jnp.max(vals))
     cov = (vecs / vals) @ vecs.T
     cov = jnp.where(jnp.all(jnp.isfinite(cov)) & (jnp.max(vals) > 0), cov, jnp.eye(n))
-    return ParamInfo(z0, values[0], unravel(grads[0])), cov if dense else jnp.diagonal(cov)
+    start = ParamInfo(z0, values[0], unravel(grads[0]))
+    if not isinstance(dense, tuple):
+        return start, cov if dense else jnp.diagonal(cov)
+    # ravelled in sorted site order; NumPyro ravels a block in its tuple's order
+    sizes = {name: int(np.size(z0[name])) for name in sorted(z0)}
+    ends = dict(zip(sizes, np.cumsum(list(sizes.values())), strict=True))
+    positions = {name: np.arange(ends[name] - size, ends[name]) for name, size in sizes.items()}
+    rest = tuple(sorted(set(z0) - set(dense)))
+    block = np.concatenate([positions[name] for name in dense])
+    matrix = {dense: cov[np.ix_(block, block)]}
+    if rest:
+        matrix[rest] = jnp.diagonal(cov)[np.concatenate([positions[name] for name in rest])]
+    return start, matrix

@@ -15,6 +15,14 @@ The number of trials ``n`` of a binomial response (``y | trials(n)``, or lme4's
 Gaussian takes its weights (``data["w"]``; 1 for bernoulli and poisson). The log-likelihood
 includes the normalising constants (``log C(n, y)``, ``log y!``), as lme4's ``logLik``.
 
+Each family also fixes ``newton_steps``, the ``K`` undamped Newton steps from the ML fit's
+conditional modes that define the exact reparameterization of its random effects
+(`lmmhmc.laplace.reparameterized`), measured with ``benchmarks/newton_steps.py``: one for the
+logistic families, whose weights ``n p (1 - p) <= n / 4`` are bounded, so that the log-likelihood
+stays close to its quadratic model (cbpp and VerbAgg: the same ESS per gradient as two steps at
+about 60 % of the cost, no divergences); two for poisson, whose weights ``e^eta`` are not
+(grouseticks' observation-level effects: 2.5 times the ESS per second of one step).
+
 A new family (negative binomial, ...) is a class here with the same methods, its name in
 `FAMILIES`, and its response rule in `lmmhmc.checks.RESPONSE_RULES` (which the design stage
 reads without importing JAX). The Gaussian stays `lmmhmc.likelihood.Gaussian`.
@@ -37,6 +45,8 @@ class _Logistic:
     """Binomial with ``n`` trials and the logit link (``n = 1``: bernoulli)."""
 
     name: str = "binomial"
+    #: Newton steps ``K`` of the reparameterization (see the module docstring).
+    newton_steps: int = 1
 
     def log_prob(self, y: jax.Array, eta: jax.Array, params: dict, n: jax.Array) -> jax.Array:
         """Pointwise ``log C(n, y) + y eta - n log(1 + e^eta)``."""
@@ -77,6 +87,8 @@ class Poisson:
     """Counts, log link: ``y_i ~ Poisson(e^eta_i)``."""
 
     name: str = "poisson"
+    #: Newton steps ``K`` of the reparameterization (see the module docstring).
+    newton_steps: int = 2
 
     def log_prob(self, y: jax.Array, eta: jax.Array, params: dict, n: jax.Array) -> jax.Array:
         """Pointwise ``y eta - e^eta - log y!``."""

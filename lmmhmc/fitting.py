@@ -23,7 +23,7 @@ from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .assembled import AssembledModel, assemble
 from .centering import centered, choose
 from .chains import WARMUP_STEPS, ChainRunner, Settings
-from .errors import ConvergenceWarning, warn
+from .errors import ConvergenceWarning, LmmhmcError, warn
 from .inference_data import to_inference_data
 from .laplace_ml import fit_laplace
 from .ml import fit_ml
@@ -59,11 +59,32 @@ def _resolved(assembled: AssembledModel, options: FitOptions) -> FitOptions:
     # a non-Gaussian family samples the reparameterized terms' z too (lmmhmc.laplace)
     dims = assembled.plan.sampled_dims + (0 if layout.gaussian else sum(
         layout.terms[k].n_levels * layout.terms[k].d for k in layout.marginalized))
-    dense = o.dense_mass if o.dense_mass is not None else dims <= DENSE_MASS_MAX_DIM
     method = resolve_chain_method(o.chain_method, o.chains)
     loglik = o.log_likelihood if o.log_likelihood is not None else (
         o.chains * o.draws * assembled.design.n_obs <= LOG_LIK_MAX_CELLS)
-    return o.replace(dense_mass=bool(dense), chain_method=method, log_likelihood=bool(loglik))
+    return o.replace(dense_mass=_mass_matrix(layout, dims, o.dense_mass), chain_method=method,
+                     log_likelihood=bool(loglik))
+
+
+def _mass_matrix(layout, dims: int, dense_mass) -> bool | tuple[str, ...]:
+    """The mass matrix's form (`lmmhmc.chains.Settings.dense_mass`) for ``dense_mass``: dense
+    up to `DENSE_MASS_MAX_DIM` sampled dimensions; above, a dense block over the parameters
+    (every site but the random effects' standard-normal ones) when there are 2 to
+    `DENSE_MASS_MAX_DIM` of them, else diagonal."""
+    shapes = layout.site_shapes()
+    if isinstance(dense_mass, tuple):
+        unknown = sorted(set(dense_mass) - set(shapes))
+        if unknown:
+            raise LmmhmcError(f"dense_mass names {unknown}, which are not sampled parameters of "
+                              f"this model ({', '.join(shapes)}); pass True, False or None")
+        return dense_mass
+    if dense_mass is not None:
+        return bool(dense_mass)
+    if dims <= DENSE_MASS_MAX_DIM:
+        return True
+    block = tuple(sorted(set(shapes) - layout.effect_sites()))
+    size = sum(int(np.prod(shapes[name])) for name in block)
+    return block if 2 <= size <= DENSE_MASS_MAX_DIM else False
 
 
 def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:

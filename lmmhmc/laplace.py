@@ -16,10 +16,10 @@ the kernel's.
 
 - **Laplace** (lme4's ``nAGQ = 1``) at the mode ``v^``:
   ``log p(y | psi) ~ log p(y | v^) - |v^|^2 / 2 - log|L(v^)|``.
-- **Reparameterization**: ``K`` undamped Newton steps from a fixed start (the ML fit's
-  conditional modes, a constant of the model; or 0) define ``v_K(psi)``;
-  with the factor ``L_{K-1}`` of the last step, ``v = v_K + L_{K-1}^{-T} z`` is a bijection
-  for every ``psi`` with log-Jacobian ``-log|L_{K-1}|``, so
+- **Reparameterization**: ``K`` (the family's ``newton_steps``) undamped Newton steps from a
+  fixed start (the ML fit's conditional modes, a constant of the model; or 0) define
+  ``v_K(psi)``; with the factor ``L_{K-1}`` of the last step, ``v = v_K + L_{K-1}^{-T} z`` is
+  a bijection for every ``psi`` with log-Jacobian ``-log|L_{K-1}|``, so
   ``log p(y | v) + log N(v; 0, I) - log|L_{K-1}|`` is the exact density of ``(psi, z)``
   whatever ``K`` is. For a Gaussian response, ``P`` does not depend on ``v`` and one step
   gives the conditional mean: the density is ``log p(y | psi) + log N(z; 0, I)``, the
@@ -37,13 +37,8 @@ from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .marginal import LOG_2PI, MarginalKernel
 from .predictor import linear_predictor
 
-__all__ = ["NEWTON_STEPS", "TINY_WEIGHT", "laplace_log_likelihood", "mode", "newton_step",
+__all__ = ["TINY_WEIGHT", "laplace_log_likelihood", "mode", "newton_step",
            "reparameterized"]
-
-#: Newton steps ``K`` of the sampler's reparameterization, from the ML fit's conditional
-#: modes (`benchmarks/newton_steps.py`: on grouseticks two steps gave four times the ESS per
-#: gradient of one, on cbpp the same; see docs/families.md).
-NEWTON_STEPS = 2
 
 #: Floor of the family's weights ``W`` (a rate or ``p (1 - p)`` that underflows to 0).
 TINY_WEIGHT = 1e-200

@@ -214,6 +214,10 @@ class Layout:
                 shapes[t.offset] = (t.n_levels, t.d)
         return shapes
 
+    def effect_sites(self) -> frozenset[str]:
+        """The random effects' standard-normal sites (one per term, of log sigma's too)."""
+        return frozenset(t.offset for t in (*self.terms, *self.sigma_terms))
+
     def n_theta(self) -> int:
         """Length of lme4's ``theta`` vector."""
         return sum(len(t.theta_entries()[0]) for t in self.terms)

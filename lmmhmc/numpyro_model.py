@@ -35,7 +35,7 @@ import numpyro.distributions as dist
 from jax.scipy.linalg import solve_triangular
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
-from .laplace import NEWTON_STEPS, reparameterized
+from .laplace import reparameterized
 from .layout import SIGMA, Layout
 from .likelihood import Gaussian
 from .marginal import Affine
@@ -54,7 +54,6 @@ class Structure:
     layout: Layout
     likelihood: Gaussian
     n_obs: int
-    newton_steps: int = NEWTON_STEPS
 
 
 def factors(layout: Layout, params: dict, terms=None) -> list[jax.Array]:
@@ -150,7 +149,7 @@ def make_model(structure: Structure):
         params = {}
         # standard-normal sites: the sampled terms' (or their centered levels' scaled ones),
         # log sigma's, and a non-Gaussian family's reparameterized terms' z
-        offsets = {t.offset for t in (*layout.terms, *layout.sigma_terms)}
+        offsets = layout.effect_sites()
         loc, unit = data["units"]["loc"], data["units"]["unit"]
         for name, shape in layout.site_shapes().items():
             prior = (dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape))
@@ -217,7 +216,7 @@ def laplace_effects(structure: Structure, data: dict, params: dict, effects: dic
     reparameterization's terms.
 
     The reparameterized (plan-marginalized) terms' effects are ``u(psi, z)`` of
-    `lmmhmc.laplace.reparameterized` (``structure.newton_steps`` Newton steps from
+    `lmmhmc.laplace.reparameterized` (the family's ``newton_steps`` Newton steps from
     ``data["newton_start"]``, ``z`` the terms' standard-normal sites), and the returned
     density is that of `lmmhmc.laplace.reparameterized` less ``log N(z; 0, I)``, which the
     model's sites contribute: with the priors it is the exact log density of the sampled
@@ -234,7 +233,7 @@ def laplace_effects(structure: Structure, data: dict, params: dict, effects: dic
     us, density = reparameterized(
         data["kernel"], family, data["y"], data["w"], eta0,
         [data["index"][k] for k in marg], [data["block"][k] for k in marg],
-        [lams[k] for k in marg], z, structure.newton_steps, params, data["newton_start"])
+        [lams[k] for k in marg], z, family.newton_steps, params, data["newton_start"])
     # the z sites' standard-normal prior is the model's already: not twice
     normal = sum(jnp.sum(dist.Normal(0.0, 1.0).log_prob(zk)) for zk in z)
     return {**effects, **dict(zip(marg, us, strict=True))}, density - normal

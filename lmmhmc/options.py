@@ -44,8 +44,11 @@ class FitOptions:
         Start the chains near the maximum-likelihood estimate (and sample the sds on a scale
         anchored at it, see `lmmhmc.reparam`), or at draws from the prior.
     dense_mass : bool or None
-        Adapt a dense mass matrix; None: dense up to `DENSE_MASS_MAX_DIM` sampled
-        dimensions, diagonal above.
+        Adapt a dense mass matrix (True) or a diagonal one (False). None: dense up to
+        `DENSE_MASS_MAX_DIM` sampled dimensions; above, a dense block over the parameters
+        (fixed effects, sds, correlations, sigma) when they are at most
+        `DENSE_MASS_MAX_DIM`, and diagonal over the random effects (NumPyro's structured mass
+        matrix). A fit records the choice: a tuple of site names is that dense block.
     max_tree_depth : int
         NUTS maximum tree depth.
     chain_method : {"auto", "parallel", "sequential", "vectorized"}
@@ -74,7 +77,7 @@ class FitOptions:
     target_accept: float = 0.8
     progress: bool = True
     init: str = "ml"
-    dense_mass: bool | None = None
+    dense_mass: bool | tuple[str, ...] | None = None
     max_tree_depth: int = 10
     chain_method: str = "auto"
     centering: str = "auto"
@@ -95,6 +98,8 @@ class FitOptions:
             raise LmmhmcError(f"seed must be an integer, got {self.seed!r}")
         if not isinstance(self.target_accept, numbers.Real) or not 0.0 < self.target_accept < 1.0:
             raise LmmhmcError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
+        if isinstance(self.dense_mass, list):  # a saved fit's dense block (JSON)
+            object.__setattr__(self, "dense_mass", tuple(self.dense_mass))
         _one_of("init", self.init, INITS)
         _one_of("chain_method", self.chain_method, CHAIN_METHODS)
         _one_of("centering", self.centering, CENTERINGS)

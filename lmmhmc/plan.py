@@ -42,7 +42,7 @@ import numpy as np
 
 from .design import Design
 from .errors import LmmhmcError
-from .laplace import NEWTON_STEPS
+from .families import get_family
 from .layout import SIGMA
 from .marginal import Elimination, TermData, nested_order
 
@@ -155,7 +155,7 @@ def gradient_cost(design: Design, subset: Sequence[int],
     if family != "gaussian":
         d = sum(terms[k].d for k in subset)
         rows = n * (p + sum(t.d for t in terms) + GRADIENT_FACTOR * d * d)
-        return float(NEWTON_STEPS * (rows + flops)), order
+        return float(get_family(family).newton_steps * (rows + flops)), order
     if per_observation_sd(design):
         # the weighted Gram blocks per gradient: a (sum_k d_k)^2 outer product per row, and
         # the residual, log sigma's predictor and the projections per row
@@ -267,7 +267,7 @@ def make_plan(
         Operations per gradient that ``"auto"`` may spend on the joint kernel.
     family : str, default "gaussian"
         The response family: a non-Gaussian one's terms are reparameterized, at the cost of
-        `lmmhmc.laplace.NEWTON_STEPS` Newton steps per gradient.
+        the family's ``newton_steps`` Newton steps per gradient.
     """
     design.require_terms()
     labels = tuple(t.text for t in design.terms)

@@ -47,7 +47,7 @@ def test_the_plan_chooses_the_elimination_and_the_kernel_follows_it():
 def test_a_non_gaussian_family_is_costed_by_its_newton_steps():
     """Each of the K Newton steps of the reparameterization recomputes the predictor, the
     weighted Gram blocks per row and the kernel's factorization."""
-    from lmmhmc.laplace import NEWTON_STEPS
+    from lmmhmc.families import FAMILIES
     from lmmhmc.plan import GRADIENT_FACTOR, kernel_cost
 
     design = lmmhmc.Model("cbind(incidence, size - incidence) ~ period + (1 | herd)",
@@ -55,5 +55,7 @@ def test_a_non_gaussian_family_is_costed_by_its_newton_steps():
     n, p = design.X.shape
     step = n * (p + 1 + GRADIENT_FACTOR) + kernel_cost(design.terms)[1]
     plan = make_plan(design, family="binomial")
-    assert plan.flops == NEWTON_STEPS * step
+    assert plan.flops == FAMILIES["binomial"].newton_steps * step
+    # each family's own K: two steps for poisson, one for the logistic families
+    assert make_plan(design, family="poisson").flops == 2 * step == 2 * plan.flops
     assert make_plan(design).flops < plan.flops  # the Gaussian kernel: precomputed columns
