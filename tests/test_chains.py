@@ -311,7 +311,7 @@ def test_many_effects_get_a_dense_block_over_the_parameters_and_the_same_posteri
     from lmmhmc.options import DENSE_MASS_MAX_DIM
 
     data = simulate_crossed(n_subjects=60, n_items=15, seed=3)
-    kw = dict(chains=2, draws=600, warmup=400, progress=False, seed=4)
+    kw = dict(chains=2, draws=400, warmup=300, progress=False, seed=4)
     sampled = lmmhmc.fit(CROSSED_FORMULA, data, marginalize="none", **kw)
     assert sampled.plan.sampled_dims > DENSE_MASS_MAX_DIM
     block = sampled.settings["dense_mass"]
