@@ -26,6 +26,7 @@ from .chains import WARMUP_STEPS, ChainRunner, Settings
 from .errors import ConvergenceWarning, LmmhmcError, warn
 from .inference_data import to_inference_data
 from .laplace_ml import fit_laplace
+from .layout import Layout
 from .ml import fit_ml
 from .options import DENSE_MASS_MAX_DIM, LOG_LIK_MAX_CELLS, FitOptions
 from .plan import make_plan
@@ -66,7 +67,8 @@ def _resolved(assembled: AssembledModel, options: FitOptions) -> FitOptions:
                      log_likelihood=bool(loglik))
 
 
-def _mass_matrix(layout, dims: int, dense_mass) -> bool | tuple[str, ...]:
+def _mass_matrix(layout: Layout, dims: int,
+                 dense_mass: bool | tuple[str, ...] | None) -> bool | tuple[str, ...]:
     """The mass matrix's form (`lmmhmc.chains.Settings.dense_mass`) for ``dense_mass``: dense
     up to `DENSE_MASS_MAX_DIM` sampled dimensions; above, a dense block over the parameters
     (every site but the random effects' standard-normal ones) when there are 2 to
