@@ -13,11 +13,23 @@ from several threads; JAX's CPU client runs such calls side by side only when it
 synchronously (each call runs on its calling thread), which must be chosen before JAX creates
 its CPU client, i.e. before its first operation. This module chooses it when that is still
 possible (`lmmhmc.runtime.parallel_chains_possible` tells later whether it was).
+
+It also turns off XLA:CPU's YNNPACK library fusions (``XLA_FLAGS``, read when JAX creates its
+CPU client, unless the user's own ``XLA_FLAGS`` set them): they take over the reductions of
+the per-level ``d x d`` products (`lmmhmc.marginal.small_matmul`) and run them several times
+slower than XLA's own loop fusions, in float64 over thousands of tiny blocks. On
+df_stroop_complete's 3,337 subjects one value and gradient of the log density took 1.7 ms
+with them and 0.73 ms without (``benchmarks/kernels.py`` has the per-N table).
 """
 
 from __future__ import annotations
 
+import os
+
 import jax
+
+#: The XLA flag that selects XLA:CPU's YNNPACK fusions; empty: none.
+YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 
 jax.config.update("jax_enable_x64", True)
 
@@ -32,3 +44,5 @@ def _backends_started() -> bool:
 
 if not _backends_started():
     jax.config.update("jax_cpu_enable_async_dispatch", False)
+    if YNN_FLAG not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {YNN_FLAG}=".strip()

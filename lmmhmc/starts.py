@@ -176,12 +176,19 @@ def ml_init(assembled: AssembledModel, priors: dict, ml: MLResult, chains: int,
         sd = np.sqrt(np.diag(ml.factors[k] @ ml.factors[k].T))
         centered = np.asarray(assembled.data["centered"][k])[:, None]
         scale[assembled.layout.terms[k].offset] = JITTER * np.where(centered, sd, 1.0)
-    keys = jax.random.split(key, len(unconstrained))
-    out = {}
-    for kk, (name, value) in zip(keys, sorted(unconstrained.items()), strict=True):
-        noise = jax.random.normal(kk, (chains,) + jnp.shape(value))
-        out[name] = value + scale.get(name, JITTER) * noise
-    return out
+    names = sorted(unconstrained)
+    return dict(zip(names, _jittered(key, [unconstrained[n] for n in names],
+                                     [scale.get(n, JITTER) for n in names], chains),
+                    strict=True))
+
+
+@partial(jax.jit, static_argnums=3)
+def _jittered(key: jax.Array, values: list, scales: list, chains: int) -> list:
+    """``chains`` copies of each value plus ``scale`` times standard normal noise (one program:
+    a dozen eager operations would each compile in a new process)."""
+    keys = jax.random.split(key, len(values))
+    return [v + s * jax.random.normal(k, (chains,) + jnp.shape(v))
+            for k, v, s in zip(keys, values, scales, strict=True)]
 
 
 @partial(jax.jit, static_argnums=(0, 1))

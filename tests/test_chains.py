@@ -180,6 +180,28 @@ def test_jax_started_before_lmmhmc_falls_back_to_sequential_with_a_warning():
             out["warnings"][0]
 
 
+@pytest.mark.parametrize("user_flags", ["", "--xla_cpu_experimental_ynn_fusion_type=+reduce"])
+def test_importing_lmmhmc_first_turns_off_the_ynn_fusions_unless_the_user_chose(
+        user_flags: str) -> None:
+    """The per-level products' reductions compile to XLA's own loops, not to YNNPACK library
+    fusions (several times slower on them, see `lmmhmc._x64`); a user's own setting of the
+    flag wins (and then the fusions are there, so the check can fail)."""
+    script = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp
+        from lmmhmc.marginal import small_matmul
+        a = jnp.ones((3337, 2, 2))
+        f = jax.jit(jax.grad(lambda a: jnp.sum(jnp.tanh(small_matmul(a, a)))))
+        print("__ynn_fusion" in f.lower(a).compile().as_text())
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": user_flags}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == str(bool(user_flags))
+
+
 @pytest.mark.slow
 def test_vectorized_chains_start_like_sequential_chains():
     """All chains in one batched program: the same first iterations as chain after chain
