@@ -1,12 +1,15 @@
 """Sequential against parallel chains (the default), cold and warm, each fit in a new process.
 
-For sleepstudy and df_dillonE1 (``marginalize="auto"``), every fit runs in a new Python process
-(as a user's script would): ``cold`` with an empty persistent compilation cache (everything is
-compiled), ``warm`` with the cache that the cold run of the same method filled (a new process,
-same structure). The methods use separate cache folders (they run the same compiled programs,
-so one would otherwise find the other's). The runs are interleaved (per data set and phase,
-sequential then parallel), and the load average is recorded around each, because the machine
-may be shared: compare the methods within this run, not with other runs.
+For sleepstudy, df_dillonE1 and df_stroop_complete (210,231 rows, 3,337 subjects, read from
+``../shared/data/paper`` when present, with ``c`` = +-1 for the condition as in issue 19's
+``log(RT) ~ c + (1 + c | subj)``), with ``marginalize="auto"``, every fit runs in a new
+Python process (as a user's script would): ``cold`` with an empty persistent compilation
+cache (everything is compiled), ``warm`` with the cache that the cold run of the same method
+filled (a new process, same structure). The methods use separate cache folders (they run
+the same compiled programs, so one would otherwise find the other's). The runs are
+interleaved (per data set and phase, sequential then parallel), and the load average is
+recorded around each, because the machine may be shared: compare the methods within this
+run, not with other runs.
 
 Prints a table and writes ``benchmarks/results/chains.json`` and ``chains.md``.
 
@@ -21,14 +24,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from common import environment, environment_line, fit_parser, markdown_table
+from paper_specs import KNOWN
 
 OUT = Path(__file__).parent / "results" / "chains.json"
 MODELS = {
-    "sleepstudy": ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),
-    "df_dillonE1": ("df_dillonE1", "log(rt) ~ int + (1 + int | subj) + (1 + int | item)"),
+    "sleepstudy": KNOWN["sleepstudy"],
+    "df_dillonE1": KNOWN["df_dillonE1"],
+    "df_stroop_complete": replace(KNOWN["df_stroop_complete"],
+                                  formula="log(RT) ~ c + (1 + c | subj)",
+                                  sum_code=("c", "condition", "Incongruent")),
 }
 METHODS = ("sequential", "parallel")
 
@@ -38,10 +46,12 @@ import json, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, {bench!r})
 from common import measure
-import lmmhmc
-data = lmmhmc.datasets.load({dataset!r})
+from chains import MODELS
+from paper_specs import load
+spec = MODELS[{name!r}]
+data = load(spec)
 imported = time.perf_counter() - t0
-out = measure({formula!r}, data, "auto", start_cold=False, chain_method={method!r},
+out = measure(spec.formula, data, "auto", start_cold=False, chain_method={method!r},
               chains={chains}, draws={draws}, warmup={draws}, seed={seed})
 out["import_s"] = imported
 out["process_s"] = time.perf_counter() - t0
@@ -51,9 +61,8 @@ print(json.dumps(out))
 
 def run_one(name: str, method: str, cache: Path, args) -> dict:
     """One fit in a new process with the persistent cache in ``cache``."""
-    dataset, formula = MODELS[name]
-    code = CHILD.format(bench=str(Path(__file__).parent), dataset=dataset, formula=formula,
-                        method=method, chains=args.chains, draws=args.draws, seed=args.seed)
+    code = CHILD.format(bench=str(Path(__file__).parent), name=name, method=method,
+                        chains=args.chains, draws=args.draws, seed=args.seed)
     env = dict(os.environ, LMMHMC_CACHE_DIR=str(cache))
     load = os.getloadavg()
     proc = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=env,

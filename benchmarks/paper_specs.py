@@ -76,9 +76,9 @@ def load(spec: Spec) -> pd.DataFrame | None:
     Parameters
     ----------
     spec : Spec
-        A bundled data set (read by :func:`lmmhmc.datasets.load`, with its ``sum_code``
-        column added) or one of the scaling study's (``PAPER_DATA/<name>.csv``, its rows
-        filtered by ``spec.keep``).
+        A bundled data set (read by :func:`lmmhmc.datasets.load`) or one of the scaling
+        study's (``PAPER_DATA/<name>.csv``, its rows filtered by ``spec.keep``), with its
+        ``sum_code`` column added.
 
     Returns
     -------
@@ -89,22 +89,22 @@ def load(spec: Spec) -> pd.DataFrame | None:
 
     if spec.source == "bundled":
         frame = lmmhmc.datasets.load(spec.data or spec.name)
-        if spec.sum_code:
-            column, factor, plus = spec.sum_code
-            frame = frame.assign(**{column: np.where(frame[factor] == plus, 1.0, -1.0)})
-        return frame
-    path = PAPER_DATA / f"{spec.name}.csv"
-    if not path.exists():
-        print(f"skipping {spec.name}: {path} not found")
-        return None
-    frame = pd.read_csv(path)
-    if spec.keep:
-        kept = frame.query(spec.keep)
-        print(f"{spec.name}: keeping the {len(kept)} of {len(frame)} rows with {spec.keep}")
-        frame = kept
-    for col in spec.factors:
-        # the bundled data sets' reading of a factor column (integral floats become integers)
-        frame[col] = lmmhmc.datasets.as_factor(frame[col])
+    else:
+        path = PAPER_DATA / f"{spec.name}.csv"
+        if not path.exists():
+            print(f"skipping {spec.name}: {path} not found")
+            return None
+        frame = pd.read_csv(path)
+        if spec.keep:
+            kept = frame.query(spec.keep)
+            print(f"{spec.name}: keeping the {len(kept)} of {len(frame)} rows with {spec.keep}")
+            frame = kept
+        for col in spec.factors:
+            # the bundled data sets' reading of a factor column (integral floats: integers)
+            frame[col] = lmmhmc.datasets.as_factor(frame[col])
+    if spec.sum_code:
+        column, factor, plus = spec.sum_code
+        frame = frame.assign(**{column: np.where(frame[factor] == plus, 1.0, -1.0)})
     return frame
 
 

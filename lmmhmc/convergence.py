@@ -51,7 +51,7 @@ def rhat_and_ess(x: np.ndarray, prob: float = 0.05) -> tuple[np.ndarray, np.ndar
     """
     x = np.asarray(x, dtype=float)
     k = x.shape[2]
-    if x.shape[1] < _MIN_DRAWS:
+    if x.shape[1] < _MIN_DRAWS or k == 0:
         nan = np.full(k, np.nan)
         return nan, nan, nan
     blocks = [np.ascontiguousarray(np.moveaxis(x[..., i:i + _BLOCK], 2, 0))

@@ -27,6 +27,7 @@ def _ar1(rng: np.random.Generator, shape: tuple[int, int, int], phi: float) -> n
 @pytest.mark.parametrize(("shape", "phi"), [
     ((4, 1000, 40), 0.9), ((4, 1000, 40), -0.5), ((2, 11, 30), 0.3), ((3, 10, 30), 0.95),
     ((1, 100, 5), 0.5), ((4, 7, 20), 0.0), ((2, 3, 4), 0.0),
+    ((4, 60, 600), 0.5),  # several blocks of columns (`convergence._BLOCK`), on threads
 ])
 def test_matches_arviz(shape: tuple[int, int, int], phi: float) -> None:
     x = _ar1(np.random.default_rng(sum(shape)), shape, phi)
@@ -39,3 +40,7 @@ def test_matches_arviz(shape: tuple[int, int, int], phi: float) -> None:
                     np.asarray(az.ess(data, method="tail")["v"])]
     for got, want in zip(rhat_and_ess(x), expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=0)
+
+
+def test_no_columns_give_empty_results() -> None:
+    assert [v.shape for v in rhat_and_ess(np.zeros((4, 100, 0)))] == [(0,), (0,), (0,)]
