@@ -18,8 +18,9 @@ It also turns off XLA:CPU's YNNPACK library fusions (``XLA_FLAGS``, read when JA
 CPU client, unless the user's own ``XLA_FLAGS`` set them): they take over the reductions of
 the per-level ``d x d`` products (`lmmhmc.marginal.small_matmul`) and run them several times
 slower than XLA's own loop fusions, in float64 over thousands of tiny blocks. On
-df_stroop_complete's 3,337 subjects one value and gradient of the log density took 1.7 ms
-with them and 0.73 ms without (``benchmarks/kernels.py`` has the per-N table).
+df_stroop_complete's 3,337 subjects one value and gradient of the log density took 1.2 ms
+with them and 0.35 ms without; InstEval, whose gradients sum over 73,421 ratings, is the one
+model measured that samples faster with them (docs/troubleshooting.md has the numbers).
 """
 
 from __future__ import annotations

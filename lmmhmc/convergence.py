@@ -13,11 +13,12 @@ scores computed once per size, and real FFTs); the two sorts are most of it.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import fft, special
+
+from .runtime import cores
 
 __all__ = ["rhat_and_ess"]
 
@@ -56,7 +57,7 @@ def rhat_and_ess(x: np.ndarray, prob: float = 0.05) -> tuple[np.ndarray, np.ndar
         return nan, nan, nan
     blocks = [np.ascontiguousarray(np.moveaxis(x[..., i:i + _BLOCK], 2, 0))
               for i in range(0, k, _BLOCK)]
-    with ThreadPoolExecutor(min(len(blocks), os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(min(len(blocks), cores())) as pool:
         parts = list(pool.map(lambda b: _block(b, prob), blocks))
     return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
