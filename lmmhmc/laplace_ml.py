@@ -32,7 +32,7 @@ from .design import Design
 from .laplace import laplace_log_likelihood, mode
 from .layout import parameter_layout
 from .marginal import MarginalKernel, prepare
-from .ml import MLResult, random_effect_scales, theta_to_factors
+from .ml import MLResult, optimizer_converged, random_effect_scales, theta_to_factors
 from .plan import elimination
 from .runtime import enable_compilation_cache, single_threaded_blas
 
@@ -155,7 +155,7 @@ def _fit_laplace(design: Design, family, starts: int, kernel: MarginalKernel | N
         corrs=corrs,
         objective=dev,
         theta=theta,
-        converged=bool(best.success),
+        converged=optimizer_converged(best),
         n_evals=n_evals,
         seconds=time.perf_counter() - t0,
         factors=factors,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -11,7 +13,7 @@ import lmmhmc
 from lmmhmc.assembled import profile_kernel
 from lmmhmc.datasets import load
 from lmmhmc.layout import parameter_layout
-from lmmhmc.ml import profiled_deviance, theta_to_factors
+from lmmhmc.ml import GRAD_TOL, optimizer_converged, profiled_deviance, theta_to_factors
 
 # ../shared/data/lme4/SOURCES.md (MixedModels.jl test/pls.jl): ML objectives (-2 log L)
 PUBLISHED_ML = {
@@ -108,3 +110,19 @@ def test_ml_result_prints_like_lme4() -> None:
     assert lines[9].split() == ["Estimate", "Std.", "Error", "t", "value"]
     t_values = [float(line.split()[-1]) for line in lines[10:12]]
     np.testing.assert_allclose(t_values, [251.405 / 6.825, 10.467 / 1.546], rtol=1e-4)
+
+
+def test_an_optimizer_stop_counts_as_converged_by_its_projected_gradient() -> None:
+    """L-BFGS-B's failed line search at an optimum (gradient at rounding-noise level) is a
+    converged fit, as lme4's gradient check has it; a large gradient is not, unless it only
+    pushes a parameter against its lower bound."""
+    def stop(x, jac, success=False):
+        return SimpleNamespace(x=np.asarray(x, float), jac=np.asarray(jac, float),
+                               success=success)
+
+    assert optimizer_converged(stop([1.4, 0.1], [1.6e-5, 2.6e-6]))
+    assert not optimizer_converged(stop([1.4, 0.1], [1.6e-5, 10 * GRAD_TOL]))
+    assert optimizer_converged(stop([1.4, 0.1], [1.0, 1.0], success=True))
+    lower = np.array([0.0, 0.0])
+    assert optimizer_converged(stop([1.4, 0.0], [1e-6, 0.5]), lower)
+    assert not optimizer_converged(stop([1.4, 0.0], [1e-6, -0.5]), lower)
