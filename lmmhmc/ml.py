@@ -75,16 +75,12 @@ def _optimum(theta, kernel: MarginalKernel, layout: Layout, n: int, p: int, reml
     return profiled_deviance(kernel, layout, n, p, theta, reml), theta_to_factors(theta, layout)
 
 
-# module-level programs (the layout static), so that later fits of the same structure in a
-# process reuse them instead of tracing and compiling again
 #: Largest absolute gradient (projected on the bounds) of the objective at which an optimizer
 #: run that stopped for another reason still counts as converged: the tolerance of lme4's
 #: ``check.conv.grad``. L-BFGS-B's line search can fail on the rounding noise of the gradient
 #: at the optimum (grouseticks with a numeric YEAR near 96: gradient 2e-5, objective 1e-9
 #: below lme4's).
 GRAD_TOL = 2e-3
-
-_deviance_and_gradient = jax.jit(jax.value_and_grad(_deviance), static_argnums=(2, 3, 4, 5))
 
 
 def optimizer_converged(res, lower: np.ndarray | None = None) -> bool:
@@ -96,6 +92,11 @@ def optimizer_converged(res, lower: np.ndarray | None = None) -> bool:
     if lower is not None:
         g = np.where((np.asarray(res.x) <= lower) & (g > 0), 0.0, g)
     return bool(res.success or np.max(np.abs(g), initial=0.0) < GRAD_TOL)
+
+
+# module-level programs (the layout static), so that later fits of the same structure in a
+# process reuse them instead of tracing and compiling again
+_deviance_and_gradient = jax.jit(jax.value_and_grad(_deviance), static_argnums=(2, 3, 4, 5))
 _at_optimum = jax.jit(_optimum, static_argnums=(2, 3, 4, 5))
 
 
