@@ -32,7 +32,8 @@ from .design import Design
 from .laplace import laplace_log_likelihood, mode
 from .layout import parameter_layout
 from .marginal import MarginalKernel, prepare
-from .ml import MLResult, optimizer_converged, random_effect_scales, theta_to_factors
+from .ml import START_SCALES, MLResult, optimizer_converged, random_effect_scales, theta_to_factors
+from .options import ML_STARTS
 from .plan import elimination
 from .runtime import enable_compilation_cache, single_threaded_blas
 
@@ -69,7 +70,7 @@ def _hessian(gradient, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
     return (h + h.T) / 2
 
 
-def fit_laplace(design: Design, family, starts: int = 1,
+def fit_laplace(design: Design, family, starts: int = ML_STARTS,
                 kernel: MarginalKernel | None = None) -> MLResult:
     """Laplace maximum-likelihood estimates of a GLMM, as lme4's ``glmer`` (``nAGQ = 1``).
 
@@ -130,7 +131,7 @@ def _fit_laplace(design: Design, family, starts: int, kernel: MarginalKernel | N
 
     diag = np.concatenate([np.equal(*t.theta_entries()) for t in layout.terms])
     best, n_evals = None, 0
-    for scale in (1.0, 0.1, 5.0)[: max(1, starts)]:
+    for scale in START_SCALES[: max(1, starts)]:
         res = minimize(fun, np.concatenate([diag * scale, beta0 / unit]), jac=True,
                        method="L-BFGS-B", options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-7})
         n_evals += res.nfev

@@ -127,6 +127,18 @@ def small_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
 
 
+def cholesky(p: jax.Array) -> jax.Array:
+    """Lower Cholesky factor(s) of symmetric positive-definite ``p`` (..., q, q).
+
+    It factors ``p^T`` without ``jnp.linalg.cholesky``'s symmetrization ``(p + p^T) / 2``:
+    LAPACK reads its operand column-major, so ``p^T`` is ``p``'s own row-major buffer where
+    ``p`` itself, or the symmetrization, costs a transposed copy (InstEval's 1142 x 1142 Schur
+    complement: 6 to 13 ms of a 150 to 190 ms value and gradient). For symmetric ``p`` the
+    factors agree.
+    """
+    return jax.lax.linalg.cholesky(jnp.swapaxes(p, -1, -2), symmetrize_input=False)
+
+
 def batched_cholesky(p: jax.Array) -> jax.Array:
     """Lower Cholesky factors of a batch of small SPD matrices ``p`` (..., d, d).
 
@@ -136,7 +148,7 @@ def batched_cholesky(p: jax.Array) -> jax.Array:
     """
     d = p.shape[-1]
     if d > SMALL_BLOCK:
-        return jnp.linalg.cholesky(p)
+        return cholesky(p)
     rows = [[None] * d for _ in range(d)]
     for i in range(d):
         for j in range(i + 1):
@@ -192,7 +204,7 @@ def logdet_and_quad(p: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _logdet_and_quad_fwd(p, y):
-    chol = jnp.linalg.cholesky(p)
+    chol = cholesky(p)
     x = solve_triangular(chol, y, lower=True)
     z = solve_triangular(chol.T, x, lower=False)  # P^{-1} Y
     out = (2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))), x.T @ x)
@@ -293,6 +305,18 @@ class MarginalKernel:
             start += n * d
         return jnp.concatenate(out, axis=0)
 
+    def _rest_congruence(self, lams_rest: list[jax.Array], m: jax.Array) -> jax.Array:
+        """``Lambda_2^T M Lambda_2`` for ``M`` (q2, q2): the rows by ``Lambda_2^T``, then the
+        columns by ``Lambda_2`` in place (no transpose: the Cholesky factorization reads the
+        result's row-major buffer as it is, see [`cholesky()`][lmmhmc.marginal.cholesky])."""
+        left = self._rest_apply(lams_rest, m, True)
+        out, start = [], 0
+        for (n, d), lam in zip(self.static.dims_rest, lams_rest, strict=True):
+            blk = left[:, start : start + n * d].reshape(-1, n, d)
+            out.append(small_matmul(blk, lam).reshape(-1, n * d))
+            start += n * d
+        return jnp.concatenate(out, axis=1)
+
     def _factor(self, sigma: jax.Array, lams: list[jax.Array]):
         """Block Cholesky factor of P: the eliminated terms' blocks, then the rest matrix S.
 
@@ -335,12 +359,9 @@ class MarginalKernel:
             # G_j = L11_j^{-1} Lambda_1^T;  e_{j,c} = G_j N_12[j, c];  T = sum_j e_j^T e_j
             g = batched_solve(chols[0], jnp.broadcast_to(lams[0].T, chols[0].shape))
             e = self._cross(g)
-            inner = inner - self._cross_gram(e) / s2**2
+            inner = inner - self._cross_gram(g, e) / s2**2
         lams_rest = lams[st.n_diag :]
-        s = jnp.eye(st.q2) + self._rest_apply(
-            lams_rest, self._rest_apply(lams_rest, inner, True).T, True
-        )
-        return chols, links, e, s
+        return chols, links, e, jnp.eye(st.q2) + self._rest_congruence(lams_rest, inner)
 
     def _cross(self, g: jax.Array) -> jax.Array:
         """e = G N_12: (nnz, d1) at the non-zeros of N_12, or dense (L1, d1, q2)."""
@@ -349,14 +370,21 @@ class MarginalKernel:
             return small_matmul(g, a["N12"])
         return small_matmul(g[a["nz_level"]], a["nz_val"][:, :, None])[..., 0]
 
-    def _cross_gram(self, e: jax.Array) -> jax.Array:
-        """T = sum_j e_j^T e_j (q2 x q2)."""
+    def _cross_gram(self, g: jax.Array, e: jax.Array) -> jax.Array:
+        """T = sum_j e_j^T e_j (q2 x q2) from ``g`` (L1, d1, d1) and ``e = G N_12``.
+
+        With pairs, ``e_a . e_b = <G_j^T G_j, n_a n_b^T>`` for non-zeros ``a, b`` of level
+        ``j``: each pair reads the small ``G_j^T G_j`` and its precomputed ``n_a n_b^T``
+        (``pair_c``), and the pairs are sorted by cell of ``T``, so the scatter (and in the
+        reverse mode the gather) runs along memory.
+        """
         a, q2 = self.arrays, self.static.q2
         if self.static.cross == "dense":
             return gram_matrix(e.reshape(-1, e.shape[-1]))
-        pair_dot = (jnp.sum(take_rows(e, a["pair_a"]) * take_rows(e, a["pair_b"]), axis=-1)
-                    * a["pair_w"])
-        t = jax.ops.segment_sum(pair_dot, a["pair_cell"], num_segments=q2 * q2).reshape(q2, q2)
+        h = small_matmul(g.swapaxes(-1, -2), g).reshape(g.shape[0], -1)
+        pair_dot = jnp.sum(take_rows(h, a["pair_level"]) * a["pair_c"], axis=-1)
+        t = jax.ops.segment_sum(pair_dot, a["pair_cell"], num_segments=q2 * q2,
+                                indices_are_sorted=True).reshape(q2, q2)
         return t + t.T
 
     def _cross_apply(self, e: jax.Array, x1: jax.Array) -> jax.Array:
@@ -559,7 +587,7 @@ class MarginalKernel:
         logdet = sum(2.0 * jnp.sum(jnp.log(jnp.diagonal(c, axis1=-2, axis2=-1)))
                      for c in chols)
         if s is not None:
-            l22 = jnp.linalg.cholesky(s)
+            l22 = cholesky(s)
             logdet = logdet + 2.0 * jnp.sum(jnp.log(jnp.diagonal(l22)))
             x2 = solve_triangular(l22, y2[:, 0], lower=True)
             w2 = x2 / s2 + jnp.concatenate([z.reshape(-1) for z in noise[st.n_diag :]])
@@ -682,8 +710,11 @@ def _weighted_arrays(a: dict, st: _Static, w) -> dict:
         out["N12"] = seg(contrib.reshape(-1), (rows * q2 + col[:, :, None]).reshape(-1),
                          num_segments=n1 * d1 * q2).reshape(n1, d1, q2)
     else:
-        out["nz_val"] = seg(contrib.reshape(-1, d1), a["nz_inv"],
-                            num_segments=a["nz_level"].shape[0])
+        nz_val = seg(contrib.reshape(-1, d1), a["nz_inv"], num_segments=a["nz_level"].shape[0])
+        pair_c = (take_rows(nz_val, a["pair_a"])[:, :, None]
+                  * take_rows(nz_val, a["pair_b"])[:, None, :])
+        out["nz_val"] = nz_val
+        out["pair_c"] = (pair_c * a["pair_w"][:, None, None]).reshape(-1, d1 * d1)
     return out
 
 
@@ -754,14 +785,17 @@ def _prepare_rest(ts, n_diag, cross) -> dict[str, np.ndarray]:
     pair_a = np.repeat(np.arange(len(uniq)), n_after)
     offs = np.arange(len(pair_a)) - np.repeat(np.cumsum(n_after) - n_after, n_after)
     pair_b = pair_a + offs
+    cell = nz_col[pair_a] * q2 + nz_col[pair_b]
+    by_cell = np.argsort(cell, kind="stable")
+    pair_a, pair_b, cell = pair_a[by_cell], pair_b[by_cell], cell[by_cell]
     return out | {
         "nz_inv": inv.astype(np.int32),
         "nz_level": nz_level.astype(np.int32),
         "nz_col": nz_col.astype(np.int32),
         "pair_a": pair_a.astype(np.int32),
         "pair_b": pair_b.astype(np.int32),
+        "pair_level": nz_level[pair_a].astype(np.int32),
         "pair_w": np.where(pair_a == pair_b, 0.5, 1.0),
         # int32 where it fits: a scatter converts wider indices on every call
-        "pair_cell": (nz_col[pair_a] * q2 + nz_col[pair_b]).astype(
-            np.int32 if q2 * q2 < 2**31 else np.int64),
+        "pair_cell": cell.astype(np.int32 if q2 * q2 < 2**31 else np.int64),
     }

@@ -12,7 +12,7 @@ from lmmhmc.checks import check_model
 from lmmhmc.design import Design, build_design
 from lmmhmc.distributional import complete_rows, sigma_design, split_formulas
 from lmmhmc.errors import ArgumentError, LmmhmcError, checked_arguments
-from lmmhmc.options import DEFAULTS, FitOptions
+from lmmhmc.options import DEFAULTS, ML_STARTS, FitOptions
 
 __all__ = ["Model"]
 
@@ -111,7 +111,7 @@ class Model:
         check_model(self.design, allow_one_per_level, family)
 
     @checked_arguments
-    def fit_ml(self, reml: bool = False, starts: int = 3):
+    def fit_ml(self, reml: bool = False, starts: int = ML_STARTS):
         """Maximum-likelihood (or REML) estimates, as lme4's ``lmer``, or for a non-Gaussian
         family the Laplace approximation's, as lme4's ``glmer`` (``nAGQ = 1``).
 

@@ -20,6 +20,9 @@ CHAIN_METHODS = ("auto", "parallel", "sequential", "vectorized")
 INITS = ("ml", "prior")
 #: ``centering`` values.
 CENTERINGS = ("auto", "none", "all")
+#: Starting points of an ML fit (``Model.fit_ml(starts=...)``) by default: one, lme4's start,
+#: as lme4 and MixedModels.jl have it (every lme4 reference case reaches lme4's optimum from it).
+ML_STARTS = 1
 
 
 @dataclass(frozen=True)
