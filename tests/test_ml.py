@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -13,7 +14,13 @@ import lmmhmc
 from lmmhmc.assembled import profile_kernel
 from lmmhmc.datasets import load
 from lmmhmc.layout import parameter_layout
-from lmmhmc.ml import GRAD_TOL, optimizer_converged, profiled_deviance, theta_to_factors
+from lmmhmc.ml import (
+    GRAD_TOL,
+    central_gradient,
+    optimizer_converged,
+    profiled_deviance,
+    theta_to_factors,
+)
 
 # ../shared/data/lme4/SOURCES.md (MixedModels.jl test/pls.jl): ML objectives (-2 log L)
 PUBLISHED_ML = {
@@ -126,3 +133,23 @@ def test_an_optimizer_stop_counts_as_converged_by_its_projected_gradient() -> No
     lower = np.array([0.0, 0.0])
     assert optimizer_converged(stop([1.4, 0.0], [1e-6, 0.5]), lower)
     assert not optimizer_converged(stop([1.4, 0.0], [1e-6, -0.5]), lower)
+
+
+def test_the_convergence_check_gradient_matches_the_exact_gradient() -> None:
+    """The central-difference gradient that judges COBYQA's convergence agrees with JAX's
+    reverse-mode gradient of the profiled deviance, away from the optimum (where it is large)
+    and at it (where it must be below `GRAD_TOL`)."""
+    model = lmmhmc.Model("Reaction ~ Days + (Days | Subject)", load("sleepstudy"))
+    kernel = profile_kernel(model.design)
+    layout = parameter_layout(model.design)
+    n, p = model.design.X.shape
+
+    def deviance(theta):
+        return profiled_deviance(kernel, layout, n, p, jnp.asarray(theta), False)[0]
+
+    res = model.fit_ml()
+    for theta in (np.array([0.5, 0.1, 0.2]), res.theta):
+        exact = np.asarray(jax.grad(deviance)(jnp.asarray(theta)))
+        approx = central_gradient(lambda t: float(deviance(t)), theta)
+        np.testing.assert_allclose(approx, exact, rtol=1e-6, atol=1e-5)
+    assert res.converged and np.max(np.abs(approx)) < GRAD_TOL
