@@ -80,9 +80,9 @@ def fit_laplace(design: Design, family, starts: int = ML_STARTS,
         The model design (``design.trials`` for a binomial response).
     family
         A `lmmhmc.families` family.
-    starts : int
-        Number of starting points for ``theta`` (1, 0.1 and 5 times lme4's start); the best
-        optimum is kept.
+    starts : int, default 1
+        Number of starting points for ``theta`` (1, 0.1 and 5 times lme4's start, in that
+        order; `lmmhmc.options.ML_STARTS`); the best optimum is kept.
     kernel : MarginalKernel, optional
         The kernel of every term (a fit passes its assembled model's); prepared here when
         omitted.

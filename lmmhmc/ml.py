@@ -226,9 +226,9 @@ def fit_ml(design: Design, reml: bool = False, starts: int = ML_STARTS,
         The model design.
     reml : bool
         Maximise the restricted likelihood instead of the likelihood.
-    starts : int
-        Number of starting points for ``theta`` (1, 0.1 and 5 times lme4's start); the best
-        optimum is kept.
+    starts : int, default 1
+        Number of starting points for ``theta`` (1, 0.1 and 5 times lme4's start, in that
+        order; `lmmhmc.options.ML_STARTS`); the best optimum is kept.
     kernel : MarginalKernel, optional
         The kernel of every term with ``[X, y - o]`` precomputed (a fit passes its assembled
         model's); prepared here when omitted.
