@@ -12,11 +12,11 @@ lower triangular (``theta`` holds its entries, diagonal bounded below by 0). Wit
     REML: -2 l = log|V| + log|X^T V^-1 X| + (N - p) (1 + log(2 pi RSS / (N - p)))
 
 ``theta`` is optimised without derivatives by COBYQA (scipy's successor of the BOBYQA that lme4
-and MixedModels.jl use): on InstEval the deviance costs 25 ms
-and its reverse-mode gradient six times that, and L-BFGS-B still needs 26 to 36 of those where
-COBYQA needs about 75 values. Convergence is judged as lme4's ``check.conv.grad`` does, by a
-central-difference gradient at the optimum. With an offset ``o``, ``y`` is ``y - o``
-throughout (`lmmhmc.assembled.fixed_columns`).
+and MixedModels.jl use): on InstEval the deviance costs 25 ms and its reverse-mode gradient
+six times that, and L-BFGS-B needed 26 to 36 gradients where COBYQA needs 74 deviances.
+Convergence is judged as lme4's ``check.conv.grad`` does, by a central-difference gradient at
+the optimum. With an offset ``o``, ``y`` is ``y - o`` throughout
+(`lmmhmc.assembled.fixed_columns`).
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ def central_gradient(fun, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
 
     The error is ``O(h^2)`` times the third derivative, plus the objective's rounding over
     ``h`` (about ``1e-9 / 1e-5`` on InstEval's deviance of 2.4e5), far below `GRAD_TOL`. The
-    deviance is even in each column of ``T_k``, so a step below a bound of 0 is defined.
+    deviance is defined for a negative diagonal entry of ``T_k`` too (``G_k = T_k T_k^T``), so
+    a step below a bound of 0 is defined.
     """
     return np.array([(fun(x + step * e) - fun(x - step * e)) / (2.0 * step)
                      for e in np.eye(len(x))])
