@@ -664,16 +664,30 @@ def prepare(
     dims = tuple((t.n_levels, np.asarray(t.block).shape[1]) for t in ts)
     static = _Static(n_obs=n_obs, order=order, dims=dims, n_diag=n_diag, cross=cross)
     arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
-    arrays.update(_weighted_arrays(arrays, static, w))
-    if fixed is not None:
-        f = jnp.asarray(np.asarray(fixed, dtype=np.float64).reshape(n_obs, -1))
-        wf = f * arrays["w"][:, None]
-        b1, b2 = _project_columns(arrays, static, wf)
-        arrays.update({"F": f, "FWF": f.T @ wf})
-        arrays.update({f"BF{i}": b for i, b in enumerate(b1)})
-        if b2 is not None:
-            arrays["BFR"] = b2
+    f = None if fixed is None else np.asarray(fixed, dtype=np.float64).reshape(n_obs, -1)
+    arrays.update(_derived_program(arrays, static, w, f))
     return MarginalKernel(static, arrays)
+
+
+def _derived_arrays(a: dict, st: _Static, w, f) -> dict:
+    """The weighted arrays of [`_weighted_arrays()`][lmmhmc.marginal._weighted_arrays] and,
+    for fixed columns ``f`` (N, k) (None: none), ``F``, ``F^T W F`` and the projections
+    ``Z_i^T W F`` (``BF{i}``) and ``Z_2^T W F`` (``BFR``)."""
+    out = _weighted_arrays(a, st, w)
+    if f is None:
+        return out
+    wf = f * out["w"][:, None]
+    b1, b2 = _project_columns(a, st, wf)
+    out.update({"F": f, "FWF": f.T @ wf})
+    out.update({f"BF{i}": b for i, b in enumerate(b1)})
+    if b2 is not None:
+        out["BFR"] = b2
+    return out
+
+
+# one compiled program per structure (the shapes static), in place of some forty eager
+# operations that a new process would each compile, or find in the cache, on its own
+_derived_program = jax.jit(_derived_arrays, static_argnums=1)
 
 
 def _weighted_arrays(a: dict, st: _Static, w) -> dict:
