@@ -670,7 +670,7 @@ def prepare(
 
 
 def _derived_arrays(a: dict, st: _Static, w, f) -> dict:
-    """The weighted arrays of [`_weighted_arrays()`][lmmhmc.marginal._weighted_arrays] and,
+    """The weighted arrays of `_weighted_arrays` and,
     for fixed columns ``f`` (N, k) (None: none), ``F``, ``F^T W F`` and the projections
     ``Z_i^T W F`` (``BF{i}``) and ``Z_2^T W F`` (``BFR``)."""
     out = _weighted_arrays(a, st, w)
