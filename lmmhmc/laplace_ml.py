@@ -32,7 +32,15 @@ from .design import Design
 from .laplace import laplace_log_likelihood, mode
 from .layout import parameter_layout
 from .marginal import MarginalKernel, prepare
-from .ml import START_SCALES, MLResult, optimizer_converged, random_effect_scales, theta_to_factors
+from .ml import (
+    START_SCALES,
+    MLResult,
+    best_of_starts,
+    central_gradient,
+    optimizer_converged,
+    random_effect_scales,
+    theta_to_factors,
+)
 from .options import ML_STARTS
 from .plan import elimination
 from .runtime import enable_compilation_cache, single_threaded_blas
@@ -60,14 +68,6 @@ def glm_start(design: Design, family, n: np.ndarray) -> tuple[np.ndarray, np.nda
         info = X.T @ (w[:, None] * X) + 1e-12 * np.eye(X.shape[1])
         beta = beta + np.linalg.solve(info, X.T @ g)
     return beta, np.sqrt(np.diag(np.linalg.inv(info)))
-
-
-def _hessian(gradient, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
-    """Central differences of the exact ``gradient`` (error ``O(step^2)``), symmetrized."""
-    cols = [(gradient(x + step * e) - gradient(x - step * e)) / (2 * step)
-            for e in np.eye(len(x))]
-    h = np.array(cols)
-    return (h + h.T) / 2
 
 
 def fit_laplace(design: Design, family, starts: int = ML_STARTS,
@@ -130,15 +130,13 @@ def _fit_laplace(design: Design, family, starts: int, kernel: MarginalKernel | N
         return float(v), np.asarray(g, dtype=np.float64)
 
     diag = np.concatenate([np.equal(*t.theta_entries()) for t in layout.terms])
-    best, n_evals = None, 0
-    for scale in START_SCALES[: max(1, starts)]:
-        res = minimize(fun, np.concatenate([diag * scale, beta0 / unit]), jac=True,
-                       method="L-BFGS-B", options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-7})
-        n_evals += res.nfev
-        if best is None or res.fun < best.fun - 1e-9:
-            best = res
+    best, n_evals = best_of_starts(
+        lambda x0: minimize(fun, x0, jac=True, method="L-BFGS-B",
+                            options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-7}),
+        [np.concatenate([diag * scale, beta0 / unit]) for scale in START_SCALES[: max(1, starts)]])
     dev = fun(best.x)[0]
-    hessian = _hessian(lambda y: fun(y)[1], best.x)
+    jacobian = central_gradient(lambda y: fun(y)[1], best.x)  # of the exact gradient
+    hessian = (jacobian + jacobian.T) / 2
     scaled = np.concatenate([np.ones(n_theta), unit])
     cov = np.linalg.inv(hessian / 2.0 / np.outer(scaled, scaled))[n_theta:, n_theta:]
     # a column of T_k and its sign-flipped copy give the same G_k: report diag(T_k) >= 0

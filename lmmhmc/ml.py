@@ -101,7 +101,8 @@ def optimizer_converged(res, lower: np.ndarray | None = None,
 
 
 def central_gradient(fun, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
-    """``(f(x + h e_i) - f(x - h e_i)) / 2h`` per coordinate.
+    """``(f(x + h e_i) - f(x - h e_i)) / 2h`` per coordinate ``i`` (row ``i`` for a vector
+    ``f``, e.g. a gradient, whose central differences are then the Hessian).
 
     The error is ``O(h^2)`` times the third derivative, plus the objective's rounding over
     ``h`` (about ``1e-9 / 1e-5`` on InstEval's deviance of 2.4e5), far below `GRAD_TOL`. The
@@ -117,11 +118,11 @@ def central_gradient(fun, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
 START_SCALES = (1.0, 0.1, 5.0)
 
 
-def minimize_from_starts(fun, x0s: list[np.ndarray], lower: np.ndarray):
-    """COBYQA from every start in ``x0s``; returns the best result (the lowest objective, the
-    earliest start within 1e-9 of it) and the number of evaluations."""
-    results = [minimize(fun, x0, method="COBYQA", bounds=Bounds(lower, np.inf),
-                        options={"maxfev": 1000 * len(x0)}) for x0 in x0s]
+def best_of_starts(run, x0s: list[np.ndarray]):
+    """``run(x0)`` (a `scipy.optimize.minimize` call) from every start in ``x0s``; returns
+    the best result (the lowest objective, the earliest start within 1e-9 of it) and the
+    number of evaluations."""
+    results = [run(x0) for x0 in x0s]
     best = min(r.fun for r in results)
     return next(r for r in results if r.fun <= best + 1e-9), sum(r.nfev for r in results)
 
@@ -251,8 +252,10 @@ def _fit_ml(design: Design, reml: bool, starts: int, kernel: MarginalKernel | No
 
     diag = np.concatenate([np.equal(*t.theta_entries()) for t in layout.terms])
     lower = np.where(diag, 0.0, -np.inf)
-    best, n_evals = minimize_from_starts(
-        fun, [diag * scale for scale in START_SCALES[: max(1, starts)]], lower)
+    best, n_evals = best_of_starts(
+        lambda x0: minimize(fun, x0, method="COBYQA", bounds=Bounds(lower, np.inf),
+                            options={"maxfev": 1000 * len(x0)}),
+        [diag * scale for scale in START_SCALES[: max(1, starts)]])
     theta = best.x
     (dev, (beta, sigma2, xtx)), rel = jax.tree.map(
         np.asarray, _at_optimum(jnp.asarray(theta), kernel, layout, n, p, reml))
