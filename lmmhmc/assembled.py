@@ -59,7 +59,9 @@ class AssembledModel:
         every scalar parameter), ``centered`` (per sampled term, which levels are sampled
         centered: none here, see `lmmhmc.centering`), ``level_mean`` (per sampled term, the
         ``d x p`` selection ``S_k`` of the fixed effects inside a centered level's site,
-        `lmmhmc.design.Design.level_means`) and ``sigma_centered`` (which levels of a
+        `lmmhmc.design.Design.level_means`), ``parent_level`` (per sampled term with a
+        sampled parent, the parent's level of each of its levels, `Design.parents`) and
+        ``sigma_centered`` (which levels of a
         distributional model's terms of log sigma are centered, a tuple; empty without any).
     ml_kernel : MarginalKernel
         Every term, for the profiled likelihood of ML and the conditional modes (for a
@@ -163,7 +165,8 @@ def assemble(design: Design, plan: Plan, priors: Priors,
     w = observation_weights(design) if family == "gaussian" else design.trials
     w = np.ones(design.n_obs) if w is None else w
     scale = units(design, family)
-    means = design.level_means()
+    parents = design.parents()
+    means = design.level_means([k for k in layout.sampled if layout.terms[k].parent is None])
     data = {
         "y": jnp.asarray(design.y),
         "X": jnp.asarray(design.X),
@@ -183,6 +186,9 @@ def assemble(design: Design, plan: Plan, priors: Priors,
         "sigma_centered": tuple(jnp.zeros(t.n_levels, bool) for t in layout.sigma_terms),
         # a centered level's site is its whole coefficient: the fixed part S_k beta plus u_kj
         "level_mean": {k: jnp.asarray(means[k]) for k in layout.sampled},
+        # and the effect of its sampled parent's level (`Design.parents`)
+        "parent_level": {k: jnp.asarray(parents[k][1]) for k in layout.sampled
+                         if layout.terms[k].parent is not None},
     }
     return AssembledModel(design, plan, priors, structure, data, ml_kernel)
 

@@ -27,6 +27,15 @@ intercept of crossed terms). Centering ``u_j`` alone leaves the fixed effect and
 common shift on a ridge that only the prior bounds; with the fixed part inside, ``beta`` is
 located by the level sites' mean.
 
+A term nested in a sampled parent with the same columns (`lmmhmc.design.Design.parents`:
+instructors ``(1 | d)`` within departments ``(1 | dept)``) is centered around the parent's
+effect as well: ``v_j = S beta + u_p(j) + u_j ~ N(S beta + u_p(j), G)``, ``S`` counted among the
+sampled terms without a sampled parent (the intercept belongs to the departments, so that
+``v_j`` is the instructor's whole coefficient). Centered only around ``S beta``, the
+instructors' mean within a department and the department's effect would lie on a ridge, as
+the fixed effect and the levels' common shift do without hierarchical centering; for the same
+reason ``"auto"`` never marginalizes a parent while sampling its child (`lmmhmc.plan`).
+
 The choice enters the sampler as data (one boolean per level, ``data["centered"]``), not as
 part of the compiled program, so it costs no compilation and is made after the ML fit, while
 the programs compile ahead.
@@ -157,9 +166,13 @@ def centered(assembled: AssembledModel, levels: dict) -> AssembledModel:
 
 def describe(assembled: AssembledModel) -> str:
     """``"(1 | d): 1128 of 1128 levels centered"`` per sampled term (log sigma's too, as
-    ``(sigma: 1 | d)``); empty without any."""
-    layout, masks = assembled.layout, assembled.data["centered"]
-    labels = [f"({assembled.plan.labels[k]})" for k in layout.sampled]
+    ``(sigma: 1 | d)``), with `` around (1 | dept)`` for a term with a sampled parent; empty
+    without any."""
+    layout, masks, labels = assembled.layout, assembled.data["centered"], []
+    for k in layout.sampled:
+        parent = layout.terms[k].parent
+        around = "" if parent is None else f" around ({assembled.plan.labels[parent]})"
+        labels.append(f"({assembled.plan.labels[k]}){around}")
     labels += [f"({t.label})" for t in layout.sigma_terms]
     counts = [masks[k] for k in layout.sampled] + list(assembled.data["sigma_centered"])
     return ", ".join(f"{label}: {int(np.sum(m))} of {m.size} levels centered"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,18 +219,46 @@ class Design:
         and the parameters' units (`lmmhmc.scaling`) see."""
         return self.y - self.offset
 
-    def level_means(self) -> list[np.ndarray]:
+    def level_means(self, among: Sequence[int] | None = None) -> list[np.ndarray]:
         """Per term, the ``S_k`` of hierarchical centering (`lmmhmc.centering`): the term's
-        `GroupTerm.fixed_selection`, less the fixed columns that another term also has.
+        `GroupTerm.fixed_selection`, keeping the fixed columns that exactly one term of
+        ``among`` (default: every term) has: the term itself, or the root of its hierarchy.
 
-        A column that several terms share (the intercept of crossed terms ``(1 | s) + (1 |
-        d)``) stays outside every level: inside one term's levels, the fixed effect's direction
-        that the other term leaves weakly identified would be a joint move of all those sites,
-        which a diagonal metric crosses slowly.
+        A column that several sampled terms share (the intercept of crossed terms ``(1 | s)
+        + (1 | d)``) stays outside every level: inside one term's levels, the fixed effect's
+        direction that the other term leaves weakly identified would be a joint move of all
+        those sites, which a diagonal metric crosses slowly. A marginalized term makes no
+        such move, and a nested term centered around its parent (`parents`) is part of the
+        parent's hierarchy: the fit counts only the sampled terms without a sampled parent.
         """
         own = [t.fixed_selection(self.X, self.x_names) for t in self.terms]
-        counts = sum((s.sum(axis=0) for s in own), np.zeros(len(self.x_names)))
+        counted = range(len(self.terms)) if among is None else among
+        counts = sum((own[k].sum(axis=0) for k in counted), np.zeros(len(self.x_names)))
         return [s * (counts == 1) for s in own]
+
+    def parents(self) -> list[tuple[int, np.ndarray] | None]:
+        """Per term, its parent and the parent's level of each of its levels, or None.
+
+        The parent of term ``k`` is the finest coarser term with the same columns (equal
+        covariate rows) whose every level holds whole levels of ``k``: ``(1 | dept)`` of
+        ``(1 | d)`` when each instructor teaches in one department. A centered level of ``k``
+        is then centered around its parent's effect (`lmmhmc.centering`).
+        """
+        out: list[tuple[int, np.ndarray] | None] = []
+        for child in self.terms:
+            found = None
+            for m, term in enumerate(self.terms):
+                if (term.n_levels >= child.n_levels or term.coefficients != child.coefficients
+                        or not np.array_equal(term.block, child.block)):
+                    continue
+                level = np.full(child.n_levels, -1, dtype=np.int64)
+                level[child.index] = term.index
+                # nested: the rows of each child level share one parent level
+                if (level >= 0).all() and np.array_equal(level[child.index], term.index) and (
+                        found is None or term.n_levels > self.terms[found[0]].n_levels):
+                    found = (m, level.astype(np.int32))
+            out.append(found)
+        return out
 
     def require_terms(self) -> None:
         """Raise unless the formula has at least one random-effect term (as lme4 does)."""

@@ -59,6 +59,10 @@ class TermLayout:
     prefix : str
         ``""`` for the mean's terms, `SIGMA_PREFIX` for those of log sigma (already in
         ``columns`` and ``corr``).
+    parent : int or None
+        Position of the term's sampled parent (`lmmhmc.design.Design.parents`), around whose
+        effects its centered levels are centered; None without (always for a marginalized
+        term or a parent that is marginalized).
     """
 
     text: str
@@ -69,6 +73,7 @@ class TermLayout:
     corr: str | None
     marginalized: bool = True
     prefix: str = ""
+    parent: int | None = None
 
     @property
     def label(self) -> str:
@@ -241,7 +246,8 @@ def parameter_layout(design, marginalized: tuple[int, ...] | None = None,
     part = design.sigma_part
     residual_sd = (family == "gaussian" and (design.se is None or design.se_sigma)
                    and part is None)
-    terms = _term_layouts(design.terms, marginalized)
+    parents = [None if p is None or p[0] in marginalized else p[0] for p in design.parents()]
+    terms = _term_layouts(design.terms, marginalized, parents=parents)
     if part is None:
         return Layout(tuple(design.x_names), terms, residual_sd, family=family)
     return Layout(tuple(design.x_names), terms, residual_sd,
@@ -249,8 +255,10 @@ def parameter_layout(design, marginalized: tuple[int, ...] | None = None,
                   _term_layouts(part.terms, (), SIGMA_PREFIX), family)
 
 
-def _term_layouts(terms, marginalized: tuple[int, ...], prefix: str = "") -> tuple:
-    """The TermLayout of every term (``prefix`` on the names of log sigma's terms)."""
+def _term_layouts(terms, marginalized: tuple[int, ...], prefix: str = "",
+                  parents=None) -> tuple:
+    """The TermLayout of every term (``prefix`` on the names of log sigma's terms; the sampled
+    ``parents`` of the sampled ones, when given)."""
     return tuple(
         TermLayout(
             text=t.text,
@@ -261,6 +269,7 @@ def _term_layouts(terms, marginalized: tuple[int, ...], prefix: str = "") -> tup
             corr=prefix + _corr_name(terms, k) if t.correlated else None,
             marginalized=k in marginalized,
             prefix=prefix,
+            parent=None if parents is None or k in marginalized else parents[k],
         )
         for k, t in enumerate(terms)
     )

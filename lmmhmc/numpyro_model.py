@@ -11,11 +11,12 @@ per-term sds ``s_k`` and correlation Cholesky factors ``L_k``)::
 
     Lambda_k = diag(s_k) L_k,                  G_k = Lambda_k Lambda_k^T
     u_kj = Lambda_k v_kj,  v_kj ~ N(0, I)      (sampled terms: non-centered levels)
-    u_kj = v_kj - S_k beta,  v_kj ~ N(S_k beta, G_k)
-                                               (centered levels, data["centered"][k][j]:
+    u_kj = v_kj - m_kj,  v_kj ~ N(m_kj, G_k)   (centered levels, data["centered"][k][j]:
                                                 the site is the level's whole coefficient,
+                                                m_kj = S_k beta + u_m,p(j) (`centered_mean`),
                                                 S_k = data["level_mean"][k] picking the
-                                                fixed effects of the term's columns; see
+                                                fixed effects of the term's columns, u_m the
+                                                effects of a sampled parent term; see
                                                 `lmmhmc.centering`)
     mu = X beta + o + sum_k Z_k u_k            (`linear_predictor`; o the known offset)
     sigma_i = exp(X_s gamma + sum_k Z_sk v_k)  (distributional models, `with_residual_sd`;
@@ -41,10 +42,10 @@ from .likelihood import Gaussian
 from .marginal import Affine
 from .predictor import linear_predictor
 
-__all__ = ["Structure", "centered_log_density", "factors", "fixed_effects", "laplace_effects",
-           "level_effects", "linear_predictor", "make_model", "mean", "pointwise_log_likelihood",
-           "posterior_predictive", "recover", "residual", "sampled_effects", "sigma_effects",
-           "with_residual_sd"]
+__all__ = ["Structure", "centered_log_density", "centered_mean", "factors", "fixed_effects",
+           "laplace_effects", "level_effects", "linear_predictor", "make_model", "mean",
+           "pointwise_log_likelihood", "posterior_predictive", "recover", "residual",
+           "sampled_effects", "sigma_effects", "with_residual_sd"]
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,25 @@ def _coefficients(params: dict, names: tuple[str, ...]) -> jax.Array:
 def sampled_effects(layout: Layout, data: dict, params: dict,
                     lams: list[jax.Array]) -> dict:
     """``u_kj`` of every sampled term ``k`` of one draw (`level_effects`: ``Lambda_k v_kj``,
-    or ``v_kj - S_k beta`` at the levels ``data["centered"][k]``)."""
+    or ``v_kj`` less `centered_mean` at the levels ``data["centered"][k]``); a parent's
+    effects are formed before its children's."""
     beta = fixed_effects(layout, params)
-    return {k: level_effects(params[layout.terms[k].offset], lams[k], data["centered"][k],
-                             data["level_mean"][k] @ beta)
-            for k in layout.sampled}
+    effects: dict = {}
+    for k in sorted(layout.sampled, key=lambda k: layout.terms[k].n_levels):
+        effects[k] = level_effects(params[layout.terms[k].offset], lams[k],
+                                   data["centered"][k], centered_mean(layout, data, beta,
+                                                                      effects, k))
+    return {k: effects[k] for k in layout.sampled}
+
+
+def centered_mean(layout: Layout, data: dict, beta: jax.Array, effects: dict,
+                  k: int) -> jax.Array:
+    """The prior mean of a centered level's site of sampled term ``k``: ``S_k beta``, plus
+    ``u_m,p(j)`` (levels x d) when the term has a sampled parent ``m`` (``p(j)`` the parent's
+    level of level ``j``, ``data["parent_level"][k]``; ``effects`` holds ``u_m``)."""
+    mean = data["level_mean"][k] @ beta
+    parent = layout.terms[k].parent
+    return mean if parent is None else mean + effects[parent][data["parent_level"][k]]
 
 
 def centered_log_density(v: jax.Array, lam: jax.Array, centered: jax.Array,
@@ -158,17 +173,17 @@ def make_model(structure: Structure):
             params[name] = loc[name] + unit[name] * value if name in unit else value
         lams = factors(layout, params)
         beta = fixed_effects(layout, params)
+        effects = sampled_effects(layout, data, params, lams)
         for k in layout.sampled:
             numpyro.factor(f"centered[{k}]", centered_log_density(
                 params[layout.terms[k].offset], lams[k], data["centered"][k],
-                data["level_mean"][k] @ beta))
+                centered_mean(layout, data, beta, effects, k)))
         sigma_lams = factors(layout, params, layout.sigma_terms)
         gamma = _coefficients(params, layout.sigma_fixed)
         for k, (t, lam) in enumerate(zip(layout.sigma_terms, sigma_lams, strict=True)):
             numpyro.factor(f"sigma_centered[{k}]", centered_log_density(
                 params[t.offset], lam, data["sigma_centered"][k],
                 data["sigma_part"]["level_mean"][k] @ gamma))
-        effects = sampled_effects(layout, data, params, lams)
         if not layout.gaussian:
             numpyro.factor("loglik", laplace_effects(structure, data, params, effects, lams)[1])
             return

@@ -309,12 +309,27 @@ def _marginalized_term(design: Design, name: object) -> int:
 
 def _affordable_subset(design: Design, budget: float, family: str) -> tuple[int, ...]:
     """The proper subset of terms within ``budget`` that removes the most sampled dimensions
-    (ties: the cheaper); the largest term alone when none is affordable (always linear)."""
+    (ties: the cheaper); the largest term alone when none is affordable (always linear).
+
+    For a Gaussian response (whose data-dominated levels are centered), a subset that
+    marginalizes a term but samples one of its children
+    (`lmmhmc.design.Design.parents`: ``(1 | d)`` within ``(1 | dept)``) is not considered:
+    the child's effects of one parent level and the parent's effect then enter the data only
+    through their sum, a ridge in the sampled effects that a centered child cannot cross and a
+    diagonal metric crosses slowly (InstEval with ``(1 | s)`` and ``(1 | dept)``
+    marginalized: min ESS 129 for 2000 draws, on the departments). A sampled parent is
+    instead the mean of its children's centered levels.
+    """
     every = tuple(range(len(design.terms)))
     size_of = [t.n_levels * t.d for t in design.terms]
+    parents = [p[0] for p in design.parents() if p is not None]
+    children = [k for k, p in enumerate(design.parents()) if p is not None]
     best, best_key = (), (0, 0.0)
     for size in range(len(every) - 1, 0, -1):
         for subset in combinations(every, size):
+            if family == "gaussian" and any(m in subset and k not in subset
+                                            for k, m in zip(children, parents, strict=True)):
+                continue  # a marginalized parent of a sampled child: a ridge (docstring)
             flops = gradient_cost(design, subset, family)[0]
             gain = sum(size_of[k] for k in subset)
             if flops <= budget and (gain, -flops) > (best_key[0], -best_key[1]):

@@ -23,7 +23,7 @@ from .chains import PriorSpec
 from .laplace import mode
 from .marginal import Affine
 from .ml import MLResult
-from .numpyro_model import Structure, factors, make_model
+from .numpyro_model import Structure, centered_mean, factors, make_model
 from .reparam import anchor_priors, starts
 from .scaling import response_sd
 
@@ -100,11 +100,13 @@ def _ml_params(assembled: AssembledModel, ml: MLResult) -> dict:
     if layout.sampled:
         lams = factors(layout, params)
         modes = conditional_modes(assembled, ml)
-        beta = ml.beta.values
-        for k in layout.sampled:  # centered levels' sites: their coefficients S_k beta + u_j
+        beta = jnp.asarray(ml.beta.values)
+        effects = {k: jnp.asarray(modes[k]) for k in layout.sampled}
+        for k in layout.sampled:  # centered levels' sites: their coefficients m_kj + u_j
             whitened = np.linalg.solve(lams[k], modes[k].T).T
             centered = np.asarray(assembled.data["centered"][k])[:, None]
-            whole = modes[k] + np.asarray(assembled.data["level_mean"][k]) @ beta
+            whole = modes[k] + np.asarray(
+                centered_mean(layout, assembled.data, beta, effects, k))
             params[layout.terms[k].offset] = jnp.asarray(np.where(centered, whole, whitened))
     if not layout.gaussian:  # the reparameterized terms start at z = 0, u at its Newton point
         for k in layout.marginalized:

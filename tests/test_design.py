@@ -77,6 +77,11 @@ def test_level_means_leave_out_columns_that_several_terms_share(sleep: pd.DataFr
     crossed terms share (their intercept) in none."""
     d = build_design("y ~ service + (1 | s) + (1 | d) + (1 | dept)", datasets.load("InstEval"))
     assert all(not s.any() for s in d.level_means())
+    # counted among the departments (the root) only: the intercept is inside them and inside
+    # the instructors nested in them (centered around their department)
+    means = d.level_means([2])
+    np.testing.assert_array_equal(means[1], [[1.0, 0.0]])
+    np.testing.assert_array_equal(means[2], [[1.0, 0.0]])
     sleep = sleep.assign(half=(sleep["Days"] > 4).astype(str))
     d = build_design("Reaction ~ Days + (Days | Subject) + (1 | half)", sleep)
     np.testing.assert_array_equal(d.level_means()[0], [[0.0, 0.0], [0.0, 1.0]])
