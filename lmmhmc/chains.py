@@ -141,29 +141,36 @@ class ChainRunner:
     progress : Progress, optional
         Where the chains' progress goes; by default bars or lines on stderr when
         ``settings.progress`` (see `lmmhmc.progress.Progress`).
+    compiler_options : dict, optional
+        XLA compile options of the chain programs
+        (`lmmhmc.runtime.chain_compiler_options`).
     """
 
     def __init__(self, structure: Structure, settings: Settings, method: str = "sequential",
-                 workers: int = 1, progress: Progress | None = None) -> None:
+                 workers: int = 1, progress: Progress | None = None,
+                 compiler_options: dict[str, str] | None = None) -> None:
         self.structure = structure
         self.settings = settings
         self.method = method
         self.workers = max(1, workers) if method == "parallel" else 1
         self.progress = Progress(settings.progress) if progress is None else progress
+        self.compiler_options = compiler_options or None
         self._shown: ChainProgress | None = None
         self._done: list[int] = []  # iterations run so far, per chain (or per batch)
 
-    def lower(self, data: dict, priors: dict, start: dict, key: jax.Array) -> list:
-        """The chain's program traced and lowered for these shapes, to compile ahead.
+    def compilers(self, data: dict, priors: dict, start: dict, key: jax.Array) -> list:
+        """The chain's program traced and lowered for these shapes, to compile ahead: a
+        function of no arguments that compiles it.
 
         ``start`` holds the shapes (or values) of one chain's unconstrained starting point.
-        Compiling the result (``.compile()``, e.g. in a background thread) fills JAX's cache,
-        where `run()` finds it. Returns an empty list for the batched program of
-        ``"vectorized"``, which compiles when `run()` needs it.
+        Calling the result (e.g. in a background thread) fills JAX's cache, where `run()`
+        finds it. Returns an empty list for the batched program of ``"vectorized"``, which
+        compiles when `run()` needs it.
         """
         if self.method == "vectorized":
             return []
-        return [self._lowered(_chain_jit, data, priors, start, key)[0]]
+        lowered = self._lowered(_chain_jit, data, priors, start, key)[0]
+        return [partial(lowered.compile, self.compiler_options)]
 
     def _lowered(self, program, data, priors, z0, key) -> tuple:
         """``program`` lowered for these arguments (traced on this thread: NumPyro's effect
@@ -175,10 +182,10 @@ class ChainRunner:
         return program.lower(*static, state, key, z0, data, leaves, first), state
 
     def _compiled(self, program, data, priors, z0, key) -> tuple:
-        """``program`` compiled (from JAX's cache when `lower()`'s was compiled ahead), and
+        """``program`` compiled (from JAX's cache when `compilers()` compiled it ahead), and
         the placeholder state of its first call."""
         lowered, state = self._lowered(program, data, priors, z0, key)
-        return lowered.compile(), state
+        return lowered.compile(self.compiler_options), state
 
     def run(self, data: dict, priors: dict, init: dict, key: jax.Array) -> tuple[dict, dict]:
         """One chain per leading entry of ``init`` (unconstrained starting points).
@@ -219,11 +226,11 @@ class ChainRunner:
         stop = threading.Event()
 
         def chain(c: int) -> dict:
-            # A compiled object per chain (from JAX's cache: `lower()`'s program was compiled
+            # A compiled object per chain (from JAX's cache: `compilers()`' program was compiled
             # ahead, and compiling again returns the same executable): concurrent first calls
             # of one compiled object wait for each other in JAX's C++ dispatch, and a chain is
             # one call when no progress is shown, so sharing it ran the chains one by one.
-            return self._run((lowered.compile(), state), keys[c],
+            return self._run((lowered.compile(self.compiler_options), state), keys[c],
                              jax.tree.map(lambda a, c=c: a[c], init), data, priors, c, stop)
 
         if self.workers == 1 or chains == 1:

@@ -29,12 +29,18 @@ from .laplace_ml import fit_laplace
 from .layout import Layout
 from .ml import fit_ml
 from .options import DENSE_MASS_MAX_DIM, LOG_LIK_MAX_CELLS, FitOptions
-from .plan import make_plan
+from .plan import make_plan, ynn_reductions
 from .priors import resolve_priors
 from .progress import Progress
 from .recovery import lower_recovery, posterior_predictive, recover_all
 from .results import FitResult
-from .runtime import cores, enable_compilation_cache, resolve_chain_method, single_threaded_blas
+from .runtime import (
+    chain_compiler_options,
+    cores,
+    enable_compilation_cache,
+    resolve_chain_method,
+    single_threaded_blas,
+)
 from .starts import anchored_priors, ml_init, newton_start, prior_init, start_shapes
 
 __all__ = ["fit_model"]
@@ -95,20 +101,22 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
     runner = ChainRunner(assembled.structure, Settings(
         warmup=o.warmup, draws=o.draws, target_accept=float(o.target_accept),
         dense_mass=o.dense_mass, max_tree_depth=o.max_tree_depth, progress=bool(o.progress)),
-        method=o.chain_method, workers=cores(), progress=progress)
+        method=o.chain_method, workers=cores(), progress=progress,
+        compiler_options=chain_compiler_options(ynn_reductions(
+            assembled.design, assembled.plan.marginalized, assembled.layout.family)))
     key_mcmc, key_init, key_recover, key_pp = jax.random.split(jax.random.key(o.seed), 4)
     n_draws = o.chains * o.draws
     keys = jax.random.split(key_recover, n_draws)
     shaped = anchored_priors(assembled, None) if o.init == "ml" else assembled.internal_priors()
     start = start_shapes(assembled, shaped)
-    lowered = [*runner.lower(assembled.data, shaped, start, key_mcmc),
-               lower_recovery(assembled, shaped, start, keys, o.log_likelihood)]
+    compilers = [*runner.compilers(assembled.data, shaped, start, key_mcmc),
+                 lower_recovery(assembled, shaped, start, keys, o.log_likelihood).compile]
     timings: dict[str, float] = {}
     # A background thread compiles the chain programs (while the ML start runs) and then the
     # recovery (while the chains run); the calls below find them in JAX's cache. (Tracing
     # stays on this thread: NumPyro's effect handlers are not thread-safe.)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        compiled = [pool.submit(low.compile) for low in lowered]
+        compiled = [pool.submit(compile_) for compile_ in compilers]
         t0 = time.perf_counter()
         ml = None
         if o.init == "ml":

@@ -9,7 +9,7 @@ import lmmhmc
 from lmmhmc.datasets import load
 from lmmhmc.errors import LmmhmcError
 from lmmhmc.marginal import Elimination, prepare
-from lmmhmc.plan import elimination, gradient_cost, make_plan
+from lmmhmc.plan import elimination, gradient_cost, make_plan, ynn_reductions
 
 
 def test_plan_choices_and_errors():
@@ -59,3 +59,18 @@ def test_a_non_gaussian_family_is_costed_by_its_newton_steps():
     # each family's own K: two steps for poisson, one for the logistic families
     assert make_plan(design, family="poisson").flops == 2 * step == 2 * plan.flops
     assert make_plan(design).flops < plan.flops  # the Gaussian kernel: precomputed columns
+
+
+def test_ynn_reductions_only_for_single_column_terms_marginalized_beside_sampled_ones():
+    """The measured rule of `ynn_reductions` (the timings are in its docstring and
+    docs/troubleshooting.md): InstEval with some terms marginalized and others sampled, but
+    not with all sampled or all marginalized, nor 2 x 2 blocks, nor a small N."""
+    design = lmmhmc.Model("y ~ service + (1 | s) + (1 | d) + (1 | dept)", load("InstEval")).design
+    assert ynn_reductions(design, (0,)) and ynn_reductions(design, (0, 2))
+    assert not ynn_reductions(design, ()) and not ynn_reductions(design, (0, 1, 2))
+    assert not ynn_reductions(design, (0,), family="bernoulli")
+    sleep = lmmhmc.Model("Reaction ~ Days + (1 | Subject)", load("sleepstudy")).design
+    assert not ynn_reductions(sleep, (0,))
+    data = simulate_crossed(n_subjects=200, n_items=60)
+    crossed = lmmhmc.Model("y ~ x + (1 + x | subj) + (1 | item)", data).design
+    assert crossed.n_obs >= 10_000 and not ynn_reductions(crossed, (1,))
