@@ -148,7 +148,9 @@ def test_repr_is_a_short_overview(sleepstudy_fit, monkeypatch) -> None:
     text = repr(sleepstudy_fit)
     assert text.startswith(sleepstudy_fit.header())
     assert "Fixed effects" in text and "Days|Subject_sigma" in text
-    assert "ess_bulk" not in text and "1|Subject[308]" not in text
+    # no per-level rows (a convergence warning in the header may name a level)
+    assert "ess_bulk" not in text
+    assert not any(line.split()[:1] == ["1|Subject[308]"] for line in text.splitlines())
     assert len(text.splitlines()) < 25
 
 
