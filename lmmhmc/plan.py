@@ -184,9 +184,10 @@ def ynn_reductions(design: Design, subset: Sequence[int], family: str = "gaussia
     ``(1 | s)`` marginalized 2.54 against 1.86 ms, df_stroop_complete's
     ``(1 | subj) + (1 | trial)`` with subj marginalized 2.58 against 1.95 ms, df_eeg_complete's
     ``(1 | subj) + (1 | item)`` 0.35 against 0.24 ms, df_dillonE1's (2,855 rows) 0.058 against
-    0.058 ms; but with ``(1 + c | subj)`` marginalized 0.41 against 1.10 ms, with a sampled
-    ``1 + c | item`` 0.27 against 0.41 ms, InstEval with nothing marginalized 3.3 against
-    3.9 ms, df_stroop_complete's ``(1 + c | subj)`` with nothing sampled 0.28 against 0.71 ms.
+    0.058 ms; but df_eeg_complete's with ``(1 + cloze | subj)`` marginalized 0.41 against
+    1.10 ms, with a sampled ``1 + cloze | item`` 0.27 against 0.41 ms, InstEval with nothing
+    marginalized 3.3 against 3.9 ms, df_dillonE1's default plan (nothing sampled) 0.36
+    against 0.53 ms.
     """
     return (family == "gaussian" and 0 < len(subset) < len(design.terms)
             and not per_observation_sd(design) and design.n_obs >= YNN_MIN_OBS
