@@ -404,6 +404,9 @@ def laplace_start(potential, z0, dense: bool | tuple[str, ...]) -> tuple[ParamIn
     matrix)``, the matrix dense or its diagonal (``dense=False``); for a dense block over the
     sites ``dense`` (a tuple), NumPyro's structured form ``{dense: its block, rest: the
     diagonal of the other sites}`` (the blocks of the inverse Hessian).
+
+    With ``H = V diag(l) V'``, the diagonal is ``sum_j V_ij^2 / l_j`` and a block
+    ``V_B diag(1 / l) V_B'`` (`_scaled_gram`): only the entries asked for are computed.
     """
     flat, unravel = ravel_pytree(z0)
     n = flat.size
@@ -415,18 +418,41 @@ def laplace_start(potential, z0, dense: bool | tuple[str, ...]) -> tuple[ParamIn
     vals, vecs = jnp.linalg.eigh(0.5 * (hess + hess.T))
     vals = jnp.abs(vals)
     vals = jnp.maximum(vals, 1e-6 * jnp.max(vals))
-    cov = (vecs / vals) @ vecs.T
-    cov = jnp.where(jnp.all(jnp.isfinite(cov)) & (jnp.max(vals) > 0), cov, jnp.eye(n))
+    usable = jnp.all(jnp.isfinite(vecs)) & jnp.all(jnp.isfinite(vals)) & (jnp.max(vals) > 0)
+    # a Hessian that cannot be used: the identity
+    vecs, vals = jnp.where(usable, vecs, jnp.eye(n)), jnp.where(usable, vals, 1.0)
     start = ParamInfo(z0, values[0], unravel(grads[0]))
-    if not isinstance(dense, tuple):
-        return start, cov if dense else jnp.diagonal(cov)
+    diagonal = jnp.sum(vecs**2 / vals, axis=1)
+    if dense is False:
+        return start, diagonal
+    if dense is True:
+        return start, _scaled_gram(vecs, vals)
     # ravelled in sorted site order; NumPyro ravels a block in its tuple's order
     sizes = {name: int(np.size(z0[name])) for name in sorted(z0)}
     ends = dict(zip(sizes, np.cumsum(list(sizes.values())), strict=True))
     positions = {name: np.arange(ends[name] - size, ends[name]) for name, size in sizes.items()}
     rest = tuple(sorted(set(z0) - set(dense)))
     block = np.concatenate([positions[name] for name in dense])
-    matrix = {dense: cov[np.ix_(block, block)]}
+    matrix = {dense: _scaled_gram(vecs[block], vals)}
     if rest:
-        matrix[rest] = jnp.diagonal(cov)[np.concatenate([positions[name] for name in rest])]
+        matrix[rest] = diagonal[np.concatenate([positions[name] for name in rest])]
     return start, matrix
+
+
+#: Rows of `_scaled_gram`'s product per loop iteration.
+GRAM_ROWS = 64
+
+
+def _scaled_gram(rows: jax.Array, vals: jax.Array) -> jax.Array:
+    """``rows diag(1 / vals) rows'``, `GRAM_ROWS` rows of the product at a time.
+
+    One ``n x n x n`` product after the gradients' ``lax.map`` came out wrong in its first
+    rows when two threads ran the program at once (XLA:CPU, jax 0.10.2, n >= 800: InstEval's
+    parallel chains started with a wrong metric, and some never moved);
+    ``tests/test_chains.py`` runs the starts from two threads. The product of a block of rows
+    at a time, in a loop of its own, does not show it.
+    """
+    n = rows.shape[0]
+    padded = -(-n // GRAM_ROWS) * GRAM_ROWS
+    blocks = jnp.pad(rows / vals, ((0, padded - n), (0, 0))).reshape(-1, GRAM_ROWS, vals.size)
+    return jax.lax.map(lambda block: block @ rows.T, blocks).reshape(padded, n)[:n]
