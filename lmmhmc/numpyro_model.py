@@ -33,13 +33,12 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
-from jax.scipy.linalg import solve_triangular
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .laplace import reparameterized
 from .layout import SIGMA, Layout
 from .likelihood import Gaussian
-from .marginal import Affine
+from .marginal import Affine, batched_solve
 from .predictor import linear_predictor
 
 __all__ = ["Structure", "centered_log_density", "centered_mean", "factors", "fixed_effects",
@@ -136,8 +135,13 @@ def centered_mean(layout: Layout, data: dict, beta: jax.Array, effects: dict,
 def centered_log_density(v: jax.Array, lam: jax.Array, centered: jax.Array,
                          mean: jax.Array) -> jax.Array:
     """``sum_j [log N(v_j; mean, Lambda Lambda^T) - log N(v_j; 0, I)]`` over the centered
-    levels: what turns the sites' standard-normal density into the centered levels' prior."""
-    x = solve_triangular(lam, (v - mean).T, lower=True)  # Lambda^-1 u_j, column per level
+    levels: what turns the sites' standard-normal density into the centered levels' prior.
+
+    ``Lambda^-1`` by unrolled substitution for a small ``d`` (`lmmhmc.marginal.batched_solve`):
+    with LAPACK's solve of the 1 x 1 factor against InstEval's 1,128 instructors, one value
+    and gradient of its log density took 1.9-2.0 ms alone against 1.2 ms (interleaved, 2026-12-03;
+    inside two parallel chains the time per gradient did not change measurably)."""
+    x = batched_solve(lam, (v - mean).T)  # Lambda^-1 u_j, column per level
     per_level = (0.5 * jnp.sum(v * v, axis=1) - 0.5 * jnp.sum(x * x, axis=0)
                  - jnp.sum(jnp.log(jnp.abs(jnp.diagonal(lam)))))
     return jnp.sum(jnp.where(centered, per_level, 0.0))
