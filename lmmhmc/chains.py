@@ -39,6 +39,7 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.util import ParamInfo, constrain_fn, potential_energy
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
+from .blocked import blocked_matmul
 from .numpyro_model import Structure, make_model
 from .progress import ChainProgress, Progress
 
@@ -439,20 +440,7 @@ def laplace_start(potential, z0, dense: bool | tuple[str, ...]) -> tuple[ParamIn
     return start, matrix
 
 
-#: Rows of `_scaled_gram`'s product per loop iteration.
-GRAM_ROWS = 64
-
-
 def _scaled_gram(rows: jax.Array, vals: jax.Array) -> jax.Array:
-    """``rows diag(1 / vals) rows'``, `GRAM_ROWS` rows of the product at a time.
-
-    One ``n x n x n`` product after the gradients' ``lax.map`` came out wrong in its first
-    rows when two threads ran the program at once (XLA:CPU, jax 0.10.2, n >= 800: InstEval's
-    parallel chains started with a wrong metric, and some never moved);
-    ``tests/test_chains.py`` runs the starts from two threads. The product of a block of rows
-    at a time, in a loop of its own, does not show it.
-    """
-    n = rows.shape[0]
-    padded = -(-n // GRAM_ROWS) * GRAM_ROWS
-    blocks = jnp.pad(rows / vals, ((0, padded - n), (0, 0))).reshape(-1, GRAM_ROWS, vals.size)
-    return jax.lax.map(lambda block: block @ rows.T, blocks).reshape(padded, n)[:n]
+    """``rows diag(1 / vals) rows'``, a block of rows at a time (`lmmhmc.blocked`: after the
+    gradients' ``lax.map``, one such product was miscomputed when two threads ran it)."""
+    return blocked_matmul(rows / vals, rows.T)

@@ -149,9 +149,13 @@ def _rhat(x: np.ndarray) -> np.ndarray:
 def _ess(x: np.ndarray) -> np.ndarray:
     """ESS of each row of ``(K, chain, draw)`` from the chains' autocorrelations, truncated
     by Geyer's initial positive sequence and made monotone (the running minimum of the pair
-    sums)."""
+    sums). Chains of at most 2 draws have no pair to sum: as in ArviZ, the ESS is then its
+    upper bound ``chains n log10(chains n)``."""
     k, chains, n = x.shape
     total = chains * n
+    constant = (x.max(axis=(1, 2)) - x.min(axis=(1, 2))) < np.finfo(float).resolution
+    if n <= 2:
+        return np.where(constant, float(total), total * np.log10(total))
     centred = x - x.mean(axis=2, keepdims=True)
     m = fft.next_fast_len(2 * n, real=True)
     f = fft.rfft(centred, n=m, axis=2)
@@ -176,5 +180,4 @@ def _ess(x: np.ndarray) -> np.ndarray:
     tau = -1.0 + 2.0 * head + np.where(kept, even, 0.0)
     tau = np.maximum(tau, 1.0 / np.log10(total))
     out = total / tau
-    constant = (x.max(axis=(1, 2)) - x.min(axis=(1, 2))) < np.finfo(float).resolution
     return np.where(constant, float(total), np.where(np.isnan(rho).any(axis=1), np.nan, out))

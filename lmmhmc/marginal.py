@@ -41,6 +41,7 @@ from jax.scipy.linalg import solve_triangular
 from jax.tree_util import register_pytree_node_class
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
+from .blocked import blocked_matmul
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -215,7 +216,7 @@ def _logdet_and_quad_bwd(res, g):
     chol, z = res
     g_logdet, g_quad = g
     chol_inv = solve_triangular(chol, jnp.eye(chol.shape[0]), lower=True)
-    p_inv = chol_inv.T @ chol_inv
+    p_inv = blocked_matmul(chol_inv.T, chol_inv)
     return g_logdet * p_inv - z @ g_quad @ z.T, z @ (g_quad + g_quad.T)
 
 
@@ -224,16 +225,17 @@ logdet_and_quad.defvjp(_logdet_and_quad_fwd, _logdet_and_quad_bwd)
 
 @jax.custom_vjp
 def gram_matrix(e: jax.Array) -> jax.Array:
-    """``E^T E``; the reverse mode is one matrix product ``E (G + G^T)``."""
-    return e.T @ e
+    """``E^T E``; the reverse mode is one matrix product ``E (G + G^T)`` (both by
+    `lmmhmc.blocked.blocked_matmul`)."""
+    return blocked_matmul(e.T, e)
 
 
 def _gram_matrix_fwd(e):
-    return e.T @ e, e
+    return blocked_matmul(e.T, e), e
 
 
 def _gram_matrix_bwd(e, g):
-    return (e @ (g + g.T),)
+    return (blocked_matmul(e, g + g.T),)
 
 
 gram_matrix.defvjp(_gram_matrix_fwd, _gram_matrix_bwd)

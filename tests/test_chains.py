@@ -157,6 +157,41 @@ def test_parallel_chains_match_sequential_chains_in_a_new_process():
     assert par["sigma"] == seq["sigma"] and par["u"] == seq["u"]
 
 
+@pytest.mark.slow
+def test_parallel_chains_with_a_large_dense_rest_match_sequential_chains():
+    """Jointly marginalized crossed terms whose dense rest has 1,000 levels: parallel chains
+    draw the sequential chains' numbers, bit for bit. With the rest's ``P^{-1}`` as one
+    ``n x n x n`` product (before `lmmhmc.blocked`), both of two such runs drew other numbers
+    (so did InstEval with ``marginalize="all"``, 1,142 levels)."""
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import numpy as np, pandas as pd
+        import lmmhmc
+        rng = np.random.default_rng(1)
+        a, b = rng.integers(0, 2000, 6000), rng.integers(0, 1000, 6000)
+        y = rng.normal(size=6000) + 0.5 * rng.normal(size=2000)[a] + 0.5 * rng.normal(size=1000)[b]
+        data = pd.DataFrame({"y": y, "a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b]})
+        out = {}
+        for method in ("parallel", "sequential"):
+            res = lmmhmc.fit("y ~ 1 + (1 | a) + (1 | b)", data, marginalize="all", chains=2,
+                             draws=8, warmup=8, seed=3, progress=False, chain_method=method)
+            out[method] = {"method": res.settings["chain_method"],
+                           "sigma": res.idata.posterior["sigma"].values.tolist(),
+                           "u": res.idata.posterior["1|b"].values[..., :50].tolist()}
+        json.dump(out, sys.stdout)
+        """
+    )
+    env = dict(os.environ, LMMHMC_CACHE_DIR="off")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    par, seq = out["parallel"], out["sequential"]
+    assert (par["method"], seq["method"]) == ("parallel", "sequential")
+    assert par["sigma"] == seq["sigma"] and par["u"] == seq["u"]
+
+
 def test_parallel_chains_call_the_executable_through_their_own_compiled_objects(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Concurrent first calls of one compiled object wait for each other in JAX's C++ dispatch

@@ -27,6 +27,7 @@ def _ar1(rng: np.random.Generator, shape: tuple[int, int, int], phi: float) -> n
 @pytest.mark.parametrize(("shape", "phi"), [
     ((4, 1000, 40), 0.9), ((4, 1000, 40), -0.5), ((2, 11, 30), 0.3), ((3, 10, 30), 0.95),
     ((1, 100, 5), 0.5), ((4, 7, 20), 0.0), ((2, 3, 4), 0.0),
+    ((2, 5, 6), 0.3), ((3, 4, 6), 0.0),  # half chains of 2 draws: no autocorrelation pair
     ((4, 60, 600), 0.5),  # several blocks of columns (`convergence._BLOCK`), on threads
 ])
 def test_matches_arviz(shape: tuple[int, int, int], phi: float) -> None:
