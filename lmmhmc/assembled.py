@@ -36,7 +36,7 @@ from .priors import Priors
 from .reparam import Scaled
 from .scaling import Units, units
 
-__all__ = ["AssembledModel", "assemble", "compact_rows", "profile_kernel"]
+__all__ = ["AssembledModel", "assemble", "profile_kernel"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,10 +170,10 @@ def assemble(design: Design, plan: Plan, priors: Priors,
     data = {
         "y": jnp.asarray(design.y),
         "X": jnp.asarray(design.X),
-        "offset": compact_rows(design.offset),
+        "offset": jnp.asarray(design.offset),
         "w": jnp.asarray(w),
         "index": tuple(jnp.asarray(t.index) for t in design.terms),
-        "block": tuple(compact_rows(t.block) for t in design.terms),
+        "block": tuple(jnp.asarray(t.block) for t in design.terms),
         "kernel": kernel,
         "sigma_part": _sigma_data(design),
         "units": {"loc": {k: jnp.asarray(v) for k, v in scale.loc.items()},
@@ -193,19 +193,6 @@ def assemble(design: Design, plan: Plan, priors: Priors,
     return AssembledModel(design, plan, priors, structure, data, ml_kernel)
 
 
-def compact_rows(a: np.ndarray) -> jnp.ndarray:
-    """``a`` (rows first), or its first row alone when every row equals it.
-
-    The linear predictor (`lmmhmc.predictor.linear_predictor`) broadcasts such a row: an
-    intercept-only term's block of ones and a zero offset then cost no memory traffic in the
-    log density's passes over the rows (with the predictor's gather of scalars for
-    one-column terms, InstEval's value and gradient took 2-7 % less time in four interleaved
-    comparisons on the 2-core machine).
-    """
-    a = np.asarray(a)
-    return jnp.asarray(a[:1] if a.shape[0] and (a == a[:1]).all() else a)
-
-
 def _sigma_data(design: Design) -> dict | None:
     """A distributional model's design of log sigma (``X``, per-term ``index``, ``block`` and
     ``level_mean``), or None."""
@@ -214,5 +201,5 @@ def _sigma_data(design: Design) -> dict | None:
         return None
     return {"X": jnp.asarray(part.X),
             "index": tuple(jnp.asarray(t.index) for t in part.terms),
-            "block": tuple(compact_rows(t.block) for t in part.terms),
+            "block": tuple(jnp.asarray(t.block) for t in part.terms),
             "level_mean": tuple(jnp.asarray(s) for s in part.level_means())}

@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
-from .marginal import take_rows
 
 __all__ = ["linear_predictor"]
 
@@ -24,19 +23,14 @@ def linear_predictor(X: jax.Array, beta: jax.Array, offset: jax.Array, index, bl
     ----------
     X : (rows, p) array
     beta : (p,) array
-    offset : (rows,) or (1,) array
-        The known offset ``o`` of every row (zeros without one), or one value for all rows.
+    offset : (rows,) array
+        The known offset ``o`` of every row (zeros without one).
     index, block : sequences
-        Per term: each row's level (rows,), valid and non-negative, and its covariate row
-        (rows, d), or one covariate row (1, d) for all rows
-        (`lmmhmc.assembled.compact_rows`: the ones of an intercept-only term).
+        Per term: each row's level (rows,) and covariate row (rows, d).
     effects : dict
         Term position -> effects (levels, d); only these terms enter.
     """
     mu = X @ beta + offset
     for k, u in effects.items():
-        if u.shape[-1] == 1:  # one column: a gather (and, reversed, a scatter) of scalars
-            mu = mu + take_rows(u[:, 0], index[k]) * block[k][:, 0]
-        else:
-            mu = mu + jnp.sum(take_rows(u, index[k]) * block[k], axis=-1)
+        mu = mu + jnp.sum(u[index[k]] * block[k], axis=-1)
     return mu
