@@ -8,7 +8,8 @@ inside it goes through `blocked_matmul`: the Laplace start's inverse Hessian
 (`lmmhmc.chains.laplace_start`; InstEval's 1,148 sampled dimensions started some chains from
 a wrong metric) and the dense rest of a joint marginal kernel (`lmmhmc.marginal`; InstEval
 with every term marginalized, 1,142 levels: parallel chains drew other numbers than the same
-chains run one after another). ``tests/test_chains.py`` runs both from two threads.
+chains run one after another). ``tests/test_chains.py`` runs both from two threads (the
+kernel's case in a test marked slow: it needs a 1,000-level fit).
 """
 
 from __future__ import annotations
