@@ -19,10 +19,7 @@ CPU client, unless the user's own ``XLA_FLAGS`` set them): they take over the re
 the per-level ``d x d`` products (`lmmhmc.marginal.small_matmul`) and run them several times
 slower than XLA's own loop fusions, in float64 over thousands of tiny blocks. On
 df_stroop_complete's 3,337 subjects one value and gradient of the log density took 1.2 ms
-with them and 0.35 ms without. The models whose gradients sum single-column marginalized terms
-over many rows while other terms are sampled (InstEval's) run faster with the reductions:
-their chain programs turn them back on (`lmmhmc.plan.ynn_reductions`,
-`lmmhmc.runtime.chain_compiler_options`; docs/troubleshooting.md has the numbers).
+with them and 0.35 ms without (docs/troubleshooting.md has the numbers).
 """
 
 from __future__ import annotations
@@ -45,12 +42,7 @@ def _backends_started() -> bool:
     return backends_are_initialized()
 
 
-#: Whether lmmhmc, not the user's ``XLA_FLAGS`` (nor JAX started earlier), chose the YNNPACK
-#: fusions' setting: then a program may turn the reductions back on
-#: (`lmmhmc.runtime.chain_compiler_options`).
-YNN_CHOSEN = not _backends_started() and YNN_FLAG not in os.environ.get("XLA_FLAGS", "")
-
 if not _backends_started():
     jax.config.update("jax_cpu_enable_async_dispatch", False)
-if YNN_CHOSEN:
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {YNN_FLAG}=".strip()
+    if YNN_FLAG not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {YNN_FLAG}=".strip()

@@ -31,7 +31,7 @@ from .layout import Layout, parameter_layout
 from .likelihood import Gaussian, for_design, observation_weights
 from .marginal import MarginalKernel, prepare
 from .numpyro_model import Structure, make_model
-from .plan import Plan, elimination
+from .plan import Plan, elimination, per_observation_sd
 from .priors import Priors
 from .reparam import Scaled
 from .scaling import Units, units
@@ -156,9 +156,12 @@ def assemble(design: Design, plan: Plan, priors: Priors,
         ml_kernel = profile_kernel(design)
         kernel = None
         if plan.marginalized:
+            # the sampled terms' cross products, unless the weights change with the draw
+            sampled = () if per_observation_sd(design) else plan.sampled
             kernel = prepare([design.terms[k] for k in plan.marginalized],
                              observation_weights(design), plan.elimination,
-                             fixed=fixed_columns(design))
+                             fixed=fixed_columns(design),
+                             sampled=[design.terms[k] for k in sampled])
     layout = parameter_layout(design, plan.marginalized, family)
     structure = Structure(layout, likelihood or for_design(design), design.n_obs)
     # the family's per-observation data: known weights (Gaussian) or trials (binomial)

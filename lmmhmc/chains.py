@@ -142,20 +142,15 @@ class ChainRunner:
     progress : Progress, optional
         Where the chains' progress goes; by default bars or lines on stderr when
         ``settings.progress`` (see `lmmhmc.progress.Progress`).
-    compiler_options : dict, optional
-        XLA compile options of the chain programs
-        (`lmmhmc.runtime.chain_compiler_options`).
     """
 
     def __init__(self, structure: Structure, settings: Settings, method: str = "sequential",
-                 workers: int = 1, progress: Progress | None = None,
-                 compiler_options: dict[str, str] | None = None) -> None:
+                 workers: int = 1, progress: Progress | None = None) -> None:
         self.structure = structure
         self.settings = settings
         self.method = method
         self.workers = max(1, workers) if method == "parallel" else 1
         self.progress = Progress(settings.progress) if progress is None else progress
-        self.compiler_options = compiler_options or None
         self._shown: ChainProgress | None = None
         self._done: list[int] = []  # iterations run so far, per chain (or per batch)
 
@@ -171,7 +166,7 @@ class ChainRunner:
         if self.method == "vectorized":
             return []
         lowered = self._lowered(_chain_jit, data, priors, start, key)[0]
-        return [partial(lowered.compile, self.compiler_options)]
+        return [lowered.compile]
 
     def _lowered(self, program, data, priors, z0, key) -> tuple:
         """``program`` lowered for these arguments (traced on this thread: NumPyro's effect
@@ -186,7 +181,7 @@ class ChainRunner:
         """``program`` compiled (from JAX's cache when `compilers()` compiled it ahead), and
         the placeholder state of its first call."""
         lowered, state = self._lowered(program, data, priors, z0, key)
-        return lowered.compile(self.compiler_options), state
+        return lowered.compile(), state
 
     def run(self, data: dict, priors: dict, init: dict, key: jax.Array) -> tuple[dict, dict]:
         """One chain per leading entry of ``init`` (unconstrained starting points).
@@ -231,7 +226,7 @@ class ChainRunner:
             # ahead, and compiling again returns the same executable): concurrent first calls
             # of one compiled object wait for each other in JAX's C++ dispatch, and a chain is
             # one call when no progress is shown, so sharing it ran the chains one by one.
-            return self._run((lowered.compile(self.compiler_options), state), keys[c],
+            return self._run((lowered.compile(), state), keys[c],
                              jax.tree.map(lambda a, c=c: a[c], init), data, priors, c, stop)
 
         if self.workers == 1 or chains == 1:

@@ -14,6 +14,7 @@ import numbers
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,7 @@ from lmmhmc.errors import (
     warn,
 )
 from lmmhmc.formula import BarTerm, ParsedFormula, parse_formula
+from lmmhmc.pairs import level_pairs
 
 __all__ = ["Design", "GroupTerm", "NewData", "build_design"]
 
@@ -218,6 +220,18 @@ class Design:
         """``y - offset``: the response that the Gaussian model's algebra, maximum likelihood
         and the parameters' units (`lmmhmc.scaling`) see."""
         return self.y - self.offset
+
+    @cached_property
+    def level_pair_counts(self) -> np.ndarray:
+        """(terms, terms) int: the distinct pairs (level of term ``j``, level of term ``k``)
+        among the observations, each term's levels on the diagonal: the sizes of the
+        marginal kernel's cross products of sampled terms (`lmmhmc.marginal.prepare`)."""
+        n = len(self.terms)
+        out = np.zeros((n, n), dtype=np.int64)
+        for j in range(n):
+            for k in range(j, n):
+                out[j, k] = out[k, j] = len(level_pairs(self.terms[j], self.terms[k])[0])
+        return out
 
     def level_means(self, among: Sequence[int] | None = None) -> list[np.ndarray]:
         """Per term, the ``S_k`` of hierarchical centering (`lmmhmc.centering`): the term's

@@ -29,13 +29,12 @@ from .laplace_ml import fit_laplace
 from .layout import Layout
 from .ml import fit_ml
 from .options import DENSE_MASS_MAX_DIM, LOG_LIK_MAX_CELLS, FitOptions
-from .plan import make_plan, ynn_reductions
+from .plan import make_plan
 from .priors import resolve_priors
 from .progress import Progress
 from .recovery import lower_recovery, posterior_predictive, recover_all
 from .results import FitResult
 from .runtime import (
-    chain_compiler_options,
     cores,
     enable_compilation_cache,
     resolve_chain_method,
@@ -101,9 +100,7 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
     runner = ChainRunner(assembled.structure, Settings(
         warmup=o.warmup, draws=o.draws, target_accept=float(o.target_accept),
         dense_mass=o.dense_mass, max_tree_depth=o.max_tree_depth, progress=bool(o.progress)),
-        method=o.chain_method, workers=cores(), progress=progress,
-        compiler_options=chain_compiler_options(ynn_reductions(
-            assembled.design, assembled.plan.marginalized, assembled.layout.family)))
+        method=o.chain_method, workers=cores(), progress=progress)
     key_mcmc, key_init, key_recover, key_pp = jax.random.split(jax.random.key(o.seed), 4)
     n_draws = o.chains * o.draws
     keys = jax.random.split(key_recover, n_draws)

@@ -31,7 +31,7 @@ the random effects (``u | r ~ N(G Z^T Sigma^{-1} r, G - G Z^T Sigma^{-1} Z G)``)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import jax
@@ -42,6 +42,7 @@ from jax.tree_util import register_pytree_node_class
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .blocked import blocked_matmul
+from .pairs import level_pairs
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -65,6 +66,7 @@ class _Static:
     dims: tuple[tuple[int, int], ...]  # (n_levels, d) of term 1, 2, ... in elimination order
     n_diag: int  # terms eliminated block-diagonally: a nested chain, 1, or 0 (dense joint)
     cross: str  # "pairs" (sparse N_12 and its column pairs) or "dense" (N_12 as L1 x d1 x q2)
+    sampled: tuple[tuple[int, int], ...] = ()  # (n_levels, d) of the sampled terms (Affine)
 
     @property
     def dims_rest(self) -> tuple[tuple[int, int], ...]:
@@ -243,15 +245,25 @@ gram_matrix.defvjp(_gram_matrix_fwd, _gram_matrix_bwd)
 
 @dataclass(frozen=True)
 class Affine:
-    """Residuals given as ``R = F coef`` for the fixed columns ``F`` passed to
-    [`prepare()`][lmmhmc.marginal.prepare].
+    """Residuals given as ``R = F coef - sum_k Z_k u_k`` for the fixed columns ``F`` and the
+    sampled terms ``k`` passed to [`prepare()`][lmmhmc.marginal.prepare].
 
-    Typical use: ``F = [y, X]`` and ``coef = [1, -beta]``, so ``r = y - X beta`` and every
-    projection ``Z^T W r`` is a precomputed ``(Z^T W F) coef``: the per-evaluation cost no longer
-    depends on the number of observations.
+    Typical use: ``F = [X, y]`` and ``coef = [-beta, 1]``, so ``r = y - X beta - sum_k Z_k u_k``
+    and every projection ``Z^T W r`` is a precomputed ``(Z^T W F) coef`` less the precomputed
+    cross products ``(Z^T W Z_k) u_k``, and ``r^T W r`` a quadratic form in ``coef`` and the
+    ``u_k``: no pass over the observations per evaluation.
+
+    Attributes
+    ----------
+    coef : array (f,) or (f, m)
+        Coefficients of the fixed columns (``m`` residual columns).
+    effects : tuple of arrays (L_k, d_k)
+        The effects ``u_k`` of the sampled terms given to ``prepare(sampled=...)``, in that
+        order (only with one residual column); empty: ``R = F coef``.
     """
 
     coef: jax.Array
+    effects: tuple = ()
 
 
 def _project_columns(a: dict, st: _Static, wr: jax.Array) -> tuple:
@@ -269,6 +281,37 @@ def _project_columns(a: dict, st: _Static, wr: jax.Array) -> tuple:
             num_segments=st.q2,
         )
     return b1, b2
+
+
+def _less_effects(a: dict, st: _Static, coef: jax.Array, effects: tuple, proj: tuple) -> tuple:
+    """The projections ``proj`` of ``R = F coef`` turned into those of ``R - sum_k Z_k u_k``:
+    ``Z_i^T W R`` less ``(Z_i^T W Z_k) u_k`` and ``R^T W R`` less ``2 coef^T (F^T W Z_k) u_k``
+    plus ``sum_{k, l} u_k^T (Z_k^T W Z_l) u_l``, each cross product a gather, a small product
+    and a segment sum over its level pairs (`level_pairs`), none over the observations."""
+    if coef.shape[1] != 1:
+        raise ValueError("Affine residuals with sampled effects have one column")
+    b1, b2, rwr = proj
+    b1, rest = list(b1), []
+
+    def times(key: str, u: jax.Array) -> jax.Array:  # each pair's block times u at its column
+        return small_matmul(a[key + "v"], take_rows(u, a[key + "c"])[..., None])[..., 0]
+
+    for i, (n, _) in enumerate(st.dims):
+        zu = sum(jax.ops.segment_sum(times(f"U{i}_{k}", u), a[f"U{i}_{k}r"], num_segments=n,
+                                     indices_are_sorted=True)
+                 for k, u in enumerate(effects))  # Z_i^T W sum_k Z_k u_k, (n, d_i)
+        if i < st.n_diag:
+            b1[i] = b1[i] - zu[..., None]
+        else:
+            rest.append(zu.reshape(-1))
+    if rest:
+        b2 = b2 - jnp.concatenate(rest)[:, None]
+    for k, u in enumerate(effects):
+        rwr = rwr - 2.0 * coef.T @ jnp.einsum("jd,jdf->f", u, a[f"UF{k}"])[:, None]
+        for m in range(k, len(effects)):
+            uzu = jnp.sum(take_rows(u, a[f"UU{k}_{m}r"]) * times(f"UU{k}_{m}", effects[m]))
+            rwr = rwr + (1.0 if m == k else 2.0) * uzu
+    return b1, b2, rwr
 
 
 @register_pytree_node_class
@@ -417,13 +460,18 @@ class MarginalKernel:
         here depends on N).
         """
         a, st = self.arrays, self.static
+        if isinstance(resid, Affine) and len(resid.effects) != len(st.sampled):
+            raise ValueError(f"Affine residuals with {len(resid.effects)} sampled terms' "
+                             f"effects for a kernel with {len(st.sampled)} (reweighted "
+                             "kernels have none)")
         if isinstance(resid, Affine) and "FWF" not in a:  # reweighted: R = F coef, O(N)
             resid = a["F"] @ jnp.asarray(resid.coef).reshape(a["F"].shape[1], -1)
         if isinstance(resid, Affine):
             coef = jnp.asarray(resid.coef).reshape(a["FWF"].shape[0], -1)
             b1 = [a[f"BF{i}"] @ coef for i in range(st.n_diag)]
             b2 = a["BFR"] @ coef if st.q2 else None
-            return b1, b2, coef.T @ a["FWF"] @ coef
+            proj = b1, b2, coef.T @ a["FWF"] @ coef
+            return _less_effects(a, st, coef, resid.effects, proj) if resid.effects else proj
         r = jnp.asarray(resid).reshape(st.n_obs, -1)
         wr = r * a["w"][:, None]
         return _project_columns(a, st, wr) + (r.T @ wr,)
@@ -464,13 +512,14 @@ class MarginalKernel:
 
         Every weighted Gram block (``S_i``, ``N_ij``, ``M_22``, ``N_12``) is recomputed by
         segment sums over the observations, ``O(N (sum_k d_k)^2)``; the precomputed
-        projections of the fixed columns are dropped (residuals given as
-        [`Affine`][lmmhmc.marginal.Affine] are expanded to ``F coef``, ``O(N f)``).
+        projections of the fixed columns and the sampled terms' cross products are dropped
+        (residuals given as [`Affine`][lmmhmc.marginal.Affine] are expanded to ``F coef``,
+        ``O(N f)``; they can no longer hold sampled effects).
         """
-        arrays = {k: v for k, v in self.arrays.items()
-                  if k != "FWF" and not k.startswith("BF")}  # valid for the old weights only
+        arrays = {k: v for k, v in self.arrays.items()  # valid for the old weights only
+                  if k != "FWF" and not k.startswith(("BF", "U"))}
         arrays.update(_weighted_arrays(arrays, self.static, w))
-        return MarginalKernel(self.static, arrays)
+        return MarginalKernel(replace(self.static, sampled=()), arrays)
 
     def _per_observation(self, sigma) -> tuple[MarginalKernel, jax.Array]:
         """``(kernel, sigma)`` with a per-observation sd ``sigma_i`` (an (N,) array) folded into
@@ -621,6 +670,7 @@ def prepare(
     weights: np.ndarray | None = None,
     elimination: Elimination | None = None,
     fixed: np.ndarray | None = None,
+    sampled: Sequence[TermData] = (),
 ) -> MarginalKernel:
     """Precompute the data-only quantities for marginalizing ``terms`` jointly.
 
@@ -636,6 +686,12 @@ def prepare(
     fixed : array (N, f), optional
         Fixed columns ``F`` (e.g. ``[X, y]``) whose projections ``Z^T W F`` and ``F^T W F`` are
         precomputed, for residuals given as [`Affine`][lmmhmc.marginal.Affine] coefficients.
+    sampled : sequence of GroupTerm-like objects, optional
+        Terms whose effects ``u_k`` enter the residuals ``F coef - sum_k Z_k u_k`` (given as
+        ``Affine(coef, effects)``; needs ``fixed``): the cross products ``Z^T W Z_k``,
+        ``Z_k^T W Z_l`` and ``F^T W Z_k`` are precomputed over the distinct level pairs of
+        the observations, so an evaluation costs ``O(sum of the pairs' d_i d_k)``, not
+        ``O(N)``.
 
     Notes
     -----
@@ -664,9 +720,14 @@ def prepare(
     if len(ts) > n_diag:
         arrays.update(_prepare_rest(ts, n_diag, cross))
     dims = tuple((t.n_levels, np.asarray(t.block).shape[1]) for t in ts)
-    static = _Static(n_obs=n_obs, order=order, dims=dims, n_diag=n_diag, cross=cross)
-    arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
     f = None if fixed is None else np.asarray(fixed, dtype=np.float64).reshape(n_obs, -1)
+    if sampled:
+        if f is None:
+            raise ValueError("prepare(sampled=...) needs the fixed columns (fixed=...)")
+        arrays.update(_prepare_sampled(ts, sampled, f, w))
+    static = _Static(n_obs=n_obs, order=order, dims=dims, n_diag=n_diag, cross=cross,
+                     sampled=tuple((t.n_levels, np.asarray(t.block).shape[1]) for t in sampled))
+    arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
     arrays.update(_derived_program(arrays, static, w, f))
     return MarginalKernel(static, arrays)
 
@@ -731,6 +792,38 @@ def _weighted_arrays(a: dict, st: _Static, w) -> dict:
                   * take_rows(nz_val, a["pair_b"])[:, None, :])
         out["nz_val"] = nz_val
         out["pair_c"] = (pair_c * a["pair_w"][:, None, None]).reshape(-1, d1 * d1)
+    return out
+
+
+def _cross_blocks(a: TermData, b: TermData, w: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
+    """``Z_a^T W Z_b`` over its level pairs: rows ``{prefix}r``, columns ``{prefix}c`` (int32)
+    and blocks ``{prefix}v`` (pairs, d_a, d_b), ``sum w a_i b_i^T`` over each pair's
+    observations."""
+    rows, cols, inverse = level_pairs(a, b)
+    blocks = _segment_outer(inverse, len(rows), np.asarray(a.block) * w[:, None], b.block)
+    return {prefix + "r": rows.astype(np.int32), prefix + "c": cols.astype(np.int32),
+            prefix + "v": blocks}
+
+
+def _segment_outer(segment: np.ndarray, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``sum a_i b_i^T`` over the rows ``i`` of each of ``n`` segments: (n, a cols, b cols)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.stack([np.stack([np.bincount(segment, a[:, i] * b[:, j], n)
+                               for j in range(b.shape[1])], -1) for i in range(a.shape[1])], -2)
+
+
+def _prepare_sampled(ts: Sequence[TermData], sampled: Sequence[TermData], f: np.ndarray,
+                     w: np.ndarray) -> dict[str, np.ndarray]:
+    """The sampled terms' cross products (`_less_effects`): ``U{i}_{k}*`` of marginalized term
+    ``i`` (elimination order) with sampled term ``k``, ``UU{k}_{l}*`` of sampled terms
+    ``k <= l``, and ``UF{k} = F^T W Z_k`` as (L_k, d_k, f)."""
+    out = {}
+    for k, t in enumerate(sampled):
+        for i, m in enumerate(ts):
+            out.update(_cross_blocks(m, t, w, f"U{i}_{k}"))
+        for m in range(k, len(sampled)):
+            out.update(_cross_blocks(t, sampled[m], w, f"UU{k}_{m}"))
+        out[f"UF{k}"] = _segment_outer(t.index, t.n_levels, np.asarray(t.block) * w[:, None], f)
     return out
 
 

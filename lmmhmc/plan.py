@@ -3,8 +3,11 @@
 For a set ``M`` of marginalized terms (``q`` effects), one gradient of the log-density costs
 about (floating-point operations; the factor 3 is the reverse pass)::
 
-    projections   N (p + sum_k d_k)   if some terms are sampled (they enter the residual),
-                  (p + 1) q           otherwise (precomputed: see marginal.Affine)
+    projections   (p + 1) (q + q_S) + sum_{m in M, k in S} P_mk d_m d_k
+                                      + sum_{k <= l in S} P_kl d_k d_l
+                                      (precomputed, see marginal.Affine: q_S the sampled
+                                      effects, P_jk the distinct level pairs of terms j and k
+                                      among the observations, `Design.level_pair_counts`)
                   N (p + 1 + sum_k d_k + p_s + 3 d_M^2)   when the residual sd differs per
                                       observation with the draw (``sigma ~ ...`` with p_s
                                       columns of log sigma; ``se(s, sigma = TRUE)``): the
@@ -54,9 +57,6 @@ GRADIENT_FACTOR = 3.0
 PAIR_COST = 50.0
 #: Largest ``q_1 q_2`` for which the Schur update's cross matrix is kept dense.
 DENSE_CROSS_MAX = 2e7
-#: Fewest observations for which XLA:CPU's YNNPACK reductions pay
-#: ([`ynn_reductions()`][lmmhmc.plan.ynn_reductions]).
-YNN_MIN_OBS = 10_000
 
 
 @dataclass(frozen=True)
@@ -167,31 +167,14 @@ def gradient_cost(design: Design, subset: Sequence[int],
         log_sigma = 0 if part is None else part.X.shape[1] + sum(t.d for t in part.terms)
         rows = n * (p + 1 + sum(t.d for t in terms) + log_sigma + GRADIENT_FACTOR * d * d)
         return float(rows + flops), order
-    # projections Z^T W r: per observation when sampled terms enter r, else precomputed (Affine)
-    base = n * (p + sum(t.d for t in terms)) if sampled else (p + 1) * q
+    # projections Z^T W r and r^T W r, precomputed (Affine): the fixed columns', and the
+    # sampled terms' cross products over their level pairs (a gather, a small product and a
+    # scatter per pair)
+    pairs = design.level_pair_counts
+    cross = sum(pairs[m, k] * terms[m].d * terms[k].d for k in sampled
+                for m in (*subset, *(j for j in sampled if j >= k)))
+    base = (p + 1) * (q + sum(terms[k].n_levels * terms[k].d for k in sampled)) + cross
     return float(base + flops), order
-
-
-def ynn_reductions(design: Design, subset: Sequence[int], family: str = "gaussian") -> bool:
-    """Whether the gradient of marginalizing ``subset`` runs faster with XLA:CPU's YNNPACK
-    reduction fusions (which `lmmhmc._x64` turns off by default).
-
-    They speed up the marginalized terms' per-observation projections ``Z_k^T r`` when
-    sampled terms enter the residual, every term has one column (``d = 1``) and there are at
-    least `YNN_MIN_OBS` observations; on ``d x d`` blocks, and with nothing marginalized or
-    nothing sampled, XLA's own loops are the faster ones. One value and gradient of the
-    potential, off against on (jax 0.10.2, the project's 2-core machine): InstEval with
-    ``(1 | s)`` marginalized 2.54 against 1.86 ms, df_stroop_complete's
-    ``(1 | subj) + (1 | trial)`` with subj marginalized 2.58 against 1.95 ms, df_eeg_complete's
-    ``(1 | subj) + (1 | item)`` 0.35 against 0.24 ms, df_dillonE1's (2,855 rows) 0.058 against
-    0.058 ms; but df_eeg_complete's with ``(1 + cloze | subj)`` marginalized 0.41 against
-    1.10 ms, with a sampled ``1 + cloze | item`` 0.27 against 0.41 ms, InstEval with nothing
-    marginalized 3.3 against 3.9 ms, df_dillonE1's default plan (nothing sampled) 0.36
-    against 0.53 ms.
-    """
-    return (family == "gaussian" and 0 < len(subset) < len(design.terms)
-            and not per_observation_sd(design) and design.n_obs >= YNN_MIN_OBS
-            and all(t.d == 1 for t in design.terms))
 
 
 def per_observation_sd(design: Design) -> bool:

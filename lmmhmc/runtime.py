@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 from threadpoolctl import threadpool_limits
 
-from . import _x64  # float64 before any JAX array
+from . import _x64  # noqa: F401  (float64 before any JAX array)
 from .errors import LmmhmcError, SpeedWarning, warn
 
 #: How to get parallel chains when JAX started before lmmhmc could choose synchronous dispatch
@@ -37,15 +37,6 @@ def enable_compilation_cache() -> None:
         return
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-
-def chain_compiler_options(ynn_reductions: bool) -> dict[str, str]:
-    """XLA compile options of the chain programs: XLA:CPU's YNNPACK reduction fusions when
-    ``ynn_reductions`` (`lmmhmc.plan.ynn_reductions`) on a CPU where lmmhmc chose the
-    fusions' setting (`lmmhmc._x64.YNN_CHOSEN`; a user's ``XLA_FLAGS`` win); else none."""
-    if not (ynn_reductions and _x64.YNN_CHOSEN and jax.default_backend() == "cpu"):
-        return {}
-    return {_x64.YNN_FLAG.lstrip("-"): "LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 def single_threaded_blas():

@@ -352,6 +352,67 @@ def test_gradients_finite_and_match_finite_differences(sds, rho):
         np.testing.assert_allclose(grad[check], fd[check], rtol=1e-5, atol=1e-5)
 
 
+# ------------------------------------------- sampled terms' effects in Affine residuals
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem_strategy, st.lists(st.tuples(st.integers(1, 9), st.integers(1, 3)), min_size=1,
+                                  max_size=2))
+def test_sampled_effects_in_affine_residuals_match_dense(p, sampled_specs):
+    """``Affine(coef, effects)``: residuals ``F coef - sum_k Z_k u_k`` of sampled terms crossed
+    with (or nested in) the marginalized ones. Density, Gram form, conditional draws and the
+    gradient in ``(coef, u)`` equal the dense reference on the residual built row by row."""
+    rng = np.random.default_rng(p["seed"])
+    n = p["n_obs"]
+    terms, w = random_problem(rng, n, p["specs"], p["weighted"], p["nested"], p["chain"])
+    sampled, _ = random_problem(rng, n, sampled_specs, weighted=False)
+    lams = [random_lambda(rng, t.block.shape[1], p["scale"]) for t in terms]
+    fixed = rng.normal(size=(n, 3))
+    coef = rng.normal(size=3)
+    effects = tuple(rng.normal(size=(t.n_levels, t.block.shape[1])) for t in sampled)
+    r = fixed @ coef - sum(dense_z(t) @ u.reshape(-1) for t, u in zip(sampled, effects,
+                                                                         strict=True))
+    cov = dense_cov(terms, lams, p["sigma"], w)
+    kernel = prepare(terms, w, form(terms, *p["form"]), fixed=fixed, sampled=sampled)
+    got, (logdet, quad) = compiled(
+        lambda k, ls, c, us: (k.log_density(Affine(c, us), p["sigma"], ls),
+                              k.gram(Affine(c, us), p["sigma"], ls)),
+        kernel, lams, coef, effects)
+    ref = multivariate_normal.logpdf(r, np.zeros(n), cov)
+    assert float(got) == pytest.approx(ref, rel=1e-9, abs=1e-9)
+    np.testing.assert_allclose(float(logdet), np.linalg.slogdet(cov)[1], rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(float(quad[0, 0]), r @ np.linalg.solve(cov, r), rtol=1e-8,
+                               atol=1e-9)
+    assert_draws_match_dense(kernel, terms, lams, p["sigma"], w, Affine(coef, effects), r)
+
+    def rows(k, c, us):  # the same residual, observation by observation
+        res = jnp.asarray(fixed) @ c
+        for t, u in zip(sampled, us, strict=True):
+            res = res - jnp.sum(u[t.index] * t.block, axis=1)
+        return k.log_density(res, p["sigma"], lams)
+
+    grads = compiled(lambda k, c, us: (
+        jax.grad(lambda c, us: k.log_density(Affine(c, us), p["sigma"], lams), (0, 1))(c, us),
+        jax.grad(lambda c, us: rows(k, c, us), (0, 1))(c, us)), kernel, coef, effects)
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8,
+                                   atol=1e-8 * max(1.0, float(np.abs(b).max())))
+
+
+def test_sampled_effects_need_their_kernel():
+    """Effects for a kernel prepared without them, or reweighted since, are refused."""
+    rng = np.random.default_rng(2)
+    terms, _ = random_problem(rng, 30, [(5, 1), (4, 1)], weighted=False)
+    fixed = rng.normal(size=(30, 2))
+    u = (jnp.zeros((4, 1)),)
+    plain = prepare(terms[:1], fixed=fixed)
+    with_u = prepare(terms[:1], fixed=fixed, sampled=terms[1:])
+    with pytest.raises(ValueError, match="1 sampled terms' effects for a kernel with 0"):
+        plain.log_density(Affine(jnp.ones(2), u), 1.0, [jnp.eye(1)])
+    with pytest.raises(ValueError, match="reweighted"):
+        with_u.reweighted(jnp.ones(30)).log_density(Affine(jnp.ones(2), u), 1.0, [jnp.eye(1)])
+    with pytest.raises(ValueError, match="needs the fixed columns"):
+        prepare(terms[:1], sampled=terms[1:])
+
+
 # ---------------------------------------------------------------- per-observation sds (§7)
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problem_strategy)

@@ -9,7 +9,7 @@ import lmmhmc
 from lmmhmc.datasets import load
 from lmmhmc.errors import LmmhmcError
 from lmmhmc.marginal import Elimination, prepare
-from lmmhmc.plan import elimination, gradient_cost, make_plan, ynn_reductions
+from lmmhmc.plan import elimination, gradient_cost, kernel_cost, make_plan
 
 
 def test_plan_choices_and_errors():
@@ -61,16 +61,19 @@ def test_a_non_gaussian_family_is_costed_by_its_newton_steps():
     assert make_plan(design).flops < plan.flops  # the Gaussian kernel: precomputed columns
 
 
-def test_ynn_reductions_only_for_single_column_terms_marginalized_beside_sampled_ones():
-    """The measured rule of `ynn_reductions` (the timings are in its docstring and
-    docs/troubleshooting.md): InstEval with some terms marginalized and others sampled, but
-    not with all sampled or all marginalized, nor 2 x 2 blocks, nor a small N."""
+def test_sampled_terms_cost_their_level_pairs_not_their_rows():
+    """With sampled terms the projections are precomputed cross products (`marginal.Affine`):
+    their cost counts the distinct level pairs (`Design.level_pair_counts`, here against a
+    brute-force count), so InstEval's default plan costs less than one pass over its rows."""
     design = lmmhmc.Model("y ~ service + (1 | s) + (1 | d) + (1 | dept)", load("InstEval")).design
-    assert ynn_reductions(design, (0,)) and ynn_reductions(design, (0, 2))
-    assert not ynn_reductions(design, ()) and not ynn_reductions(design, (0, 1, 2))
-    assert not ynn_reductions(design, (0,), family="bernoulli")
-    sleep = lmmhmc.Model("Reaction ~ Days + (1 | Subject)", load("sleepstudy")).design
-    assert not ynn_reductions(sleep, (0,))
-    data = simulate_crossed(n_subjects=200, n_items=60)
-    crossed = lmmhmc.Model("y ~ x + (1 + x | subj) + (1 | item)", data).design
-    assert crossed.n_obs >= 10_000 and not ynn_reductions(crossed, (1,))
+    pairs = design.level_pair_counts
+    for j, a in enumerate(design.terms):
+        for k, b in enumerate(design.terms):
+            assert pairs[j, k] == len(set(zip(a.index.tolist(), b.index.tolist(), strict=True)))
+    kernel = gradient_cost(design, (0,))[1]
+    flops = gradient_cost(design, (0,))[0]
+    p, q = design.X.shape[1], design.terms[0].n_levels
+    sampled = (p + 1) * (q + design.terms[1].n_levels + design.terms[2].n_levels)
+    cross = pairs[0, 1] + pairs[0, 2] + pairs[1, 1] + pairs[1, 2] + pairs[2, 2]
+    assert kernel is not None and flops == sampled + cross + kernel_cost([design.terms[0]])[1]
+    assert flops < design.n_obs * p

@@ -1,0 +1,24 @@
+"""The distinct pairs of levels of two grouping terms among the observations (NumPy only).
+
+The sizes of the marginal kernel's cross products of sampled terms (`lmmhmc.marginal.prepare`)
+and the planner's count of them (`lmmhmc.design.Design.level_pair_counts`); a module without
+JAX, so that the design does not import it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["level_pairs"]
+
+
+def level_pairs(a, b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct pairs (level of ``a``, level of ``b``) of the observations, sorted, and
+    the pair of every observation: ``(a_level, b_level, inverse)``.
+
+    ``a`` and ``b`` are grouping terms: ``index`` (N,) and ``n_levels``
+    (`lmmhmc.marginal.TermData`).
+    """
+    key = np.asarray(a.index, dtype=np.int64) * b.n_levels + np.asarray(b.index)
+    uniq, inverse = np.unique(key, return_inverse=True)
+    return uniq // b.n_levels, uniq % b.n_levels, inverse
