@@ -22,6 +22,8 @@ first term's block-diagonal part::
 where ``M_22 = Z_2^T W Z_2`` and ``N_12 = Z_1^T W Z_2`` are data-only and precomputed, and ``T``
 is accumulated over the pairs of columns that share a level of the eliminated term. Every
 evaluation costs ``O(N d + L d^3 + npairs + q_2^3)``; with one term it is ``O(N d + L d^3)``.
+The ``O(N d)`` part goes when the residual is given as `Affine` coefficients of fixed columns
+and sampled terms' effects, whose cross products with ``Z`` are precomputed.
 
 The same factorization serves three callers: the log-density inside HMC, the generalized
 least-squares Gram matrix used by maximum likelihood / REML, and the exact conditional draws of
