@@ -837,9 +837,8 @@ def nested_order(terms: Sequence[TermData]) -> tuple[int, ...] | None:
     """
     order = tuple(sorted(range(len(terms)), key=lambda k: -terms[k].n_levels))
     for fine, coarse in zip(order, order[1:], strict=False):
-        fine_idx = np.asarray(terms[fine].index, dtype=np.int64)
-        pairs = np.unique(fine_idx * terms[coarse].n_levels + np.asarray(terms[coarse].index))
-        if len(pairs) != len(np.unique(fine_idx)):
+        pairs = level_pairs(terms[fine], terms[coarse])[0]
+        if len(pairs) != len(np.unique(terms[fine].index)):
             return None
     return order
 

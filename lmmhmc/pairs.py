@@ -1,8 +1,9 @@
 """The distinct pairs of levels of two grouping terms among the observations (NumPy only).
 
-The sizes of the marginal kernel's cross products of sampled terms (`lmmhmc.marginal.prepare`)
-and the planner's count of them (`lmmhmc.design.Design.level_pair_counts`); a module without
-JAX, so that the design does not import it.
+They give the blocks of the marginal kernel's cross products of sampled terms
+(`lmmhmc.marginal.prepare`) and their count (`lmmhmc.design.Design.level_pair_counts`), tell
+whether terms are nested (`lmmhmc.marginal.nested_order`) and count the Schur update's pairs
+(`lmmhmc.plan.pair_count`). A module without JAX, so that the design does not import it.
 """
 
 from __future__ import annotations

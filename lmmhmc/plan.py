@@ -48,6 +48,7 @@ from .errors import LmmhmcError
 from .families import get_family
 from .layout import SIGMA
 from .marginal import Elimination, TermData, nested_order
+from .pairs import level_pairs
 
 #: Default budget in floating-point operations per gradient (a few milliseconds on one core).
 BUDGET = 1.0e7
@@ -214,12 +215,10 @@ def pair_count(terms: Sequence[TermData], eliminate: int) -> int:
     others = [t for k, t in enumerate(terms) if k != eliminate]
     if not others:
         return 0
-    idx1 = np.asarray(first.index, dtype=np.int64)
     total = np.zeros(first.n_levels, dtype=np.int64)
     for t in others:
         d = np.asarray(t.block).shape[1]
-        key = np.unique(idx1 * t.n_levels + np.asarray(t.index, dtype=np.int64))
-        total += d * np.bincount(key // t.n_levels, minlength=first.n_levels)
+        total += d * np.bincount(level_pairs(first, t)[0], minlength=first.n_levels)
     return int(np.sum(total * (total + 1) // 2))
 
 
