@@ -274,17 +274,30 @@ class _Stopped(Exception):
     """A chain stopped because another one failed or the user pressed Ctrl-C."""
 
 
-def _nuts(structure: Structure, settings: Settings, start, inverse_mass, args, key):
+@partial(jax.jit, static_argnums=(0, 1))
+def _potential(structure: Structure, spec: PriorSpec, z: dict, data: dict, leaves) -> jax.Array:
+    """The potential energy (negative log density) of the unconstrained point ``z``.
+
+    Jitted, so that the model's Python runs once per structure and shapes: the chain program
+    calls the potential in the Laplace start and in NUTS's leapfrog, and each call of a jitted
+    function reuses its traced program (and its derivative's) instead of tracing the model
+    again (df_dillonE1's chain program: 2.6 s of tracing before, see CHANGELOG). XLA inlines
+    the call, so the compiled program is the same.
+    """
+    return potential_energy(make_model(structure), (data, spec.unflatten(leaves)), {}, z)
+
+
+def _nuts(structure: Structure, settings: Settings, spec: PriorSpec, start, inverse_mass,
+          data, leaves, key):
     """NumPyro's functional NUTS for the structure's model, set up at ``start``.
 
-    Returns the model, the initial HMC state and the sample kernel. (NumPyro's sample kernel
-    reads the settings its init kernel stored, so a program that only samples sets it up too;
-    XLA drops the unused initial state.)
+    Returns the initial HMC state and the sample kernel, whose model arguments are
+    ``(data, leaves)``. (NumPyro's sample kernel reads the settings its init kernel stored, so
+    a program that only samples sets it up too; XLA drops the unused initial state.)
     """
-    model = make_model(structure)
 
-    def potential_of(*model_args):
-        return partial(potential_energy, model, model_args, {})
+    def potential_of(data, leaves):
+        return partial(_potential, structure, spec, data=data, leaves=leaves)
 
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential_of, algo="NUTS")
     state = init_kernel(
@@ -296,23 +309,21 @@ def _nuts(structure: Structure, settings: Settings, start, inverse_mass, args, k
                     else settings.dense_mass),
         target_accept_prob=settings.target_accept,
         max_tree_depth=settings.max_tree_depth,
-        model_args=args,
+        model_args=(data, leaves),
         rng_key=key,
     )
-    return model, state, sample_kernel
+    return state, sample_kernel
 
 
 def _start(structure: Structure, settings: Settings, spec: PriorSpec, key, z0, data, leaves):
     """The HMC state of a chain at ``z0``, ready for warm-up."""
-    args = (data, spec.unflatten(leaves))
     start, inverse_mass = z0, None
     if ravel_pytree(z0)[0].size <= LAPLACE_MAX_DIM:
         # the Laplace step also evaluates the potential and its gradient at z0, which NUTS
         # then need not compute again
-        model = make_model(structure)
-        potential = partial(potential_energy, model, args, {})
+        potential = partial(_potential, structure, spec, data=data, leaves=leaves)
         start, inverse_mass = laplace_start(potential, z0, settings.dense_mass)
-    return _nuts(structure, settings, start, inverse_mass, args, key)[1]
+    return _nuts(structure, settings, spec, start, inverse_mass, data, leaves, key)[0]
 
 
 def _chain(structure: Structure, settings: Settings, spec: PriorSpec, state, key, z0, data,
@@ -321,11 +332,11 @@ def _chain(structure: Structure, settings: Settings, spec: PriorSpec, state, key
     skipped), from ``state``, or from a new start at ``z0`` when ``first`` is 0 (``state`` is
     then a placeholder: `_no_state`): the new state, each iteration's constrained draw and
     statistics, and the warm-up's gradient evaluations."""
-    args = (data, spec.unflatten(leaves))
     state = jax.lax.cond(first == 0, lambda: _start(structure, settings, spec, key, z0, data,
                                                      leaves), lambda: state)
     here = ParamInfo(state.z, state.potential_energy, state.z_grad)
-    model, _, sample_kernel = _nuts(structure, settings, here, None, args, state.rng_key)
+    sample_kernel = _nuts(structure, settings, spec, here, None, data, leaves,
+                          state.rng_key)[1]
 
     def record(state) -> dict:
         stats = {name: getattr(state, name) for name in STATS if name != "step_size"}
@@ -333,7 +344,7 @@ def _chain(structure: Structure, settings: Settings, spec: PriorSpec, state, key
         return {"draw": state.z, "stats": stats}
 
     def advance(state):
-        return sample_kernel(state, model_args=args)
+        return sample_kernel(state, model_args=(data, leaves))
 
     def step(state, i):
         if settings.total % settings.segment:  # the last segment runs past the end
@@ -345,7 +356,9 @@ def _chain(structure: Structure, settings: Settings, spec: PriorSpec, state, key
 
     state, (records, warm) = jax.lax.scan(step, state, first + jnp.arange(settings.segment))
     # constrained after the loop, all iterations at once (vectorized)
-    records["draw"] = jax.vmap(lambda z: constrain_fn(model, args, {}, z))(records["draw"])
+    args = (data, spec.unflatten(leaves))
+    records["draw"] = jax.vmap(lambda z: constrain_fn(make_model(structure), args, {}, z))(
+        records["draw"])
     return state, records, jnp.sum(warm)
 
 
@@ -372,8 +385,7 @@ def _no_state(static: tuple, key, z0, data, leaves, batched: bool):
 
     def initial(key, z0):
         here = ParamInfo(z0, jnp.zeros(()), z0)
-        args = (data, spec.unflatten(leaves))
-        return _nuts(structure, settings, here, None, args, key)[1]
+        return _nuts(structure, settings, spec, here, None, data, leaves, key)[0]
 
     if batched:
         initial = jax.vmap(initial)

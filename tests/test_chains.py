@@ -211,6 +211,42 @@ def test_parallel_chains_call_the_executable_through_their_own_compiled_objects(
     assert len({id(p) for p in seen}) == 3
 
 
+def test_the_chain_program_runs_the_model_once_for_the_potential(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracing the chain program (in every process, before the persistent cache can be asked)
+    runs the model's Python once for the potential, which the Laplace start and NUTS's
+    leapfrog share through one jitted function, and once for the constrained draws: it used to
+    run it once per caller (three times; df_dillonE1's program took 2.6 s to trace, 1.9 s
+    since)."""
+    from lmmhmc import chains
+    from lmmhmc.assembled import assemble
+    from lmmhmc.plan import make_plan
+    from lmmhmc.priors import resolve_priors
+    from lmmhmc.starts import anchored_priors, start_shapes
+
+    calls, make = [], chains.make_model
+
+    def counting(structure):
+        model = make(structure)
+
+        def counted(*args):
+            calls.append(1)
+            return model(*args)
+        return counted
+
+    monkeypatch.setattr(chains, "make_model", counting)
+    # a structure no other test fits (no half-cached potential), traced without compiling
+    model = lmmhmc.Model("Reaction ~ Days + (1 | Subject)", load("sleepstudy"))
+    a = assemble(model.design, make_plan(model.design, "auto"),
+                 resolve_priors(model.design, None, model.family))
+    priors = anchored_priors(a, None)
+    runner = chains.ChainRunner(a.structure, chains.Settings(
+        warmup=3, draws=2, target_accept=0.8, dense_mass=True, max_tree_depth=5,
+        progress=False))
+    runner.compilers(a.data, priors, start_shapes(a, priors), jax.random.key(0))
+    assert len(calls) == 2
+
+
 def test_jax_started_before_lmmhmc_falls_back_to_sequential_with_a_warning():
     """A CPU client made before lmmhmc chose synchronous dispatch runs one call at a time:
     "auto" then runs the chains one after another and says how to get parallel ones;
