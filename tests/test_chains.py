@@ -216,8 +216,8 @@ def test_the_chain_program_runs_the_model_once_for_the_potential(
     """Tracing the chain program (in every process, before the persistent cache can be asked)
     runs the model's Python once for the potential, which the Laplace start and NUTS's
     leapfrog share through one jitted function, and once for the constrained draws: it used to
-    run it once per caller (three times; df_dillonE1's program took 2.6 s to trace, 1.9 s
-    since)."""
+    run it once per caller (three times; tracing df_dillonE1's program took a median of 2.6 s,
+    2.1 s since)."""
     from lmmhmc import chains
     from lmmhmc.assembled import assemble
     from lmmhmc.plan import make_plan
