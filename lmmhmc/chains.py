@@ -287,6 +287,12 @@ def _potential(structure: Structure, spec: PriorSpec, z: dict, data: dict, leave
     return potential_energy(make_model(structure), (data, spec.unflatten(leaves)), {}, z)
 
 
+def _potential_of(structure: Structure, spec: PriorSpec):
+    """NumPyro's ``potential_fn_gen``: the model arguments ``(data, leaves)`` to the potential
+    of ``z`` (`_potential`)."""
+    return lambda data, leaves: partial(_potential, structure, spec, data=data, leaves=leaves)
+
+
 def _nuts(structure: Structure, settings: Settings, spec: PriorSpec, start, inverse_mass,
           data, leaves, key):
     """NumPyro's functional NUTS for the structure's model, set up at ``start``.
@@ -295,11 +301,8 @@ def _nuts(structure: Structure, settings: Settings, spec: PriorSpec, start, inve
     ``(data, leaves)``. (NumPyro's sample kernel reads the settings its init kernel stored, so
     a program that only samples sets it up too; XLA drops the unused initial state.)
     """
-
-    def potential_of(data, leaves):
-        return partial(_potential, structure, spec, data=data, leaves=leaves)
-
-    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_of, algo="NUTS")
+    init_kernel, sample_kernel = hmc(potential_fn_gen=_potential_of(structure, spec),
+                                     algo="NUTS")
     state = init_kernel(
         start,
         settings.warmup,
@@ -321,7 +324,7 @@ def _start(structure: Structure, settings: Settings, spec: PriorSpec, key, z0, d
     if ravel_pytree(z0)[0].size <= LAPLACE_MAX_DIM:
         # the Laplace step also evaluates the potential and its gradient at z0, which NUTS
         # then need not compute again
-        potential = partial(_potential, structure, spec, data=data, leaves=leaves)
+        potential = _potential_of(structure, spec)(data, leaves)
         start, inverse_mass = laplace_start(potential, z0, settings.dense_mass)
     return _nuts(structure, settings, spec, start, inverse_mass, data, leaves, key)[0]
 
