@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -38,7 +38,10 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import ParamInfo, constrain_fn, potential_energy
 
-from . import _x64  # noqa: F401  (float64 before any JAX array)
+from . import (
+    _x64,  # noqa: F401  (float64 before any JAX array)
+    program_store,
+)
 from .blocked import blocked_matmul
 from .numpyro_model import Structure, make_model
 from .progress import ChainProgress, Progress
@@ -88,11 +91,18 @@ class PriorSpec:
     """How the priors pytree is rebuilt from its leaves in a canonical order (sorted by path).
 
     Hashable (a static argument of the programs); the leaves' order, and so the programs'
-    parameters, does not depend on Python's string-hash order.
+    parameters, does not depend on Python's string-hash order. Neither does ``description``
+    (`store_key()`), which the treedef's pickle does.
     """
 
     treedef: Any
     order: tuple[int, ...]  # position of each treedef leaf among the canonical leaves
+    description: tuple = field(compare=False)  # `_describe()` of the priors
+
+    def store_key(self) -> tuple:
+        """What `lmmhmc.program_store` keys this spec by: the priors' types, fields and
+        shapes, the same in every process."""
+        return self.description
 
     @classmethod
     def of(cls, priors: dict) -> tuple[PriorSpec, list]:
@@ -103,11 +113,27 @@ class PriorSpec:
         order = [0] * len(keys)
         for position, k in enumerate(canonical):
             order[k] = position
-        return cls(treedef, tuple(order)), [leaves[k] for k in canonical]
+        return cls(treedef, tuple(order), _describe(priors)), [leaves[k] for k in canonical]
 
     def unflatten(self, leaves) -> dict:
         """The priors from their canonical leaves."""
         return self.treedef.unflatten([leaves[k] for k in self.order])
+
+
+def _describe(node) -> tuple:
+    """``node``'s pytree structure with a distribution's fields sorted by name (its type,
+    its static fields' values and its array fields' structures) and a dict's keys sorted."""
+    if isinstance(node, dist.Distribution):
+        data, aux = node.tree_flatten()
+        kind = type(node)
+        return (f"{kind.__module__}.{kind.__qualname__}",
+                tuple(sorted(zip(kind.gather_pytree_data_fields(), map(_describe, data),
+                                 strict=True))),
+                tuple(sorted(zip(kind.gather_pytree_aux_fields(), map(repr, aux),
+                                 strict=True))))
+    if isinstance(node, dict):
+        return tuple((key, _describe(node[key])) for key in sorted(node))
+    return (str(jax.tree.structure(node)),)
 
 
 def _leaf_keys(node, path: str):
@@ -175,7 +201,8 @@ class ChainRunner:
         static = (self.structure, self.settings, spec)
         state = _no_state(static, key, z0, data, leaves, program is _chain_vmap)
         first = jnp.zeros((), jnp.int64)
-        return program.lower(*static, state, key, z0, data, leaves, first), state
+        args = (*static, state, key, z0, data, leaves, first)
+        return program_store.lower(program, args, static=(0, 1, 2)), state
 
     def _compiled(self, program, data, priors, z0, key) -> tuple:
         """``program`` compiled (from JAX's cache when `compilers()` compiled it ahead), and
