@@ -2,19 +2,19 @@
 
 JAX's persistent compilation cache saves the compiling, not the tracing: every new process
 runs the model's Python again (NumPyro's sampler, the kernel and its gradient) before it can
-even ask the cache. For the chains' program that is most of a warm fit's fixed cost (about
-2 s of sleepstudy's 6 s and of df_dillonE1's). `lower()` exports a program once
-(`jax.export`: its StableHLO, with the output's pytree structure) into a folder beside JAX's
-cache, and later processes load it in milliseconds; what they compile is the same module, so
-the compilation cache answers them too, and the draws are bit for bit the same.
+even ask the cache. For the chains' program that took about 2 s of every warm fit (sleepstudy
+and df_dillonE1 alike). `lower()` exports a program once (`jax.export`: its StableHLO, with the
+output's pytree structure) into the folder `lmmhmc-programs` inside JAX's cache folder, and
+later processes load it in milliseconds; what they compile is the same module, so the
+compilation cache answers them too, and the draws are bit for bit the same.
 
 A stored program is found only by a key that holds everything its tracing read: the static
 arguments (pickled), the structure, shapes and types of the others, the versions of Python,
-JAX, jaxlib, NumPyro and NumPy, JAX's settings that change a trace, and a digest of
-lmmhmc's own source. Anything that cannot go into the key (an argument pickle cannot write)
-is traced as before, and so is everything when JAX's compilation cache is off
-(``LMMHMC_CACHE_DIR=off``, see `lmmhmc.runtime.enable_compilation_cache`). An unreadable file
-is traced again and replaced.
+JAX, jaxlib, NumPyro and NumPy, JAX's settings that change a trace, the backend (CPU or GPU)
+and a digest of lmmhmc's own source. Anything that cannot go into the key (an argument that
+pickle cannot write) is traced as before, and so is everything when JAX's compilation cache
+is off (``LMMHMC_CACHE_DIR=off``, see `lmmhmc.runtime.enable_compilation_cache`), and a
+program that `jax.export` refuses. An unreadable file is traced again and replaced.
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ def lower(program: Callable, args: tuple, static: tuple[int, ...]) -> jax.stages
     dynamic = tuple(a for i, a in enumerate(args) if i not in static)
     path = folder / f"{key}.bin"
     stored = _load(path, key) or _store(path, key, program, args, static)
+    if stored is None:
+        return program.lower(*args)
     return _call.lower(stored, *dynamic)
 
 
@@ -134,13 +136,15 @@ def _keyed(kind: str, key: object) -> tuple:
 
 
 def _environment() -> tuple:
-    """Versions, JAX's trace settings and a digest of lmmhmc's source files."""
+    """Versions, JAX's trace settings, the backend (an exported program names its platform)
+    and a digest of lmmhmc's source files."""
     source = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         source.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     versions = tuple(version(name) for name in ("jax", "jaxlib", "numpyro", "numpy"))
     settings = tuple(str(getattr(jax.config, name, None)) for name in TRACE_SETTINGS)
-    return platform.python_version(), versions, settings, source.hexdigest()
+    return (platform.python_version(), versions, settings, jax.default_backend(),
+            source.hexdigest())
 
 
 def _load(path: Path, key: str) -> _Stored | None:
@@ -153,9 +157,10 @@ def _load(path: Path, key: str) -> _Stored | None:
 
 
 def _store(path: Path, key: str, program: Callable, args: tuple,
-           static: tuple[int, ...]) -> _Stored:
+           static: tuple[int, ...]) -> _Stored | None:
     """Trace and export ``program`` on the flattened non-static arguments and write it to
-    ``path`` (atomically; a folder that cannot be written is left alone)."""
+    ``path`` (atomically; a folder that cannot be written is left alone); None if JAX cannot
+    export it."""
     positions = [i for i in range(len(args)) if i not in static]
     leaves, tree = jax.tree.flatten([args[i] for i in positions])
     out_tree = []
@@ -168,7 +173,10 @@ def _store(path: Path, key: str, program: Callable, args: tuple,
         out_tree.append(structure)
         return out
 
-    exported = jax.export.export(jax.jit(flat))(*leaves)
+    try:
+        exported = jax.export.export(jax.jit(flat))(*leaves)
+    except Exception:  # noqa: BLE001  (e.g. a custom call that export refuses: traced as before;
+        return None    # an error of the program itself is raised again by that trace)
     stored = _Stored(key, exported, out_tree[0])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

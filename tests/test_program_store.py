@@ -118,3 +118,15 @@ def test_a_new_process_traces_no_chain_program_and_draws_the_same(tmp_path) -> N
     assert [r["traced"] for r in runs] == [1, 0, 1]
     assert len(list((tmp_path / program_store.FOLDER).glob("*.bin"))) == 1
     assert runs[0]["sigma"] == runs[1]["sigma"] == runs[2]["sigma"]
+
+
+def test_a_program_that_export_refuses_is_traced_as_before(folder,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(fun):
+        def exporting(*args):
+            raise ValueError("cannot export this custom call")
+        return exporting
+
+    monkeypatch.setattr(jax.export, "export", refuse)
+    np.testing.assert_array_equal(_run((2.0, jnp.arange(3.0), 3))["y"], 2.0 * jnp.arange(3.0)**3)
+    assert not list(folder.glob("*.bin"))
