@@ -106,12 +106,12 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
     keys = jax.random.split(key_recover, n_draws)
     shaped = anchored_priors(assembled, None) if o.init == "ml" else assembled.internal_priors()
     start = start_shapes(assembled, shaped)
-    compilers = [*runner.compilers(assembled.data, shaped, start, key_mcmc),
-                 lower_recovery(assembled, shaped, start, keys, o.log_likelihood).compile]
+    recovery = lower_recovery(assembled, shaped, start, keys[:o.draws], o.log_likelihood)
+    compilers = [*runner.compilers(assembled.data, shaped, start, key_mcmc), recovery.compile]
     timings: dict[str, float] = {}
     # A background thread compiles the chain programs (while the ML start runs) and then the
-    # recovery (while the chains run); the calls below find them in JAX's cache. (Tracing
-    # stays on this thread: NumPyro's effect handlers are not thread-safe.)
+    # recovery (while the chains run; it is called as compiled, a chain's draws at a time).
+    # (Tracing stays on this thread: NumPyro's effect handlers are not thread-safe.)
     with ThreadPoolExecutor(max_workers=1) as pool:
         compiled = [pool.submit(compile_) for compile_ in compilers]
         t0 = time.perf_counter()
@@ -144,8 +144,8 @@ def _sample(model, assembled: AssembledModel, options: FitOptions) -> FitResult:
     flat = jax.tree.map(lambda a: jnp.asarray(a.reshape((n_draws,) + a.shape[2:])), samples)
     what = "random effects" + (" and log-likelihood" if o.log_likelihood else "")
     with progress.stage("recovery", f"{what} of {n_draws} draws"):
-        effects, loglik = jax.block_until_ready(
-            recover_all(assembled, flat, keys, o.log_likelihood))
+        effects, loglik = recover_all(recovery, assembled, flat, keys,
+                                      batch=o.draws, workers=cores())
     timings["recovery"] = time.perf_counter() - t0
     yrep = None
     if o.posterior_predictive:

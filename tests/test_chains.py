@@ -453,3 +453,30 @@ def test_many_effects_get_a_dense_block_over_the_parameters_and_the_same_posteri
     assert z.max() < 4.5, z
     with pytest.raises(LmmhmcError, match="dense_mass names.*'nope'"):
         lmmhmc.fit(CROSSED_FORMULA, data, marginalize="none", dense_mass=("nope",), **kw)
+
+
+@pytest.mark.filterwarnings("ignore::lmmhmc.errors.ConvergenceWarning")  # 25 draws
+def test_recovery_in_batches_on_threads_is_the_whole_recovery(monkeypatch: pytest.MonkeyPatch):
+    """The fit recovers the random effects and the log-likelihood a chain's draws at a time on
+    several threads; one call over all draws at once gives the same numbers, bit for bit."""
+    from lmmhmc import fitting, recovery
+
+    seen = {}
+
+    def spy(lowered, assembled, flat, keys, batch, workers):
+        seen.update(assembled=assembled, flat=flat, keys=keys, batch=batch)
+        seen["out"] = recovery.recover_all(lowered, assembled, flat, keys, batch, 2)
+        return seen["out"]
+
+    monkeypatch.setattr(fitting, "recover_all", spy)
+    lmmhmc.fit(SLEEP, load("sleepstudy"), chains=3, draws=25, warmup=25, seed=4,
+               log_likelihood=True, progress=False)
+    assert seen["batch"] == 25 and seen["keys"].shape[0] == 75
+    assembled = seen["assembled"]
+    effects, loglik = recovery._recover_all(assembled.structure, assembled.data, seen["flat"],
+                                            seen["keys"], True)
+    got_effects, got_loglik = seen["out"]
+    assert len(got_effects) == len(effects) == 1
+    np.testing.assert_array_equal(got_effects[0], effects[0])
+    np.testing.assert_array_equal(got_loglik, loglik)
+    assert np.std(got_effects[0][:, 0, 0]) > 0  # draws, not a constant
