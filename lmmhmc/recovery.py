@@ -27,7 +27,7 @@ PREDICTIVE_BATCH = 64
 def lower_recovery(assembled: AssembledModel, priors: dict, start: dict, keys: jax.Array,
                    with_loglik: bool) -> jax.stages.Lowered:
     """The recovery of a batch of ``len(keys)`` draws, lowered from the shapes of a start
-    (compiled, it is `recover_all()`'s ``program``)."""
+    (`recover_all()`'s ``lowered``)."""
     model = assembled.numpyro_model()
     data = assembled.data
     draw = jax.eval_shape(lambda z: constrain_fn(model, (data, priors), {}, z), start)
@@ -36,7 +36,7 @@ def lower_recovery(assembled: AssembledModel, priors: dict, start: dict, keys: j
 
 
 def recover_all(lowered: jax.stages.Lowered, assembled: AssembledModel, flat: dict,
-                keys: jax.Array, batch: int, workers: int) -> tuple[list, jax.Array | None]:
+                keys: jax.Array, batch: int, workers: int) -> tuple[list, np.ndarray | None]:
     """Random effects of every draw (a list per term, ``(draws, levels, d)``: the mean's
     terms, then a distributional model's terms of log sigma) and the pointwise
     log-likelihood (``(draws, N)`` or None).
