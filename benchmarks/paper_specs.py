@@ -8,6 +8,7 @@ set XLA_FLAGS before JAX is imported.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import pandas as pd
 
 #: The checkout these benchmarks belong to.
 REPO = Path(__file__).resolve().parents[1]
-PAPER_DATA = REPO.parent / "shared" / "data" / "paper"
+#: The paper's data folder (``$LMMHMC_PAPER_DATA`` on a machine without ``../shared``).
+PAPER_DATA = Path(os.environ.get("LMMHMC_PAPER_DATA", REPO.parent / "shared" / "data" / "paper"))
 
 EEG = "n400 ~ center(cloze) + (1 + center(cloze) | subj) + (1 + center(cloze) | item)"
 STROOP = "log(RT) ~ condition + (1 + condition | subj)"

@@ -41,8 +41,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
+import jax
 import numpy as np
 
+from . import (
+    _x64,  # noqa: F401  (float64 before any JAX array)
+    calibration,
+)
 from .design import Design
 from .errors import LmmhmcError
 from .families import get_family
@@ -50,8 +55,10 @@ from .layout import SIGMA
 from .marginal import Elimination, TermData, nested_order
 from .pairs import level_pairs
 
-#: Default budget in floating-point operations per gradient (a few milliseconds on one core).
+#: Budget in floating-point operations per gradient on a CPU (a few milliseconds on one core).
 BUDGET = 1.0e7
+#: Sizes of the dense system timed on an accelerator (`device_budget`).
+DEVICE_SIZES = (128, 256, 512, 1024, 2048, 4096)
 #: Cost of the dense solve's reverse mode (explicit inverse) relative to its Cholesky.
 GRADIENT_FACTOR = 3.0
 #: Operations a column pair of the pair-wise Schur update is counted as (per unit of d_1).
@@ -130,10 +137,57 @@ def kernel_cost(terms: Sequence[TermData]) -> tuple[Elimination, float]:
     dbar = np.mean([dk for j, dk in enumerate(d) if j != e]) if q2 else 0.0
     cross, schur = schur_cost(terms, e)
     eliminated = terms[e].n_levels * d[e] ** 3 + schur + q2**2 * dbar + GRADIENT_FACTOR * q2**3 / 3
-    dense = q**2 * np.mean(d) + GRADIENT_FACTOR * q**3 / 3.0
+    dense = dense_cost(q, float(np.mean(d))) / 3.0
     if dense < eliminated:
         return Elimination.dense(len(terms)), 3.0 * dense
     return Elimination.first(e, len(terms), cross), 3.0 * eliminated
+
+
+def dense_cost(q: int, dbar: float = 1.0) -> float:
+    """Operations per gradient of one dense joint system of ``q`` effects (mean block width
+    ``dbar``), reverse pass included: ``3 (q^2 dbar + 3 q^3 / 3)``."""
+    return 3.0 * (q**2 * dbar + GRADIENT_FACTOR * q**3 / 3.0)
+
+
+def device_budget(device: jax.Device | None = None) -> float:
+    """The budget ``"auto"`` plans with on ``device`` (default: JAX's first device).
+
+    On a CPU, `BUDGET`. On an accelerator, the operations of the largest dense system in
+    `DEVICE_SIZES` whose value and gradient the device computes in at most the time a CPU core
+    of this machine takes for a system of `BUDGET` operations (`device_calibration`), and at
+    least `BUDGET`: a smaller kernel costs an accelerator its launch latency rather than its
+    operations, so sampling more terms would not make it cheaper.
+    """
+    return calibrated_budget(device_calibration(device or jax.devices()[0]))
+
+
+def calibrated_budget(timings: dict | None) -> float:
+    """`device_budget` from a `device_calibration` (`BUDGET` for None)."""
+    if timings is None:
+        return BUDGET
+    return max([BUDGET] + [dense_cost(int(n)) for n, t in timings["device_s"].items()
+                           if t <= timings["cpu_s"]])
+
+
+def device_calibration(device: jax.Device) -> dict | None:
+    """``{"cpu_s": t, "device_s": {n: t_n}}``: the seconds of the dense system of `BUDGET`
+    operations on a CPU core of this machine, and of the `DEVICE_SIZES` systems on ``device``
+    up to the first one slower than that (`lmmhmc.calibration`, measured once per device).
+    None on a CPU, or when JAX started without its CPU backend (no reference to scale by)."""
+    if device.platform == "cpu":
+        return None
+    try:
+        cpu = jax.devices("cpu")[0]
+    except RuntimeError:
+        return None
+    reference = next(n for n in range(1, 10**4) if dense_cost(n) >= BUDGET)
+
+    def measure() -> dict:
+        allowed = calibration.dense_seconds([reference], cpu)[reference]
+        return {"cpu_n": reference, "cpu_s": allowed,
+                "device_s": calibration.dense_seconds(DEVICE_SIZES, device, limit=allowed)}
+
+    return calibration.remembered(device, measure)
 
 
 def elimination(terms: Sequence[TermData]) -> Elimination:
@@ -259,7 +313,7 @@ def resolve_term(design: Design, name: str) -> int:
 def make_plan(
     design: Design,
     marginalize: str | Sequence[str] = "auto",
-    budget: float = BUDGET,
+    budget: float | None = None,
     family: str = "gaussian",
 ) -> Plan:
     """Choose the terms to marginalize.
@@ -270,8 +324,9 @@ def make_plan(
     marginalize : "auto", "all", "none" or list of term names
         ``"auto"`` uses the cost model; ``"all"``/``"none"`` force either extreme; a list names
         terms by their text (``"1 + cond | subj"``) or factor (``"subj"``).
-    budget : float, default 1e7
-        Operations per gradient that ``"auto"`` may spend on the joint kernel.
+    budget : float, optional
+        Operations per gradient that ``"auto"`` may spend on the joint kernel; default
+        `device_budget()`: `BUDGET` (1e7) on a CPU, a measured calibration on an accelerator.
     family : str, default "gaussian"
         The response family: a non-Gaussian one's terms are reparameterized, at the cost of
         the family's ``newton_steps`` Newton steps per gradient.
@@ -297,9 +352,12 @@ def make_plan(
             return plan((_marginalized_term(design, marginalize),), "user")
     else:
         return plan({_marginalized_term(design, m) for m in marginalize}, "user")
+    if budget is None:
+        budget = device_budget()
+    within = "budget" if budget == BUDGET else f"budget {budget:.2g}"
     if gradient_cost(design, every, family)[0] <= budget:
-        return plan(every, "auto: joint kernel within budget")
-    return plan(_affordable_subset(design, budget, family), "auto: largest affordable subset")
+        return plan(every, f"auto: joint kernel within {within}")
+    return plan(_affordable_subset(design, budget, family), f"auto: largest subset within {within}")
 
 
 def _marginalized_term(design: Design, name: object) -> int:
