@@ -48,7 +48,9 @@ def main() -> None:
 
     from lmmhmc import plan
 
-    record = {"environment": environment(), "fits": {}}
+    # --only adds to (or replaces in) the recorded fits; a whole run starts afresh
+    earlier = json.loads(OUT.read_text())["fits"] if args.only and OUT.exists() else {}
+    record = {"environment": environment(), "fits": earlier}
     record["environment"]["device"] = str(jax.devices()[0].device_kind)
     start = time.perf_counter()
     timings = plan.device_calibration(jax.devices()[0])

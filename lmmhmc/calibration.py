@@ -17,6 +17,7 @@ measures again.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,11 +68,12 @@ def dense_seconds(sizes: Sequence[int], device: jax.Device,
     return seconds
 
 
-def remembered(device: jax.Device, measure: Callable[[], dict]) -> dict:
-    """The stored calibration of ``device`` (its kind and the JAX version), or ``measure()``'s,
-    stored when the compilation cache is on (JSON: its keys come back as strings)."""
+def remembered(device: jax.Device, what: str, measure: Callable[[], dict]) -> dict:
+    """The stored calibration ``what`` of ``device`` (its kind and the JAX version), or
+    ``measure()``'s, stored when the compilation cache is on (through JSON: its keys come back
+    as strings)."""
     path = _path()
-    key = f"{device.platform}:{device.device_kind}:jax {jax.__version__}"
+    key = f"{device.platform}:{device.device_kind}:jax {jax.__version__}:{what}"
     entries = _read(path) if path else {}
     if key in entries:
         return entries[key]
@@ -79,7 +81,9 @@ def remembered(device: jax.Device, measure: Callable[[], dict]) -> dict:
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(entries, indent=1))
+            part = path.with_name(f"{path.name}.{os.getpid()}")
+            part.write_text(json.dumps(entries, indent=1))
+            os.replace(part, path)  # whole, for a reader in another process
         except OSError:  # a read-only cache: measure again next time
             pass
     return entries[key]

@@ -55,7 +55,7 @@ from .layout import SIGMA
 from .marginal import Elimination, TermData, nested_order
 from .pairs import level_pairs
 
-#: Budget in floating-point operations per gradient on a CPU (a few milliseconds on one core).
+#: Budget in floating-point operations per gradient on a CPU (about a millisecond on one core).
 BUDGET = 1.0e7
 #: Sizes of the dense system timed on an accelerator (`device_budget`).
 DEVICE_SIZES = (128, 256, 512, 1024, 2048, 4096)
@@ -137,7 +137,7 @@ def kernel_cost(terms: Sequence[TermData]) -> tuple[Elimination, float]:
     dbar = np.mean([dk for j, dk in enumerate(d) if j != e]) if q2 else 0.0
     cross, schur = schur_cost(terms, e)
     eliminated = terms[e].n_levels * d[e] ** 3 + schur + q2**2 * dbar + GRADIENT_FACTOR * q2**3 / 3
-    dense = dense_cost(q, float(np.mean(d))) / 3.0
+    dense = _dense_system(q, float(np.mean(d)))
     if dense < eliminated:
         return Elimination.dense(len(terms)), 3.0 * dense
     return Elimination.first(e, len(terms), cross), 3.0 * eliminated
@@ -145,8 +145,14 @@ def kernel_cost(terms: Sequence[TermData]) -> tuple[Elimination, float]:
 
 def dense_cost(q: int, dbar: float = 1.0) -> float:
     """Operations per gradient of one dense joint system of ``q`` effects (mean block width
-    ``dbar``), reverse pass included: ``3 (q^2 dbar + 3 q^3 / 3)``."""
-    return 3.0 * (q**2 * dbar + GRADIENT_FACTOR * q**3 / 3.0)
+    ``dbar``), the reverse pass included (module docstring)."""
+    return 3.0 * _dense_system(q, dbar)
+
+
+def _dense_system(q: int, dbar: float) -> float:
+    """Forming (``q^2 dbar``) and factoring a dense system with its explicit-inverse gradient
+    (``GRADIENT_FACTOR q^3 / 3``), before the reverse pass's factor 3."""
+    return q**2 * dbar + GRADIENT_FACTOR * q**3 / 3.0
 
 
 def device_budget(device: jax.Device | None = None) -> float:
@@ -170,9 +176,10 @@ def calibrated_budget(timings: dict | None) -> float:
 
 
 def device_calibration(device: jax.Device) -> dict | None:
-    """``{"cpu_s": t, "device_s": {n: t_n}}``: the seconds of the dense system of `BUDGET`
-    operations on a CPU core of this machine, and of the `DEVICE_SIZES` systems on ``device``
-    up to the first one slower than that (`lmmhmc.calibration`, measured once per device).
+    """``{"cpu_n": n, "cpu_s": t, "device_s": {"n": t_n}}``: the seconds of the dense system of
+    size ``n`` (the smallest of at least `BUDGET` operations) on a CPU core of this machine, and
+    of the `DEVICE_SIZES` systems on ``device`` up to the first one slower than that
+    (`lmmhmc.calibration`, measured once per device; the sizes are JSON's string keys).
     None on a CPU, or when JAX started without its CPU backend (no reference to scale by)."""
     if device.platform == "cpu":
         return None
@@ -187,7 +194,7 @@ def device_calibration(device: jax.Device) -> dict | None:
         return {"cpu_n": reference, "cpu_s": allowed,
                 "device_s": calibration.dense_seconds(DEVICE_SIZES, device, limit=allowed)}
 
-    return calibration.remembered(device, measure)
+    return calibration.remembered(device, f"n {reference}, sizes {DEVICE_SIZES}", measure)
 
 
 def elimination(terms: Sequence[TermData]) -> Elimination:
@@ -354,10 +361,11 @@ def make_plan(
         return plan({_marginalized_term(design, m) for m in marginalize}, "user")
     if budget is None:
         budget = device_budget()
-    within = "budget" if budget == BUDGET else f"budget {budget:.2g}"
+    amount = "" if budget == BUDGET else f" {budget:.2g}"  # named when not the CPU's
     if gradient_cost(design, every, family)[0] <= budget:
-        return plan(every, f"auto: joint kernel within {within}")
-    return plan(_affordable_subset(design, budget, family), f"auto: largest subset within {within}")
+        return plan(every, f"auto: joint kernel within budget{amount}")
+    return plan(_affordable_subset(design, budget, family),
+                f"auto: largest affordable subset{amount and ' within budget' + amount}")
 
 
 def _marginalized_term(design: Design, name: object) -> int:
