@@ -27,8 +27,10 @@ joint precision::
 
 ``schur(e)`` is the Schur-complement update ([`schur_cost()`][lmmhmc.plan.schur_cost]), ``q_2`` the
 effects of the other marginalized terms. ``"auto"`` marginalizes every term when that costs at
-most ``budget`` operations; otherwise the affordable subset that removes the most sampled
-dimensions (ties: the cheaper one). Terms not marginalized are sampled non-centered.
+most ``budget`` operations ([`device_budget()`][lmmhmc.plan.device_budget]: `BUDGET` on a
+CPU, from a measured calibration on an accelerator); otherwise the affordable subset that
+removes the most sampled dimensions (ties: the cheaper one). Terms not marginalized are sampled
+(centered or non-centered, `lmmhmc.centering`).
 
 This module owns all costing: the kernel ([`lmmhmc.marginal.prepare()`][lmmhmc.marginal.prepare])
 factors the terms in the [`Elimination`][lmmhmc.marginal.Elimination] order it is given, which
