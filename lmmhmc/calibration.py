@@ -17,7 +17,6 @@ measures again.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
-from .runtime import single_threaded_blas
+from .runtime import cache_folder, single_threaded_blas, write_whole
 
 #: Timed calls per size; the shortest counts.
 REPEATS = 5
@@ -79,22 +78,14 @@ def remembered(device: jax.Device, what: str, measure: Callable[[], dict]) -> di
         return entries[key]
     entries[key] = json.loads(json.dumps(measure()))
     if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            part = path.with_name(f"{path.name}.{os.getpid()}")
-            part.write_text(json.dumps(entries, indent=1))
-            os.replace(part, path)  # whole, for a reader in another process
-        except OSError:  # a read-only cache: measure again next time
-            pass
+        write_whole(path, json.dumps(entries, indent=1).encode())
     return entries[key]
 
 
 def _path() -> Path | None:
     """The stored calibration's file, or None when JAX's compilation cache is off or remote."""
-    cache = jax.config.jax_compilation_cache_dir
-    if cache is None or "://" in str(cache):
-        return None
-    return Path(cache) / FILE
+    cache = cache_folder()
+    return None if cache is None else cache / FILE
 
 
 def _read(path: Path) -> dict:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import platform
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from pathlib import Path
 import jax
 
 from . import _x64  # noqa: F401  (float64 before any JAX array)
+from .runtime import cache_folder, write_whole
 
 #: The folder, inside JAX's compilation cache, that holds the stored programs.
 FOLDER = "lmmhmc-programs"
@@ -98,10 +98,8 @@ def _call(stored: _Stored, *dynamic):
 
 def _folder() -> Path | None:
     """The stored programs' folder, or None when JAX's compilation cache is off or remote."""
-    cache = jax.config.jax_compilation_cache_dir
-    if cache is None or "://" in str(cache):
-        return None
-    return Path(cache) / FOLDER
+    cache = cache_folder()
+    return None if cache is None else cache / FOLDER
 
 
 def _key(program: Callable, args: tuple, static: tuple[int, ...]) -> str | None:
@@ -178,11 +176,5 @@ def _store(path: Path, key: str, program: Callable, args: tuple,
     except Exception:  # noqa: BLE001  (e.g. a custom call that export refuses: traced as before;
         return None    # an error of the program itself is raised again by that trace)
     stored = _Stored(key, exported, out_tree[0])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(f"{path.name}.{os.getpid()}.part")
-        part.write_bytes(pickle.dumps((exported.serialize(), stored.out_tree)))
-        os.replace(part, path)
-    except OSError:
-        pass
+    write_whole(path, pickle.dumps((exported.serialize(), stored.out_tree)))
     return stored

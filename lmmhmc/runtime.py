@@ -39,6 +39,28 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
+def cache_folder() -> Path | None:
+    """JAX's compilation cache folder, beside which lmmhmc keeps its own stored files (the
+    chains' programs, the device calibration); None when the cache is off or remote."""
+    cache = jax.config.jax_compilation_cache_dir
+    if cache is None or "://" in str(cache):
+        return None
+    return Path(cache)
+
+
+def write_whole(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` through a file of this process renamed over it, so that
+    a reader in another process sees the old or the new file, never a part; a folder that
+    cannot be written is left alone (the file is made again next time)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f"{path.name}.{os.getpid()}.part")
+        part.write_bytes(content)
+        os.replace(part, path)
+    except OSError:
+        pass
+
+
 def single_threaded_blas():
     """Context manager limiting BLAS/LAPACK (OpenBLAS) to one thread while it is active.
 
