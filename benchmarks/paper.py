@@ -6,8 +6,9 @@ plus sleepstudy, grouseticks and InstEval) this fits
 - lmmhmc ``marginalize="auto"`` (the plan the cost model picks),
 - lmmhmc with each single grouping term marginalized, ``marginalize=[term]`` (the paper's M1,
   M2; left out where it is the same plan as ``auto``),
-- lmmhmc ``marginalize="none"``: every random effect sampled non-centered, the parameterization
-  brms and bambi use,
+- lmmhmc ``marginalize="none"``: every random effect sampled, each level centered or
+  non-centered as ``centering="auto"`` chooses (brms and bambi sample every level
+  non-centered),
 - bambi with its default PyMC NUTS sampler on the same formula and data (skipped with a message
   when bambi cannot be imported: ``pip install -e ".[bench]"``),
 

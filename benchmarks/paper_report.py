@@ -18,8 +18,9 @@ COLORS = {"auto": "tab:blue", "none": "tab:red", "bambi": "tab:green"}
 
 METHODS_TEXT = (
     "Methods: `auto` is lmmhmc's own plan; `[term]` marginalizes that one grouping term "
-    "and samples the others non-centered (the paper's M1/M2); `none` samples every random "
-    "effect non-centered (as brms and bambi do); `bambi` is bambi's default PyMC sampler "
+    "and samples the others (the paper's M1/M2); `none` samples every random effect (each "
+    "level centered or non-centered by `centering=\"auto\"` since 2026-12-01, before that "
+    "non-centered, as brms and bambi do); `bambi` is bambi's default PyMC sampler "
     "on the same formula. Min ESS: the smallest bulk ESS over every parameter, random effects "
     "included; min ESS/s uses the whole wall time (compilation included); `/ none` is the "
     "method's min ESS/s over `none`'s. With several seeds each cell is the median over "

@@ -40,9 +40,11 @@ NOTES = [
     "to but not the same as lmmhmc's.",
     "bambi models the terms of `(1 + x | g)` as uncorrelated (no LKJ correlation): its model "
     "has one parameter less per correlated term than lmmhmc's.",
-    "`none` is lmmhmc with every random effect sampled non-centered (u = Lambda z, z ~ N(0, I)),"
-    " the parameterization brms and bambi use; the random effects of marginalized terms are "
-    "drawn exactly from their conditional posterior after sampling, so ESS covers them too.",
+    "`none` is lmmhmc with every random effect sampled: since 2026-12-01 each level centered "
+    "or non-centered as `centering=\"auto\"` chooses, before that every level non-centered "
+    "(u = Lambda z, z ~ N(0, I)), the parameterization brms and bambi use; the random effects "
+    "of marginalized terms are drawn exactly from their conditional posterior after sampling, "
+    "so ESS covers them too.",
     "Wall time covers a cold start: JAX's in-memory caches are cleared before each lmmhmc run "
     "and its persistent compilation cache is off (LMMHMC_CACHE_DIR=off), so it includes "
     "compilation, the ML start, sampling and the recovery of the random effects (no pointwise "
